@@ -1,0 +1,204 @@
+//! The `Plan`: what one rank does for one collective, as data.
+//!
+//! # Nomenclature
+//! - **buffer**: one of the op's memory areas: [`Buf::Input`], [`Buf::Output`], or
+//!   [`Buf::Scratch`] (engine-owned, same shape as declared in [`Plan::scratch`]).
+//! - **block**: a buffer is `blocks` equal blocks of `block_len` elements. Per-rank data of
+//!   all-gather, reduce-scatter and all-to-all are blocks; all-reduce, broadcast and reduce
+//!   buffers are one block.
+//! - **channel**: the engine splits every block into `nchannels` contiguous pieces and runs
+//!   `Plan::channels[c]` on piece `c` of every block, over channel `c`'s own connections.
+//! - **split**: a plan may cut each block's channel piece into `splits` chunks (ring
+//!   all-reduce cuts it into `nranks`).
+//! - **chunk**: `Region { buf, block, split }`, the unit steps name. Its size is decided by the
+//!   engine (see below); a plan never knows byte counts.
+//! - **round**: the engine runs the channel's step list once per round over successive windows
+//!   of the piece, so that every chunk of a round fits the connection FIFO (NCCL's "loop").
+//!
+//! # How the engine maps a region to elements
+//! For piece length `L` (elements of one block on one channel), `S` splits and a chunk size
+//! limit `K` elements: round size `R = S*K`, `nrounds = ceil(L / R)`; in round `k` the window is
+//! `[k*R, min(L, (k+1)*R))` of length `W`, and split `s` is `[s*W/S, (s+1)*W/S)` of it. Matched
+//! send/receive regions always have the same split index and the same block length, so both
+//! sides compute the same byte count without exchanging it. Zero-length chunks are skipped by
+//! both sides.
+
+/// Which memory area a region lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Buf {
+    /// The user's send buffer (same memory as `Output` for an in-place op).
+    Input,
+    /// The user's receive buffer.
+    Output,
+    /// A buffer the engine allocates for the op, shaped like [`Plan::scratch`].
+    Scratch,
+}
+
+/// A chunk of one buffer: `split` of block `block` (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region {
+    /// The buffer.
+    pub buf: Buf,
+    /// Block index within the buffer, `< Shape::blocks`.
+    pub block: u32,
+    /// Split index within the block's channel piece, `< Plan::splits`.
+    pub split: u32,
+}
+
+impl Region {
+    /// Shorthand constructor.
+    pub const fn new(buf: Buf, block: u32, split: u32) -> Self {
+        Self { buf, block, split }
+    }
+}
+
+/// The block structure of one buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Number of equal blocks (`0` means the buffer is not used).
+    pub blocks: u32,
+}
+
+/// One step of a channel, NCCL's primitive vocabulary. "incoming" is the chunk received from
+/// `from`; every step that sends sends exactly one chunk to `to`; `⊕` is the op's reduction.
+///
+/// A step completes when all of its parts completed; the next step of the channel starts
+/// only then. The two halves of [`Step::SendRecv`] progress independently of each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Send `src` to `to`.
+    Send {
+        /// Destination rank.
+        to: u32,
+        /// What to send.
+        src: Region,
+    },
+    /// Receive from `from` into `dst`.
+    Recv {
+        /// Source rank.
+        from: u32,
+        /// Where the data lands.
+        dst: Region,
+    },
+    /// `dst = src ⊕ incoming` (NCCL's recvReduceCopy; `src` may equal `dst`).
+    RecvReduce {
+        /// Source rank.
+        from: u32,
+        /// Local operand.
+        src: Region,
+        /// Where the result lands.
+        dst: Region,
+    },
+    /// Send `src ⊕ incoming` to `to` without storing it.
+    RecvReduceSend {
+        /// Source rank.
+        from: u32,
+        /// Destination rank.
+        to: u32,
+        /// Local operand.
+        src: Region,
+    },
+    /// `dst = src ⊕ incoming`, and send `dst` to `to`.
+    RecvReduceCopySend {
+        /// Source rank.
+        from: u32,
+        /// Destination rank.
+        to: u32,
+        /// Local operand.
+        src: Region,
+        /// Where the result lands.
+        dst: Region,
+    },
+    /// `dst = incoming`, and forward incoming to `to`.
+    RecvCopySend {
+        /// Source rank.
+        from: u32,
+        /// Destination rank.
+        to: u32,
+        /// Where the data lands.
+        dst: Region,
+    },
+    /// Local copy `dst = src` (skipped by the engine when both name the same memory).
+    Copy {
+        /// Source.
+        src: Region,
+        /// Destination.
+        dst: Region,
+    },
+    /// Send `src` to `to` and receive from `from` into `dst`, both at once (pairwise
+    /// exchange: neither half waits for the other).
+    SendRecv {
+        /// Destination rank.
+        to: u32,
+        /// What to send.
+        src: Region,
+        /// Source rank.
+        from: u32,
+        /// Where the data lands.
+        dst: Region,
+    },
+}
+
+impl Step {
+    /// The peer this step sends to, if any.
+    pub fn send_peer(&self) -> Option<u32> {
+        match *self {
+            Step::Send { to, .. }
+            | Step::RecvReduceSend { to, .. }
+            | Step::RecvReduceCopySend { to, .. }
+            | Step::RecvCopySend { to, .. }
+            | Step::SendRecv { to, .. } => Some(to),
+            Step::Recv { .. } | Step::RecvReduce { .. } | Step::Copy { .. } => None,
+        }
+    }
+
+    /// The peer this step receives from, if any.
+    pub fn recv_peer(&self) -> Option<u32> {
+        match *self {
+            Step::Recv { from, .. }
+            | Step::RecvReduce { from, .. }
+            | Step::RecvReduceSend { from, .. }
+            | Step::RecvReduceCopySend { from, .. }
+            | Step::RecvCopySend { from, .. }
+            | Step::SendRecv { from, .. } => Some(from),
+            Step::Send { .. } | Step::Copy { .. } => None,
+        }
+    }
+}
+
+/// What one rank does for one operation: per channel, the ordered steps.
+///
+/// Call protocol (engine side): allocate scratch if `scratch.blocks > 0`; for every channel
+/// `c` and every round, run `channels[c]` in order; a channel never waits for another channel.
+/// After the last round, ops with [`crate::Collective::needs_postdivide`] semantics (average)
+/// divide the rank's final output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The operation this plan implements.
+    pub collective: crate::Collective,
+    /// Number of ranks in the communicator.
+    pub nranks: u32,
+    /// The rank this plan belongs to.
+    pub rank: u32,
+    /// Block structure of the input buffer.
+    pub input: Shape,
+    /// Block structure of the output buffer.
+    pub output: Shape,
+    /// Block structure of the scratch buffer (`blocks == 0`: none).
+    pub scratch: Shape,
+    /// Number of chunks each block's channel piece is cut into.
+    pub splits: u32,
+    /// The step list of each channel.
+    pub channels: Vec<Vec<Step>>,
+}
+
+impl Plan {
+    /// The shape of buffer `buf`.
+    pub fn shape(&self, buf: Buf) -> Shape {
+        match buf {
+            Buf::Input => self.input,
+            Buf::Output => self.output,
+            Buf::Scratch => self.scratch,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! oxccl's transports: move bytes between two ranks.
+//!
+//! Every transport offers the same model, NCCL's: a one-way connection is a FIFO of `nslots`
+//! slots of `slot_size` bytes. The sender fills a free slot and commits it (advancing the
+//! tail); the receiver reads the oldest committed slot and releases it (advancing the head).
+//! Slot memory belongs to the transport, so a transport can place it where the peer can reach
+//! it directly (shared memory, registered RDMA memory, later device memory).
+//!
+//! # Call protocol
+//! - Sender: [`SendChannel::try_acquire`] → fill the returned slice → [`SendChannel::commit`]
+//!   with the number of bytes written. Call [`SendChannel::progress`] whenever nothing else can
+//!   be done (a TCP sender pushes bytes there; shared memory needs no help).
+//! - Receiver: [`RecvChannel::try_peek`] → read the returned slice → [`RecvChannel::release`].
+//!   Call [`RecvChannel::progress`] when `try_peek` returns `None`.
+//! - All calls are non-blocking. To sleep, the engine asks each channel for its
+//!   [`WaitSource`] and waits on them with a timeout (see [`wait`]).
+//!
+//! **Architecture invariant:** transports know nothing of collectives, plans or datatypes;
+//! algorithms know nothing of transports. The engine (crate `oxccl`) is where they meet.
+
+pub mod error;
+pub mod shm;
+pub mod tcp;
+pub mod wait;
+
+pub use error::{Error, Result};
+pub use wait::{Doorbell, WaitSource};
+
+/// The sending half of a one-way connection to one peer.
+pub trait SendChannel: Send {
+    /// Bytes per slot. Every committed message is at most this long.
+    fn slot_size(&self) -> usize;
+    /// Number of slots in the FIFO.
+    fn nslots(&self) -> usize;
+    /// A free slot to fill, or `None` while every slot is in flight.
+    ///
+    /// The slice is `slot_size` bytes long, 8-byte aligned. Calling it twice without a
+    /// commit returns the same slot.
+    fn try_acquire(&mut self) -> Result<Option<&mut [u8]>>;
+    /// Hand the slot from the last `try_acquire` to the peer, holding `len` bytes.
+    fn commit(&mut self, len: usize) -> Result<()>;
+    /// Move bytes without blocking; `Ok(true)` when something moved.
+    fn progress(&mut self) -> Result<bool>;
+    /// `true` once every committed slot has been handed over to the peer's side (a TCP
+    /// sender has written it to the socket), so the sender may stop calling `progress`.
+    fn flushed(&self) -> bool;
+    /// What to sleep on while waiting for a slot to come free.
+    fn wait_source(&self) -> WaitSource;
+}
+
+/// The receiving half of a one-way connection from one peer.
+pub trait RecvChannel: Send {
+    /// Bytes per slot.
+    fn slot_size(&self) -> usize;
+    /// Number of slots in the FIFO.
+    fn nslots(&self) -> usize;
+    /// The oldest committed message, or `None` while there is none.
+    ///
+    /// The slice is exactly as long as the sender committed, 8-byte aligned. Calling it twice
+    /// without a release returns the same message.
+    fn try_peek(&mut self) -> Result<Option<&[u8]>>;
+    /// Give the slot of the message from the last `try_peek` back to the sender.
+    fn release(&mut self) -> Result<()>;
+    /// Move bytes without blocking; `Ok(true)` when something moved.
+    fn progress(&mut self) -> Result<bool>;
+    /// What to sleep on while waiting for a message.
+    fn wait_source(&self) -> WaitSource;
+}
+
+/// Sizes of a connection's FIFO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FifoConfig {
+    /// Bytes per slot; a multiple of 64.
+    pub slot_size: usize,
+    /// Slots per one-way connection; at least 2.
+    pub nslots: usize,
+}
+
+impl Default for FifoConfig {
+    fn default() -> Self {
+        Self {
+            slot_size: 128 * 1024,
+            nslots: 8,
+        }
+    }
+}

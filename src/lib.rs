@@ -1,7 +1,37 @@
 //! oxccl: collective communication for Rust.
+//!
+//! Ranks of a job create a [`Communicator`] and call all-reduce, all-gather,
+//! reduce-scatter, broadcast, reduce, all-to-all and send/receive on Rust slices of any
+//! [`Element`] type. oxccl moves the bytes over shared memory within a host and TCP between
+//! hosts, running algorithms that are plain data ([`oxccl_algorithms`]) verified before use.
+//!
+//! ```no_run
+//! use oxccl::{Communicator, ReduceOp};
+//! // Started by `oxccl-run -n 4 -- my-program` (or torchrun, mpirun, srun).
+//! let mut comm = Communicator::from_env()?;
+//! let mine = vec![comm.rank() as f32; 1024];
+//! let mut sum = vec![0.0f32; 1024];
+//! comm.all_reduce(&mine, &mut sum, ReduceOp::Sum)?;
+//! # Ok::<(), oxccl::Error>(())
+//! ```
+//!
+//! **Architecture invariant:** this crate contains no `unsafe`; all of it lives in
+//! `oxccl-transports` (and later the C ABI bindings).
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+mod comm;
+pub mod config;
+mod engine;
 pub mod error;
+pub mod logging;
+pub mod reduce;
+pub mod types;
 
+pub use bootstrap::{LaunchEnv, UniqueId};
+pub use comm::{AbortHandle, Communicator, Group, Pending};
+pub use config::{Config, TransportChoice};
 pub use error::{Error, Result};
+pub use oxccl_algorithms::Algorithm;
+pub use types::{DataType, Element, ReduceOp};
+pub use half::{bf16, f16};

@@ -1,26 +1,17 @@
-//! Bootstrap (stub of the public API; being written).
-use std::net::SocketAddr;
-use std::time::Duration;
+//! Bootstrap: how the ranks of a job find each other.
+//!
+//! A [`UniqueId`] names a root rendezvous (an address and a secret). Every rank connects to
+//! the root, proves it knows the secret, and the root all-gathers each rank's connection
+//! details ([`RootServer`] documents the protocol). [`LaunchEnv`] reads the launch conventions
+//! of oxccl-run, torchrun, Open MPI, PMI and Slurm.
 
-/// The job's shared secret.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Secret(pub [u8; 32]);
-impl Secret {
-    /// A fresh random secret.
-    pub fn random() -> crate::Result<Self> { todo!() }
-    /// Lower-case hex, 64 characters.
-    pub fn to_hex(&self) -> String { todo!() }
-    /// Parses 64 hex characters.
-    pub fn from_hex(_s: &str) -> crate::Result<Self> { todo!() }
-}
+mod client;
+mod env;
+mod root;
+mod secret;
+pub(crate) mod wire;
 
-/// The root rendezvous service.
-pub struct RootServer;
-impl RootServer {
-    /// Binds `bind` and serves one rendezvous of `nranks` ranks in a background thread.
-    pub fn start(_bind: SocketAddr, _secret: Secret, _nranks: u32, _timeout: Duration) -> crate::Result<Self> { todo!() }
-    /// The bound address (port resolved).
-    pub fn addr(&self) -> SocketAddr { todo!() }
-    /// Waits for the rendezvous to finish.
-    pub fn join(self) -> crate::Result<()> { todo!() }
-}
+pub(crate) use client::BootstrapClient;
+pub use env::LaunchEnv;
+pub use root::RootServer;
+pub use secret::{Secret, UniqueId};

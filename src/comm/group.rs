@@ -1,0 +1,182 @@
+//! Groups of ops that run together, and the handle of ops in flight.
+
+use super::Communicator;
+use crate::engine::{OpRun, OpSpec, UserBufs, Waiter};
+use crate::error::{Error, Result};
+use crate::types::{DataType, ReduceOp};
+use oxccl_algorithms::{Algorithm, Collective};
+
+/// Ops collected to run together (NCCL's `ncclGroupStart`/`ncclGroupEnd`).
+///
+/// Add ops with the same methods as on [`Communicator`] (they validate their arguments at
+/// once and leave the group unchanged on error), then [`Group::launch`] for a [`Pending`]
+/// handle or [`Group::run`] to wait. Sends and receives in one group progress together, so a
+/// ring where every rank sends to the next and receives from the previous cannot deadlock.
+/// A send to this rank itself must be matched by a receive from itself in the same group.
+pub struct Group<'a> {
+    pub(super) comm: &'a mut Communicator,
+    pub(super) ops: Vec<(OpSpec, UserBufs<'a>)>,
+    pub(super) self_sends: Vec<&'a [u8]>,
+    pub(super) self_recvs: Vec<&'a mut [u8]>,
+}
+
+impl<'a> Group<'a> {
+    pub(super) fn new(comm: &'a mut Communicator) -> Self {
+        Group {
+            comm,
+            ops: Vec::new(),
+            self_sends: Vec::new(),
+            self_recvs: Vec::new(),
+        }
+    }
+
+    /// Adds an op over raw bytes (the typed methods and the C ABI end here).
+    pub(crate) fn push(
+        &mut self,
+        collective: Collective,
+        dtype: DataType,
+        redop: ReduceOp,
+        count: usize,
+        bufs: UserBufs<'a>,
+    ) {
+        let spec = OpSpec {
+            collective,
+            dtype,
+            redop,
+            count,
+        };
+        self.ops.push((spec, bufs));
+    }
+
+    /// Starts every op of the group; the returned handle finishes them.
+    pub fn launch(self) -> Result<Pending<'a>> {
+        let Group {
+            comm,
+            ops,
+            self_sends,
+            self_recvs,
+        } = self;
+        comm.check_usable()?;
+        if self_sends.len() != self_recvs.len() {
+            return Err(Error::invalid(
+                "group",
+                format!(
+                    "{} sends to self but {} receives from self in this group; each send to \
+                     self needs a matching receive from self",
+                    self_sends.len(),
+                    self_recvs.len()
+                ),
+            ));
+        }
+        for (i, (s, r)) in self_sends.iter().zip(&self_recvs).enumerate() {
+            if s.len() != r.len() {
+                return Err(Error::invalid(
+                    "group",
+                    format!(
+                        "send to self #{i} has {} bytes but the matching receive has {}",
+                        s.len(),
+                        r.len()
+                    ),
+                ));
+            }
+        }
+        let mut runs = Vec::with_capacity(ops.len());
+        for (spec, bufs) in ops {
+            let plan = comm.plan_for(&spec)?;
+            runs.push(OpRun::new(spec, plan, bufs, &comm.engine.links)?);
+        }
+        for (s, r) in self_sends.into_iter().zip(self_recvs) {
+            r.copy_from_slice(s);
+        }
+        tracing::trace!(target: "oxccl::coll", "rank {}: launching {} ops", comm.rank, runs.len());
+        Ok(Pending {
+            comm,
+            ops: runs,
+            waiter: Waiter::new(),
+            done: false,
+        })
+    }
+
+    /// Runs the group and waits for it.
+    pub fn run(self) -> Result<()> {
+        self.launch()?.wait()
+    }
+}
+
+impl Communicator {
+    /// Starts collecting a group of ops.
+    pub fn group(&mut self) -> Group<'_> {
+        Group::new(self)
+    }
+
+    /// The plan for one op on this communicator.
+    fn plan_for(&self, spec: &OpSpec) -> Result<oxccl_algorithms::Plan> {
+        let algorithm = self.config.algorithm.unwrap_or(Algorithm::Ring);
+        // Small blocks use fewer channels: each channel adds a message per step.
+        let block_bytes = spec.count * spec.dtype.size();
+        let nch = (block_bytes / (64 * 1024)).clamp(1, self.config.nchannels as usize) as u32;
+        oxccl_algorithms::build(algorithm, spec.collective, self.nranks, self.rank, nch)
+            .map_err(|e| Error::invalid(spec.collective.name(), e.to_string()))
+    }
+}
+
+/// Ops in flight. [`Pending::test`] advances them without blocking; [`Pending::wait`]
+/// finishes them. Dropping an unfinished handle waits for it (the buffers are borrowed until
+/// then); an error while dropping marks the communicator failed.
+pub struct Pending<'a> {
+    comm: &'a mut Communicator,
+    ops: Vec<OpRun<'a>>,
+    waiter: Waiter,
+    done: bool,
+}
+
+impl Pending<'_> {
+    /// Advances the ops; `Ok(true)` once all are complete. Never blocks (beyond a short
+    /// spin or yield when nothing moved).
+    pub fn test(&mut self) -> Result<bool> {
+        if self.done {
+            return Ok(true);
+        }
+        let engine = &mut self.comm.engine;
+        let r = engine.poll(&mut self.ops, &mut self.waiter).and_then(|done| {
+            if !done {
+                engine.idle_nonblocking(&self.ops, &mut self.waiter)?;
+            }
+            Ok(done)
+        });
+        self.settle(r)
+    }
+
+    /// Blocks until every op completed, or fails (deadline, peer failure, abort).
+    pub fn wait(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if self.done {
+            return Ok(());
+        }
+        let r = self.comm.engine.run_with(&mut self.ops, &mut self.waiter).map(|()| true);
+        self.settle(r).map(drop)
+    }
+
+    fn settle(&mut self, r: Result<bool>) -> Result<bool> {
+        match r {
+            Ok(done) => {
+                self.done = done;
+                Ok(done)
+            }
+            Err(e) => {
+                self.done = true;
+                self.comm.fail(&e);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}

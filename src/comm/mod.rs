@@ -1,0 +1,134 @@
+//! The communicator: a set of ranks that run collectives together.
+
+mod api;
+mod group;
+mod init;
+mod split;
+
+pub use group::{Group, Pending};
+
+use crate::bootstrap::{LaunchEnv, RootServer, UniqueId};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A group of `nranks` processes (or threads) that run collectives together; this value is
+/// one rank of it.
+///
+/// Create one per rank with [`Communicator::init`] (a shared [`UniqueId`]) or
+/// [`Communicator::from_env`] (launchers). Every rank must issue the same collectives in the
+/// same order with matching arguments; point-to-point sends and receives are matched per
+/// peer in issue order. Dropping the communicator closes its connections.
+///
+/// Operations take `&mut self`: one op (or [`Group`]) is in flight at a time, and its
+/// [`Pending`] handle borrows the buffers until it completes.
+pub struct Communicator {
+    rank: u32,
+    nranks: u32,
+    engine: Engine,
+    advertised_ip: IpAddr,
+    config: Config,
+    failed: Option<String>,
+}
+
+/// Aborts a communicator from another thread: its wait in progress (or next op) fails with
+/// [`Error::Aborted`] within a few milliseconds.
+#[derive(Clone, Debug)]
+pub struct AbortHandle(Arc<AtomicBool>);
+
+impl AbortHandle {
+    /// Requests the abort.
+    pub fn abort(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Communicator {
+    /// Joins the communicator named by `id` as `rank` of `nranks`. Blocks until every rank
+    /// joined and all connections are up, or fails within `config.timeout` with an error
+    /// that names what is missing.
+    pub fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Result<Self> {
+        init::init(id, nranks, rank, config)
+    }
+
+    /// Joins the job described by the environment ([`LaunchEnv`]: oxccl-run, torchrun, Open
+    /// MPI, PMI, Slurm), with [`Config::from_env`]. Rank 0 hosts the root rendezvous unless
+    /// a launcher does (`OXCCL_ROOT_EXTERNAL=1`).
+    pub fn from_env() -> Result<Self> {
+        crate::logging::init();
+        let env = LaunchEnv::from_env()?;
+        let config = Config::from_env()?;
+        if env.hosts_root {
+            let root = RootServer::start(env.id.root, env.id.secret, env.nranks, config.timeout)
+                .or_else(|_| {
+                    // The advertised address may not be local (a NAT or a name); listen on
+                    // every interface at that port instead.
+                    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), env.id.root.port());
+                    RootServer::start(any, env.id.secret, env.nranks, config.timeout)
+                })?;
+            root.detach();
+        }
+        Self::init(env.id, env.nranks, env.rank, config)
+    }
+
+    /// This rank, `0..size()`.
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn size(&self) -> u32 {
+        self.nranks
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A handle that aborts this communicator from another thread.
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle(self.engine.abort.clone())
+    }
+
+    /// Closes every connection now; peers waiting on this rank get an error promptly.
+    pub fn abort(mut self) {
+        self.engine.abort.store(true, Ordering::Relaxed);
+        self.engine.links.close();
+    }
+
+    /// Fails if an earlier op broke the communicator or it was aborted.
+    fn check_usable(&self) -> Result<()> {
+        if let Some(first) = &self.failed {
+            return Err(Error::Failed {
+                rank: self.rank,
+                first: first.clone(),
+            });
+        }
+        if self.engine.abort.load(Ordering::Relaxed) {
+            return Err(Error::Aborted { rank: self.rank });
+        }
+        Ok(())
+    }
+
+    /// Records a failure that leaves the connections in an unknown state.
+    fn fail(&mut self, e: &Error) {
+        if !e.is_recoverable() && self.failed.is_none() {
+            self.failed = Some(e.to_string());
+            tracing::warn!(target: "oxccl::coll", "{e}");
+        }
+    }
+}
+
+impl std::fmt::Debug for Communicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Communicator")
+            .field("rank", &self.rank)
+            .field("nranks", &self.nranks)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,245 @@
+//! Configuration: one [`Config`], filled from defaults, then `OXCCL_*` environment
+//! variables ([`Config::from_env`]), then code (set the fields).
+//!
+//! Every variable oxccl reads is listed once in [`KNOBS`]; `docs/configuration.md` is
+//! generated from that table (a test fails when they differ).
+
+use crate::error::{Error, Result};
+use oxccl_algorithms::Algorithm;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// One environment variable oxccl reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Knob {
+    /// Variable name.
+    pub name: &'static str,
+    /// Default value, as text.
+    pub default: &'static str,
+    /// Unit or accepted values.
+    pub unit: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+/// Every environment variable oxccl reads.
+pub const KNOBS: &[Knob] = &[
+    Knob { name: "OXCCL_TIMEOUT", default: "300", unit: "seconds", doc: "Deadline for any wait without progress (bootstrap, connect, every collective). An op that makes no progress this long fails with an error naming the peer and step." },
+    Knob { name: "OXCCL_TRANSPORT", default: "auto", unit: "auto, shm, tcp", doc: "auto: shared memory between ranks on one host, TCP between hosts. tcp: TCP everywhere. shm: shared memory, and an error if ranks are on several hosts." },
+    Knob { name: "OXCCL_NCHANNELS", default: "2", unit: "count (1-64)", doc: "Channels per operation; each has its own connection (TCP: its own socket stream) to every peer and handles 1/n of the data." },
+    Knob { name: "OXCCL_SLOT_SIZE", default: "128K", unit: "bytes (K/M suffix)", doc: "Bytes per FIFO slot: the unit in which data moves and pipelines between ranks." },
+    Knob { name: "OXCCL_NSLOTS", default: "8", unit: "count (2-1024)", doc: "Slots per one-way connection. A plan chunk is half the FIFO, so consecutive steps overlap." },
+    Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "ring", doc: "Force an algorithm for every collective." },
+    Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
+    Knob { name: "OXCCL_HOSTNAME", default: "(hostname + boot id)", unit: "text", doc: "Host identity: ranks with the same identity use shared memory. Set per network namespace to emulate several hosts." },
+    Knob { name: "OXCCL_SPIN", default: "2000", unit: "iterations", doc: "Polls before a waiting rank yields the CPU, then sleeps on a futex or poll." },
+    Knob { name: "OXCCL_DEBUG", default: "WARN", unit: "NONE, WARN, INFO, TRACE", doc: "Log level (tracing to stderr, each line tagged with host, pid and rank)." },
+    Knob { name: "OXCCL_DEBUG_SUBSYS", default: "ALL", unit: "comma list of INIT, BOOTSTRAP, COLL, P2P, NET, SHM, ALL; ^X excludes", doc: "Subsystems to log." },
+    Knob { name: "OXCCL_RANK", default: "-", unit: "integer", doc: "Launch: this process's rank (set by oxccl-run). Also read: RANK, OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_PROCID." },
+    Knob { name: "OXCCL_WORLD_SIZE", default: "-", unit: "integer", doc: "Launch: number of ranks. Also read: WORLD_SIZE, OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_NTASKS." },
+    Knob { name: "OXCCL_ROOT", default: "-", unit: "host:port", doc: "Launch: the rendezvous root. Default from MASTER_ADDR and MASTER_PORT+1 (MASTER_PORT itself belongs to torchrun's store)." },
+    Knob { name: "OXCCL_ROOT_EXTERNAL", default: "0", unit: "0 or 1", doc: "Launch: 1 when a launcher hosts the root (oxccl-run); otherwise rank 0 hosts it." },
+    Knob { name: "OXCCL_SECRET", default: "(derived)", unit: "64 hex digits", doc: "Launch: the job secret every connection proves it knows. Without it, one is derived from the job's identifiers (weaker: anyone who knows them can join)." },
+];
+
+/// How ranks are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportChoice {
+    /// Shared memory within a host, TCP between hosts.
+    #[default]
+    Auto,
+    /// Shared memory only (an error across hosts).
+    Shm,
+    /// TCP only.
+    Tcp,
+}
+
+/// Everything that can be tuned. Construct with [`Config::from_env`] or `Config::default()`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// `OXCCL_TIMEOUT`.
+    pub timeout: Duration,
+    /// `OXCCL_TRANSPORT`.
+    pub transport: TransportChoice,
+    /// `OXCCL_NCHANNELS`.
+    pub nchannels: u32,
+    /// `OXCCL_SLOT_SIZE`.
+    pub slot_size: usize,
+    /// `OXCCL_NSLOTS`.
+    pub nslots: usize,
+    /// `OXCCL_ALGO` (`None`: the tuner decides).
+    pub algorithm: Option<Algorithm>,
+    /// `OXCCL_SOCKET_ADDR`.
+    pub socket_addr: Option<IpAddr>,
+    /// `OXCCL_HOSTNAME`.
+    pub hostname: Option<String>,
+    /// `OXCCL_SPIN`.
+    pub spin: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            transport: TransportChoice::Auto,
+            nchannels: 2,
+            slot_size: 128 * 1024,
+            nslots: 8,
+            algorithm: None,
+            socket_addr: None,
+            hostname: None,
+            spin: 2000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults overridden by the `OXCCL_*` environment variables in [`KNOBS`].
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::from_env`] with a custom variable lookup (for tests and the C ABI,
+    /// which maps `NCCL_*` names first).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut c = Config::default();
+        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        if let Some(v) = get("OXCCL_TIMEOUT") {
+            let secs: f64 = parse(&v, "OXCCL_TIMEOUT")?;
+            if !(secs > 0.0 && secs.is_finite()) {
+                return Err(bad("OXCCL_TIMEOUT", &v, "must be a positive number of seconds"));
+            }
+            c.timeout = Duration::from_secs_f64(secs);
+        }
+        if let Some(v) = get("OXCCL_TRANSPORT") {
+            c.transport = match v.to_ascii_lowercase().as_str() {
+                "auto" => TransportChoice::Auto,
+                "shm" => TransportChoice::Shm,
+                "tcp" | "socket" | "net" => TransportChoice::Tcp,
+                _ => return Err(bad("OXCCL_TRANSPORT", &v, "expected auto, shm or tcp")),
+            };
+        }
+        if let Some(v) = get("OXCCL_NCHANNELS") {
+            c.nchannels = parse(&v, "OXCCL_NCHANNELS")?;
+        }
+        if let Some(v) = get("OXCCL_SLOT_SIZE") {
+            c.slot_size = parse_size(&v).ok_or_else(|| {
+                bad("OXCCL_SLOT_SIZE", &v, "expected bytes with optional K/M suffix")
+            })?;
+        }
+        if let Some(v) = get("OXCCL_NSLOTS") {
+            c.nslots = parse(&v, "OXCCL_NSLOTS")?;
+        }
+        if let Some(v) = get("OXCCL_ALGO") {
+            c.algorithm = Some(v.parse().map_err(|e| bad("OXCCL_ALGO", &v, &format!("{e}")))?);
+        }
+        if let Some(v) = get("OXCCL_SOCKET_ADDR") {
+            c.socket_addr = Some(parse(&v, "OXCCL_SOCKET_ADDR")?);
+        }
+        c.hostname = get("OXCCL_HOSTNAME");
+        if let Some(v) = get("OXCCL_SPIN") {
+            c.spin = parse(&v, "OXCCL_SPIN")?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks ranges; called by `from_env` and by `Communicator::init`.
+    pub fn validate(&self) -> Result<()> {
+        if self.timeout.is_zero() {
+            return Err(bad("OXCCL_TIMEOUT", "0", "must be positive"));
+        }
+        if !(1..=64).contains(&self.nchannels) {
+            return Err(bad("OXCCL_NCHANNELS", &self.nchannels.to_string(), "must be 1..=64"));
+        }
+        if self.slot_size < 64 || self.slot_size % 64 != 0 || self.slot_size > 64 << 20 {
+            return Err(bad(
+                "OXCCL_SLOT_SIZE",
+                &self.slot_size.to_string(),
+                "must be a multiple of 64 between 64 and 64M",
+            ));
+        }
+        if !(2..=1024).contains(&self.nslots) {
+            return Err(bad("OXCCL_NSLOTS", &self.nslots.to_string(), "must be 2..=1024"));
+        }
+        Ok(())
+    }
+
+    /// The knob table as Markdown (the body of `docs/configuration.md`).
+    pub fn markdown_table() -> String {
+        let mut s = String::from("| Variable | Default | Unit / values | Meaning |\n|---|---|---|---|\n");
+        for k in KNOBS {
+            s.push_str(&format!("| `{}` | {} | {} | {} |\n", k.name, k.default, k.unit, k.doc));
+        }
+        s
+    }
+}
+
+fn bad(knob: &'static str, value: &str, why: &str) -> Error {
+    Error::Config {
+        knob,
+        detail: format!("{value:?}: {why}"),
+    }
+}
+
+fn parse<T: std::str::FromStr>(v: &str, knob: &'static str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse().map_err(|e: T::Err| bad(knob, v, &e.to_string()))
+}
+
+/// Parses `1234`, `64K`, `4M`, `1G` (binary multiples).
+pub fn parse_size(v: &str) -> Option<usize> {
+    let v = v.trim();
+    let (num, mul) = match v.char_indices().last()? {
+        (i, 'k' | 'K') => (&v[..i], 1usize << 10),
+        (i, 'm' | 'M') => (&v[..i], 1 << 20),
+        (i, 'g' | 'G') => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    num.trim().parse::<usize>().ok()?.checked_mul(mul)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_defaults_and_bad_values_name_the_knob() {
+        let c = Config::from_lookup(|k| match k {
+            "OXCCL_TIMEOUT" => Some("2.5".into()),
+            "OXCCL_TRANSPORT" => Some("TCP".into()),
+            "OXCCL_SLOT_SIZE" => Some("64K".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        assert_eq!(c.transport, TransportChoice::Tcp);
+        assert_eq!(c.slot_size, 65536);
+        let e = Config::from_lookup(|k| (k == "OXCCL_NSLOTS").then(|| "1".into())).unwrap_err();
+        assert!(e.to_string().contains("OXCCL_NSLOTS"), "{e}");
+        let e = Config::from_lookup(|k| (k == "OXCCL_TRANSPORT").then(|| "ib9".into())).unwrap_err();
+        assert!(e.to_string().contains("OXCCL_TRANSPORT"), "{e}");
+    }
+
+    #[test]
+    fn every_knob_is_documented_in_the_generated_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+        let doc = std::fs::read_to_string(path).expect("docs/configuration.md exists");
+        let table = Config::markdown_table();
+        if std::env::var_os("OXCCL_BLESS").is_some() {
+            let start = doc.find("| Variable |").expect("table header in the doc");
+            let end = doc[start..].find("\n\n").map_or(doc.len(), |e| start + e + 1);
+            let updated = format!("{}{}{}", &doc[..start], table, &doc[end..]);
+            std::fs::write(path, updated).expect("write docs/configuration.md");
+            return;
+        }
+        assert!(
+            doc.contains(&table),
+            "docs/configuration.md is out of date: regenerate its table with \
+             `OXCCL_BLESS=1 cargo test -p oxccl --lib config`"
+        );
+    }
+}

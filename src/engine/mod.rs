@@ -1,0 +1,267 @@
+//! The engine: runs plans over connections.
+//!
+//! Call protocol: build [`OpRun`]s for a group of ops, then call [`Engine::poll`] until it
+//! returns `true` (non-blocking, one pass over every op and channel), calling
+//! [`Engine::idle`] after every pass that moved nothing; `idle` spins, yields, then sleeps on
+//! the connections' wait sources, and fails when the deadline passes or the communicator is
+//! aborted. [`Engine::run`] does both until completion.
+//!
+//! Ordering rule for a group: channel `c` of op `i` starts only when every earlier op of the
+//! group that uses one of the same connection directions on channel `c` has finished that
+//! channel. Ops on disjoint directions (a send to one peer and a receive from another)
+//! progress together, so a ring of send/receive pairs never deadlocks; ops that share a
+//! direction keep their issue order on the wire, which is what both sides expect.
+
+mod buffers;
+mod layout;
+mod links;
+mod op;
+mod step;
+
+pub(crate) use buffers::UserBufs;
+pub(crate) use links::{Dir, Links};
+pub(crate) use op::{OpRun, OpSpec};
+
+
+use crate::error::{Error, Result};
+use oxccl_transports::wait::{wait_any, WaitSource};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a stalled rank asks its connections whether the peer is still alive.
+const ALIVE_CHECK: Duration = Duration::from_millis(100);
+/// Longest single sleep, so aborts and deadlines are noticed promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// Yields after spinning, before sleeping.
+const YIELDS: u32 = 64;
+
+/// Connections plus the waiting policy of one communicator.
+pub(crate) struct Engine {
+    /// The connections.
+    pub links: Links,
+    /// Deadline for a wait without progress.
+    pub timeout: Duration,
+    /// Polls before yielding.
+    pub spin: u32,
+    /// Set by `abort()` from any thread.
+    pub abort: Arc<AtomicBool>,
+}
+
+/// Waiting state of one group in flight.
+pub(crate) struct Waiter {
+    idle_passes: u32,
+    last_progress: Instant,
+    last_alive_check: Instant,
+    seq: Option<u32>,
+}
+
+impl Waiter {
+    /// A fresh waiter: the deadline counts from now.
+    pub fn new() -> Self {
+        let now = Instant::now();
+        Waiter {
+            idle_passes: 0,
+            last_progress: now,
+            last_alive_check: now,
+            seq: None,
+        }
+    }
+}
+
+impl Engine {
+    /// One non-blocking pass over all ops; `Ok(true)` once all are done.
+    pub fn poll(&mut self, ops: &mut [OpRun<'_>], w: &mut Waiter) -> Result<bool> {
+        // Read the doorbell before looking, so a ring during the pass is not lost.
+        w.seq = self.links.shm.as_ref().map(|s| s.doorbell().seq());
+        let mut moved = false;
+        let mut all_done = true;
+        for i in 0..ops.len() {
+            if ops[i].done {
+                continue;
+            }
+            let (earlier, rest) = ops.split_at_mut(i);
+            let op = &mut rest[0];
+            for ch in 0..op.chans.len() {
+                if op.chans[ch].done {
+                    continue;
+                }
+                let waits = earlier
+                    .iter()
+                    .any(|e| !e.done && e.chans.get(ch).is_some_and(|c| !c.done) && op.conflicts(e, ch));
+                if !waits {
+                    moved |= step::advance(op, ch, &mut self.links)?;
+                }
+            }
+            if op.chans.iter().all(|c| c.done) {
+                if self.flushed(op)? {
+                    op.finish(self.links.nranks)?;
+                    moved = true;
+                } else {
+                    all_done = false;
+                }
+            } else {
+                all_done = false;
+            }
+        }
+        if moved {
+            w.idle_passes = 0;
+            w.last_progress = Instant::now();
+        }
+        Ok(all_done)
+    }
+
+    /// Whether every sender `op` used has handed its data to the peer side; pushes bytes.
+    fn flushed(&mut self, op: &OpRun<'_>) -> Result<bool> {
+        let rank = self.links.rank;
+        let mut all = true;
+        for (ch, dirs) in op.dirs.iter().enumerate() {
+            for d in dirs {
+                if let Dir::To(p) = *d {
+                    let s = self.links.sender(p, ch)?;
+                    if !s.flushed() {
+                        s.progress().map_err(|e| Error::Transport {
+                            rank,
+                            peer: p,
+                            op: op.name().into(),
+                            source: e,
+                        })?;
+                        all &= s.flushed();
+                    }
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Called after a pass that moved nothing: spin, yield or sleep; fail on deadline/abort.
+    pub fn idle(&mut self, ops: &[OpRun<'_>], w: &mut Waiter) -> Result<()> {
+        let rank = self.links.rank;
+        if self.abort.load(Ordering::Relaxed) {
+            return Err(Error::Aborted { rank });
+        }
+        let now = Instant::now();
+        let stalled = now.duration_since(w.last_progress);
+        if stalled >= self.timeout {
+            return Err(self.timeout_error(ops, stalled));
+        }
+        if now.duration_since(w.last_alive_check) >= ALIVE_CHECK {
+            w.last_alive_check = now;
+            self.check_alive(ops)?;
+        }
+        w.idle_passes += 1;
+        if w.idle_passes <= self.spin {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        if w.idle_passes <= self.spin + YIELDS {
+            std::thread::yield_now();
+            return Ok(());
+        }
+        let sources = self.wait_sources(ops);
+        let sleep = MAX_SLEEP.min(self.timeout - stalled);
+        let doorbell = self.links.shm.as_ref().map(|s| s.doorbell());
+        wait_any(doorbell, w.seq.unwrap_or(0), &sources, sleep).map_err(|e| Error::Transport {
+            rank,
+            peer: rank,
+            op: "wait".into(),
+            source: e,
+        })
+    }
+
+    /// Runs `ops` to completion, continuing the waiting state `w`.
+    pub fn run_with(&mut self, ops: &mut [OpRun<'_>], w: &mut Waiter) -> Result<()> {
+        while !self.poll(ops, w)? {
+            self.idle(ops, w)?;
+        }
+        Ok(())
+    }
+
+    /// Like [`Engine::idle`] for `test()`: checks deadline, abort and peers, never sleeps.
+    pub fn idle_nonblocking(&mut self, ops: &[OpRun<'_>], w: &mut Waiter) -> Result<()> {
+        let spin = std::mem::replace(&mut self.spin, u32::MAX - YIELDS - 1);
+        let r = self.idle(ops, w);
+        self.spin = spin;
+        r
+    }
+
+    fn blocked<'o, 'a>(ops: &'o [OpRun<'a>]) -> impl Iterator<Item = (&'o OpRun<'a>, usize, Dir)> {
+        ops.iter().filter(|o| !o.done).flat_map(|o| {
+            o.chans
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.done)
+                .filter_map(move |(ch, c)| c.blocked.map(|d| (o, ch, d)))
+        })
+    }
+
+    fn wait_sources(&mut self, ops: &[OpRun<'_>]) -> Vec<WaitSource> {
+        let mut v = Vec::new();
+        for (_, ch, d) in Self::blocked(ops) {
+            let src = match d {
+                Dir::To(p) => self.links.sender(p, ch).map(|s| s.wait_source()),
+                Dir::From(p) => self.links.receiver(p, ch).map(|r| r.wait_source()),
+            };
+            v.extend(src.ok());
+        }
+        // Unflushed senders of finished channels still need the socket to drain.
+        for o in ops.iter().filter(|o| !o.done) {
+            for (ch, dirs) in o.dirs.iter().enumerate() {
+                for d in dirs {
+                    if let Dir::To(p) = *d {
+                        if let Ok(s) = self.links.sender(p, ch) {
+                            if !s.flushed() {
+                                v.push(s.wait_source());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    fn check_alive(&mut self, ops: &[OpRun<'_>]) -> Result<()> {
+        let rank = self.links.rank;
+        for (o, ch, d) in Self::blocked(ops) {
+            let (peer, r) = match d {
+                Dir::To(p) => (p, self.links.sender(p, ch)?.check_alive()),
+                Dir::From(p) => (p, self.links.receiver(p, ch)?.check_alive()),
+            };
+            r.map_err(|e| Error::Transport {
+                rank,
+                peer,
+                op: o.name().into(),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn timeout_error(&self, ops: &[OpRun<'_>], waited: Duration) -> Error {
+        let rank = self.links.rank;
+        match Self::blocked(ops).next() {
+            Some((o, ch, d)) => {
+                let st = &o.chans[ch];
+                Error::Timeout {
+                    rank,
+                    op: o.name().into(),
+                    waiting_for: d.to_string(),
+                    channel: ch as u32,
+                    step: st.step,
+                    step_desc: format!("{:?}, round {}", o.plan.channels[ch][st.step], st.round),
+                    waited,
+                }
+            }
+            None => Error::Timeout {
+                rank,
+                op: ops.iter().find(|o| !o.done).map_or("group", |o| o.name()).into(),
+                waiting_for: "queued data to leave this rank".into(),
+                channel: 0,
+                step: 0,
+                step_desc: "flush".into(),
+                waited,
+            },
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! One op in flight: its plan, memory and per-channel progress.
+
+use super::buffers::{OpMemory, UserBufs};
+use super::layout::Layout;
+use super::links::{Dir, Links};
+use crate::error::{Error, Result};
+use crate::types::{DataType, ReduceOp};
+use oxccl_algorithms::{Collective, Plan};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpSpec {
+    /// The operation.
+    pub collective: Collective,
+    /// Element type.
+    pub dtype: DataType,
+    /// Reduction (ignored by non-reducing collectives).
+    pub redop: ReduceOp,
+    /// Elements per block.
+    pub count: usize,
+}
+
+/// Progress of one channel of one op.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChanState {
+    /// Index of the current step.
+    pub step: usize,
+    /// Current round.
+    pub round: usize,
+    /// Rounds to run.
+    pub nrounds: usize,
+    /// Slices done in the current step (the send half of `SendRecv`).
+    pub a: usize,
+    /// Slices done of the receive half of `SendRecv`.
+    pub b: usize,
+    /// What the channel last waited for.
+    pub blocked: Option<Dir>,
+    /// All steps of all rounds done.
+    pub done: bool,
+}
+
+/// An op in flight.
+pub(crate) struct OpRun<'a> {
+    /// What was asked.
+    pub spec: OpSpec,
+    /// How it is done.
+    pub plan: Plan,
+    /// Its geometry.
+    pub layout: Layout,
+    /// Its memory.
+    pub mem: OpMemory<'a>,
+    /// Per-channel progress.
+    pub chans: Vec<ChanState>,
+    /// Per channel, the connection directions the plan uses (sorted).
+    pub dirs: Vec<Vec<Dir>>,
+    /// Bytes of final output (divided for `Avg`).
+    pub output_len: usize,
+    /// Finished (including the final pass).
+    pub done: bool,
+}
+
+impl<'a> OpRun<'a> {
+    /// Prepares `plan` over `user` memory on `links`.
+    pub fn new(spec: OpSpec, plan: Plan, user: UserBufs<'a>, links: &Links) -> Result<Self> {
+        let esize = spec.dtype.size();
+        let chunk_elems = (links.chunk_bytes / esize).max(1);
+        let nchannels = plan.channels.len();
+        if nchannels == 0 || nchannels > links.nchannels().max(1) {
+            return Err(Error::Internal(format!(
+                "plan has {nchannels} channels, the communicator {}",
+                links.nchannels()
+            )));
+        }
+        let layout = Layout {
+            count: spec.count,
+            esize,
+            nchannels,
+            splits: plan.splits.max(1) as usize,
+            chunk_elems,
+        };
+        let scratch_len = plan.scratch.blocks as usize * spec.count * esize;
+        let output_len = plan.output.blocks as usize * spec.count * esize;
+        let chans = (0..nchannels)
+            .map(|ch| ChanState {
+                nrounds: if plan.channels[ch].is_empty() { 0 } else { layout.rounds(ch) },
+                ..ChanState::default()
+            })
+            .collect();
+        let dirs = plan
+            .channels
+            .iter()
+            .map(|steps| {
+                let mut d: Vec<Dir> = steps
+                    .iter()
+                    .flat_map(|s| [s.send_peer().map(Dir::To), s.recv_peer().map(Dir::From)])
+                    .flatten()
+                    .collect();
+                d.sort();
+                d.dedup();
+                d
+            })
+            .collect();
+        Ok(OpRun {
+            spec,
+            plan,
+            layout,
+            mem: OpMemory::new(user, scratch_len),
+            chans,
+            dirs,
+            output_len,
+            done: false,
+        })
+    }
+
+    /// A finished op whose only work was local (self send/recv, count 0).
+    pub fn name(&self) -> &'static str {
+        self.spec.collective.name()
+    }
+
+    /// Whether channel `ch` of this op shares a connection direction with `other`'s.
+    pub fn conflicts(&self, other: &OpRun<'_>, ch: usize) -> bool {
+        let (a, b) = (&self.dirs[ch], other.dirs.get(ch).map_or(&[][..], Vec::as_slice));
+        a.iter().any(|d| b.binary_search(d).is_ok())
+    }
+
+    /// Runs the op's last local pass (average division) once every channel is done.
+    pub fn finish(&mut self, nranks: u32) -> Result<()> {
+        if self.spec.redop == ReduceOp::Avg && self.spec.collective.reduces() && self.output_len > 0 {
+            let out = self.mem.output(self.output_len)?;
+            crate::reduce::divide(self.spec.dtype, out, nranks);
+        }
+        self.done = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! Executing one plan step, slice by slice, without blocking.
+//!
+//! A step moves its chunk through FIFO slots: slice `i` is bytes `[i*slot, (i+1)*slot)` of
+//! the chunk. Each call does as many slices as the connections allow and reports either that
+//! the step is done or which connection direction it waits on. Both sides compute the same
+//! slice lengths, and every received message is checked against the expected length.
+
+use super::buffers::Pair;
+use super::links::{Dir, Links};
+use super::op::OpRun;
+use crate::error::{Error, Result};
+use crate::reduce;
+use oxccl_algorithms::{Buf, Region, Step};
+use oxccl_transports::{RecvChannel, SendChannel};
+use std::ops::Range;
+
+/// Outcome of running a step as far as possible.
+pub(crate) enum Status {
+    /// Every slice is done.
+    Done,
+    /// Waiting on this direction.
+    Blocked(Dir),
+}
+
+/// Runs channel `ch` of `op` as far as it can; returns whether anything moved.
+pub(crate) fn advance(op: &mut OpRun<'_>, ch: usize, links: &mut Links) -> Result<bool> {
+    let mut moved = false;
+    loop {
+        let st = &op.chans[ch];
+        if st.done {
+            return Ok(moved);
+        }
+        if st.round >= st.nrounds {
+            op.chans[ch].done = true;
+            return Ok(true);
+        }
+        let (step, round) = (op.plan.channels[ch][st.step], st.round);
+        match run_step(op, ch, round, step, links, &mut moved)? {
+            Status::Done => {
+                moved = true;
+                let st = &mut op.chans[ch];
+                st.a = 0;
+                st.b = 0;
+                st.blocked = None;
+                st.step += 1;
+                if st.step == op.plan.channels[ch].len() {
+                    st.step = 0;
+                    st.round += 1;
+                }
+            }
+            Status::Blocked(d) => {
+                op.chans[ch].blocked = Some(d);
+                return Ok(moved);
+            }
+        }
+    }
+}
+
+fn tr(rank: u32, peer: u32, op: &OpRun<'_>, e: oxccl_transports::Error) -> Error {
+    Error::Transport {
+        rank,
+        peer,
+        op: op.name().into(),
+        source: e,
+    }
+}
+
+/// Slice `i` of byte range `r`, or `None` past the end.
+fn slice(r: &Range<usize>, i: usize, slot: usize) -> Option<Range<usize>> {
+    let start = r.start + i * slot;
+    (start < r.end).then(|| start..r.end.min(start + slot))
+}
+
+/// The oldest message from a receiver, asking the transport to move bytes if none is there.
+fn peek(r: &mut dyn RecvChannel) -> oxccl_transports::Result<Option<&[u8]>> {
+    if r.try_peek()?.is_none() {
+        r.progress()?;
+    }
+    r.try_peek()
+}
+
+/// A free slot of a sender, asking the transport to move bytes if none is free.
+fn acquire(s: &mut dyn SendChannel) -> oxccl_transports::Result<Option<&mut [u8]>> {
+    if s.try_acquire()?.is_none() {
+        s.progress()?;
+    }
+    s.try_acquire()
+}
+
+fn check_len(rank: u32, op: &OpRun<'_>, from: u32, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    Err(protocol(rank, from, op, got, want))
+}
+
+fn run_step(
+    op: &mut OpRun<'_>,
+    ch: usize,
+    round: usize,
+    step: Step,
+    links: &mut Links,
+    moved: &mut bool,
+) -> Result<Status> {
+    let slot = links.slot_size;
+    let rank = links.rank;
+    let layout = op.layout;
+    let range = |r: Region| layout.bytes(r, ch, round);
+    match step {
+        Step::Copy { src, dst } => {
+            let (rs, rd) = (range(src), range(dst));
+            if let Pair::Two(s, d) = op.mem.pair((src.buf, rs), (dst.buf, rd))? {
+                d.copy_from_slice(s);
+            }
+            Ok(Status::Done)
+        }
+        Step::Send { to, src } => send_half(op, ch, links, to, src.buf, range(src), moved),
+        Step::Recv { from, dst } => {
+            let rd = range(dst);
+            while let Some(sl) = slice(&rd, op.chans[ch].a, slot) {
+                let r = links.receiver(from, ch)?;
+                let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
+                    return Ok(Status::Blocked(Dir::From(from)));
+                };
+                let len = msg.len();
+                if len == sl.len() {
+                    op.mem.write(dst.buf, sl.clone())?.copy_from_slice(msg);
+                }
+                check_len(rank, op, from, len, sl.len())?;
+                links.receiver(from, ch)?.release().map_err(|e| tr(rank, from, op, e))?;
+                op.chans[ch].a += 1;
+                *moved = true;
+            }
+            Ok(Status::Done)
+        }
+        Step::RecvReduce { from, src, dst } => {
+            let (rs, rd) = (range(src), range(dst));
+            let (dtype, redop) = (op.spec.dtype, op.spec.redop);
+            while let Some(sl) = slice(&rd, op.chans[ch].a, slot) {
+                let off = sl.start - rd.start;
+                let ss = rs.start + off..rs.start + off + sl.len();
+                let r = links.receiver(from, ch)?;
+                let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
+                    return Ok(Status::Blocked(Dir::From(from)));
+                };
+                let len = msg.len();
+                if len == sl.len() {
+                    match op.mem.pair((src.buf, ss), (dst.buf, sl.clone()))? {
+                        Pair::Same(d) => reduce::reduce_into(dtype, redop, d, msg),
+                        Pair::Two(s, d) => reduce::reduce_to(dtype, redop, d, s, msg),
+                    }
+                }
+                check_len(rank, op, from, len, sl.len())?;
+                links.receiver(from, ch)?.release().map_err(|e| tr(rank, from, op, e))?;
+                op.chans[ch].a += 1;
+                *moved = true;
+            }
+            Ok(Status::Done)
+        }
+        Step::RecvReduceSend { from, to, src } => {
+            fused(op, ch, round, links, from, to, Fused::ReduceSend(src), moved)
+        }
+        Step::RecvReduceCopySend { from, to, src, dst } => {
+            fused(op, ch, round, links, from, to, Fused::ReduceCopySend(src, dst), moved)
+        }
+        Step::RecvCopySend { from, to, dst } => {
+            fused(op, ch, round, links, from, to, Fused::CopySend(dst), moved)
+        }
+        Step::SendRecv { to, src, from, dst } => {
+            let s = send_half(op, ch, links, to, src.buf, range(src), moved)?;
+            let rd = range(dst);
+            // The receive half keeps its own slice counter `b`.
+            while let Some(sl) = slice(&rd, op.chans[ch].b, slot) {
+                let r = links.receiver(from, ch)?;
+                let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
+                    return Ok(Status::Blocked(Dir::From(from)));
+                };
+                let len = msg.len();
+                if len == sl.len() {
+                    op.mem.write(dst.buf, sl.clone())?.copy_from_slice(msg);
+                }
+                check_len(rank, op, from, len, sl.len())?;
+                links.receiver(from, ch)?.release().map_err(|e| tr(rank, from, op, e))?;
+                op.chans[ch].b += 1;
+                *moved = true;
+            }
+            Ok(s)
+        }
+    }
+}
+
+/// Sends byte range `rs` of `buf` to `to`, continuing at slice `chans[ch].a`.
+#[allow(clippy::too_many_arguments)]
+fn send_half(
+    op: &mut OpRun<'_>,
+    ch: usize,
+    links: &mut Links,
+    to: u32,
+    buf: Buf,
+    rs: Range<usize>,
+    moved: &mut bool,
+) -> Result<Status> {
+    let slot = links.slot_size;
+    let rank = links.rank;
+    while let Some(sl) = slice(&rs, op.chans[ch].a, slot) {
+        let s = links.sender(to, ch)?;
+        let data = op.mem.read(buf, sl.clone())?;
+        let Some(dst) = acquire(s).map_err(|e| tr(rank, to, op, e))? else {
+            return Ok(Status::Blocked(Dir::To(to)));
+        };
+        dst[..data.len()].copy_from_slice(data);
+        let s = links.sender(to, ch)?;
+        s.commit(sl.len()).map_err(|e| tr(rank, to, op, e))?;
+        s.progress().map_err(|e| tr(rank, to, op, e))?;
+        op.chans[ch].a += 1;
+        *moved = true;
+    }
+    Ok(Status::Done)
+}
+
+/// The three receive-then-send steps.
+enum Fused {
+    ReduceSend(Region),
+    ReduceCopySend(Region, Region),
+    CopySend(Region),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fused(
+    op: &mut OpRun<'_>,
+    ch: usize,
+    round: usize,
+    links: &mut Links,
+    from: u32,
+    to: u32,
+    kind: Fused,
+    moved: &mut bool,
+) -> Result<Status> {
+    let slot = links.slot_size;
+    let rank = links.rank;
+    let (dtype, redop) = (op.spec.dtype, op.spec.redop);
+    let anchor = match kind {
+        Fused::ReduceSend(r) | Fused::ReduceCopySend(r, _) | Fused::CopySend(r) => r,
+    };
+    let base = op.layout.bytes(anchor, ch, round);
+    let at = |r: Region, sl: &Range<usize>| {
+        let rr = op.layout.bytes(r, ch, round);
+        let off = sl.start - base.start;
+        rr.start + off..rr.start + off + sl.len()
+    };
+    while let Some(sl) = slice(&base, op.chans[ch].a, slot) {
+        let (r, s) = links.pair(from, to, ch)?;
+        let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
+            return Ok(Status::Blocked(Dir::From(from)));
+        };
+        let Some(out) = acquire(s).map_err(|e| tr(rank, to, op, e))? else {
+            return Ok(Status::Blocked(Dir::To(to)));
+        };
+        let n = sl.len();
+        if msg.len() != n {
+            let got = msg.len();
+            return Err(protocol(rank, from, op, got, n));
+        }
+        let out = &mut out[..n];
+        match kind {
+            Fused::ReduceSend(src) => {
+                let s = op.mem.read(src.buf, at(src, &sl))?;
+                reduce::reduce_to(dtype, redop, out, s, msg);
+            }
+            Fused::ReduceCopySend(src, dst) => {
+                match op.mem.pair((src.buf, at(src, &sl)), (dst.buf, at(dst, &sl)))? {
+                    Pair::Same(d) => {
+                        reduce::reduce_into(dtype, redop, d, msg);
+                        out.copy_from_slice(d);
+                    }
+                    Pair::Two(s, d) => {
+                        reduce::reduce_to(dtype, redop, d, s, msg);
+                        out.copy_from_slice(d);
+                    }
+                }
+            }
+            Fused::CopySend(dst) => {
+                op.mem.write(dst.buf, at(dst, &sl))?.copy_from_slice(msg);
+                out.copy_from_slice(msg);
+            }
+        }
+        let (r, s) = links.pair(from, to, ch)?;
+        s.commit(n).map_err(|e| tr(rank, to, op, e))?;
+        r.release().map_err(|e| tr(rank, from, op, e))?;
+        s.progress().map_err(|e| tr(rank, to, op, e))?;
+        op.chans[ch].a += 1;
+        *moved = true;
+    }
+    Ok(Status::Done)
+}
+
+fn protocol(rank: u32, from: u32, op: &OpRun<'_>, got: usize, want: usize) -> Error {
+    tr(
+        rank,
+        from,
+        op,
+        oxccl_transports::Error::Protocol {
+            peer: format!("rank {from}"),
+            detail: format!(
+                "expected a {want}-byte message, got {got} bytes: the ranks disagree on the \
+                 operation (different collective order, count, datatype, root or peer?)"
+            ),
+        },
+    )
+}

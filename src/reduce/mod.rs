@@ -1,0 +1,192 @@
+//! Reduction kernels on byte slices, dispatched on [`DataType`] × [`ReduceOp`].
+//!
+//! Integers wrap on overflow (sum, product), as NCCL. `f16` and `bf16` are widened to `f32`,
+//! combined, and rounded back to nearest-even once per pairwise combination; a ring reduction
+//! of `p` ranks therefore rounds `p-1` times, exactly like a sequential left fold in the
+//! 16-bit type. Max/min propagate NaN. `Avg` reduces with sum; the engine then calls
+//! [`divide`] once on the final result.
+//!
+//! Buffers are byte slices whose lengths are multiples of the element size. Aligned slices
+//! (the normal case: user slices, transport slots) are processed in place through `bytemuck`
+//! casts; an unaligned slice takes a copying path instead of failing.
+
+use crate::types::{DataType, ReduceOp};
+use bytemuck::Pod;
+use half::{bf16, f16};
+
+/// Arithmetic of one element type.
+trait Arith: Pod {
+    fn sum(a: Self, b: Self) -> Self;
+    fn prod(a: Self, b: Self) -> Self;
+    fn max(a: Self, b: Self) -> Self;
+    fn min(a: Self, b: Self) -> Self;
+    fn div(a: Self, n: u32) -> Self;
+}
+
+macro_rules! int_arith {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)]
+            fn sum(a: Self, b: Self) -> Self { a.wrapping_add(b) }
+            #[inline(always)]
+            fn prod(a: Self, b: Self) -> Self { a.wrapping_mul(b) }
+            #[inline(always)]
+            fn max(a: Self, b: Self) -> Self { Ord::max(a, b) }
+            #[inline(always)]
+            fn min(a: Self, b: Self) -> Self { Ord::min(a, b) }
+            #[inline(always)]
+            fn div(a: Self, n: u32) -> Self {
+                // Truncating division in a wide type: `n` may not fit `Self`.
+                (a as i128 / n as i128) as Self
+            }
+        }
+    )*};
+}
+int_arith!(i8, u8, i32, u32, i64, u64);
+
+macro_rules! float_arith {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)]
+            fn sum(a: Self, b: Self) -> Self { a + b }
+            #[inline(always)]
+            fn prod(a: Self, b: Self) -> Self { a * b }
+            #[inline(always)]
+            fn max(a: Self, b: Self) -> Self { if a.is_nan() || b.is_nan() { <$t>::NAN } else { a.max(b) } }
+            #[inline(always)]
+            fn min(a: Self, b: Self) -> Self { if a.is_nan() || b.is_nan() { <$t>::NAN } else { a.min(b) } }
+            #[inline(always)]
+            fn div(a: Self, n: u32) -> Self { a / n as $t }
+        }
+    )*};
+}
+float_arith!(f32, f64);
+
+macro_rules! half_arith {
+    ($($t:ty),*) => {$(
+        impl Arith for $t {
+            #[inline(always)]
+            fn sum(a: Self, b: Self) -> Self { <$t>::from_f32(a.to_f32() + b.to_f32()) }
+            #[inline(always)]
+            fn prod(a: Self, b: Self) -> Self { <$t>::from_f32(a.to_f32() * b.to_f32()) }
+            #[inline(always)]
+            fn max(a: Self, b: Self) -> Self { <$t>::from_f32(f32::max_nan(a.to_f32(), b.to_f32())) }
+            #[inline(always)]
+            fn min(a: Self, b: Self) -> Self { <$t>::from_f32(f32::min_nan(a.to_f32(), b.to_f32())) }
+            #[inline(always)]
+            fn div(a: Self, n: u32) -> Self { <$t>::from_f32(a.to_f32() / n as f32) }
+        }
+    )*};
+}
+half_arith!(f16, bf16);
+
+/// NaN-propagating max/min on `f32`, shared by the 16-bit types.
+trait NanMinMax {
+    fn max_nan(a: f32, b: f32) -> f32;
+    fn min_nan(a: f32, b: f32) -> f32;
+}
+impl NanMinMax for f32 {
+    fn max_nan(a: f32, b: f32) -> f32 {
+        <f32 as Arith>::max(a, b)
+    }
+    fn min_nan(a: f32, b: f32) -> f32 {
+        <f32 as Arith>::min(a, b)
+    }
+}
+
+/// `dst[i] = f(a[i], b[i])`, written so the compiler can vectorise it.
+#[inline(always)]
+fn zip2<T: Pod>(dst: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+        *d = f(x, y);
+    }
+}
+
+/// `acc[i] = f(acc[i], b[i])`.
+#[inline(always)]
+fn zip1<T: Pod>(acc: &mut [T], b: &[T], f: impl Fn(T, T) -> T) {
+    for (d, &y) in acc.iter_mut().zip(b) {
+        *d = f(*d, y);
+    }
+}
+
+/// Typed view of a byte slice, or an owned aligned copy when it is unaligned.
+fn view<T: Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => std::borrow::Cow::Owned(bytemuck::pod_collect_to_vec(bytes)),
+    }
+}
+
+/// Runs `f` on a typed mutable view of `bytes`, copying through an aligned buffer if needed.
+fn with_mut<T: Pod>(bytes: &mut [u8], f: impl FnOnce(&mut [T])) {
+    match bytemuck::try_cast_slice_mut(bytes) {
+        Ok(s) => f(s),
+        Err(_) => {
+            let mut tmp: Vec<T> = bytemuck::pod_collect_to_vec(bytes);
+            f(&mut tmp);
+            bytes.copy_from_slice(bytemuck::cast_slice(&tmp));
+        }
+    }
+}
+
+fn reduce_to_typed<T: Arith>(op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]) {
+    let (a, b) = (view::<T>(a), view::<T>(b));
+    with_mut::<T>(dst, |d| match op {
+        ReduceOp::Sum | ReduceOp::Avg => zip2(d, &a, &b, T::sum),
+        ReduceOp::Prod => zip2(d, &a, &b, T::prod),
+        ReduceOp::Max => zip2(d, &a, &b, T::max),
+        ReduceOp::Min => zip2(d, &a, &b, T::min),
+    });
+}
+
+fn reduce_into_typed<T: Arith>(op: ReduceOp, acc: &mut [u8], b: &[u8]) {
+    let b = view::<T>(b);
+    with_mut::<T>(acc, |d| match op {
+        ReduceOp::Sum | ReduceOp::Avg => zip1(d, &b, T::sum),
+        ReduceOp::Prod => zip1(d, &b, T::prod),
+        ReduceOp::Max => zip1(d, &b, T::max),
+        ReduceOp::Min => zip1(d, &b, T::min),
+    });
+}
+
+fn divide_typed<T: Arith>(buf: &mut [u8], n: u32) {
+    with_mut::<T>(buf, |d| d.iter_mut().for_each(|x| *x = T::div(*x, n)));
+}
+
+macro_rules! dispatch {
+    ($dtype:expr, $f:ident, $($arg:expr),*) => {
+        match $dtype {
+            DataType::Int8 => $f::<i8>($($arg),*),
+            DataType::Uint8 => $f::<u8>($($arg),*),
+            DataType::Int32 => $f::<i32>($($arg),*),
+            DataType::Uint32 => $f::<u32>($($arg),*),
+            DataType::Int64 => $f::<i64>($($arg),*),
+            DataType::Uint64 => $f::<u64>($($arg),*),
+            DataType::Float16 => $f::<f16>($($arg),*),
+            DataType::Float32 => $f::<f32>($($arg),*),
+            DataType::Float64 => $f::<f64>($($arg),*),
+            DataType::Bfloat16 => $f::<bf16>($($arg),*),
+        }
+    };
+}
+
+/// `dst = a ⊕ b`. All three slices have the same length, a multiple of the element size.
+pub fn reduce_to(dtype: DataType, op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u8]) {
+    debug_assert!(dst.len() == a.len() && a.len() == b.len());
+    dispatch!(dtype, reduce_to_typed, op, dst, a, b)
+}
+
+/// `acc = acc ⊕ b`.
+pub fn reduce_into(dtype: DataType, op: ReduceOp, acc: &mut [u8], b: &[u8]) {
+    debug_assert_eq!(acc.len(), b.len());
+    dispatch!(dtype, reduce_into_typed, op, acc, b)
+}
+
+/// Divides every element by `n` (the final step of `Avg`).
+pub fn divide(dtype: DataType, buf: &mut [u8], n: u32) {
+    dispatch!(dtype, divide_typed, buf, n)
+}
+
+#[cfg(test)]
+mod tests;

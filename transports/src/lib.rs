@@ -13,15 +13,27 @@
 //! - Receiver: [`RecvChannel::try_peek`] → read the returned slice → [`RecvChannel::release`].
 //!   Call [`RecvChannel::progress`] when `try_peek` returns `None`.
 //! - All calls are non-blocking. To sleep, the engine asks each channel for its
-//!   [`WaitSource`] and waits on them with a timeout (see [`wait`]).
+//!   [`WaitSource`] and waits on them with a timeout (see [`wait`]). It reads its
+//!   [`Doorbell`]'s sequence number *before* it polls the channels, and passes that number
+//!   to [`wait::wait_any`], so a ring that lands between the poll and the sleep is not lost.
+//! - After waiting about 100 ms without progress the engine calls `check_alive` on the
+//!   channels it waits for; a peer whose process is gone gives [`Error::PeerClosed`] there
+//!   instead of a hang until the op's deadline.
+//! - A receiver returns [`Error::PeerClosed`] from `try_peek` only once every message the
+//!   sender committed before closing has been read.
 //!
 //! **Architecture invariant:** transports know nothing of collectives, plans or datatypes;
 //! algorithms know nothing of transports. The engine (crate `oxccl`) is where they meet.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
 pub mod shm;
 pub mod tcp;
 pub mod wait;
+
+#[cfg(test)]
+mod testutil;
 
 pub use error::{Error, Result};
 pub use wait::{Doorbell, WaitSource};
@@ -46,6 +58,12 @@ pub trait SendChannel: Send {
     fn flushed(&self) -> bool;
     /// What to sleep on while waiting for a slot to come free.
     fn wait_source(&self) -> WaitSource;
+    /// Checks that the peer still exists; called by the engine after it waited about 100 ms
+    /// without progress. `Err(PeerClosed)` when the peer's process is gone or it closed the
+    /// connection. Transports whose other calls already report a dead peer keep the default.
+    fn check_alive(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The receiving half of a one-way connection from one peer.
@@ -65,6 +83,13 @@ pub trait RecvChannel: Send {
     fn progress(&mut self) -> Result<bool>;
     /// What to sleep on while waiting for a message.
     fn wait_source(&self) -> WaitSource;
+    /// Checks that the peer still exists; called by the engine after it waited about 100 ms
+    /// without progress. `Err(PeerClosed)` when the peer's process is gone, or it closed the
+    /// connection and no message is left to read. Transports whose other calls already report
+    /// a dead peer keep the default.
+    fn check_alive(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Sizes of a connection's FIFO.
@@ -74,6 +99,34 @@ pub struct FifoConfig {
     pub slot_size: usize,
     /// Slots per one-way connection; at least 2.
     pub nslots: usize,
+}
+
+impl FifoConfig {
+    /// Largest accepted `slot_size` (1 GiB): a message length must fit the 32-bit length
+    /// fields of the shm FIFO and the TCP wire header.
+    pub const MAX_SLOT_SIZE: usize = 1 << 30;
+    /// Largest accepted `nslots`.
+    pub const MAX_NSLOTS: usize = 1 << 16;
+
+    /// Checks the sizes: `slot_size` a nonzero multiple of 64 and at most
+    /// [`Self::MAX_SLOT_SIZE`], `nslots` in `2..=`[`Self::MAX_NSLOTS`].
+    pub fn validate(&self) -> Result<()> {
+        if self.slot_size == 0 || self.slot_size % 64 != 0 || self.slot_size > Self::MAX_SLOT_SIZE {
+            return Err(Error::Config(format!(
+                "slot_size {} must be a nonzero multiple of 64 and at most {}",
+                self.slot_size,
+                Self::MAX_SLOT_SIZE
+            )));
+        }
+        if !(2..=Self::MAX_NSLOTS).contains(&self.nslots) {
+            return Err(Error::Config(format!(
+                "nslots {} must be in 2..={}",
+                self.nslots,
+                Self::MAX_NSLOTS
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for FifoConfig {

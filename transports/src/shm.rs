@@ -1,1 +1,0 @@
-//! shm (being written)

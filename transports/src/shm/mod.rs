@@ -1,0 +1,26 @@
+//! Shared-memory transport between ranks on one node.
+//!
+//! Every rank creates one POSIX shared-memory segment per communicator, its *inbox*, in
+//! `/dev/shm`. The inbox holds a header with the rank's [`Doorbell`](crate::Doorbell) and one
+//! FIFO per (local sender, channel); `shm/layout.rs` describes the bytes. A sender writes straight
+//! into the receiver's inbox, so a message is copied once on each side (into the slot, out
+//! of it) and never passes through the kernel.
+//!
+//! - `connect.rs`: [`ShmContext`] creates the inbox, maps the peers', hands out channel ends.
+//! - `fifo.rs`: [`ShmSender`] and [`ShmReceiver`], the [`SendChannel`](crate::SendChannel) and
+//!   [`RecvChannel`](crate::RecvChannel) implementations.
+//!
+//! Trust: local peers are processes of the same job (they learned the segment name through
+//! the authenticated bootstrap). Everything read from shared memory is bounds-checked, so a
+//! corrupt counter or length gives [`Error::Protocol`](crate::Error::Protocol); a peer that
+//! shrinks its file under us can still crash us with `SIGBUS`, as with any shared mapping.
+
+mod connect;
+mod fifo;
+mod layout;
+
+#[cfg(test)]
+mod tests;
+
+pub use connect::ShmContext;
+pub use fifo::{ShmReceiver, ShmSender};

@@ -1,1 +1,0 @@
-//! tcp (being written)

@@ -71,6 +71,23 @@ impl Collective {
         }
     }
 
+    /// For an in-place op, the `(input block, output block)` pair that is the same memory on
+    /// `rank` (NCCL's conventions: all-reduce, broadcast and reduce on the root pass one
+    /// buffer; all-gather's input is output block `rank`; reduce-scatter's output is input
+    /// block `rank`). `None` where in-place has no meaning (all-to-all, send, recv, and ranks
+    /// that have no input or no output).
+    pub fn in_place_blocks(&self, rank: u32) -> Option<(u32, u32)> {
+        match *self {
+            Collective::AllReduce => Some((0, 0)),
+            Collective::Broadcast { root } | Collective::Reduce { root } if root == rank => {
+                Some((0, 0))
+            }
+            Collective::AllGather => Some((0, rank)),
+            Collective::ReduceScatter => Some((rank, 0)),
+            _ => None,
+        }
+    }
+
     /// A short lower-case name, as used in logs and errors.
     pub fn name(&self) -> &'static str {
         match self {

@@ -2,16 +2,32 @@
 //!
 //! An algorithm is a function from (collective, nranks, rank, nchannels) to a [`Plan`]: per
 //! channel, the ordered steps the rank performs, in NCCL's vocabulary of fused primitives.
-//! The [`verify`] module runs every rank's plan against the others with chunks as sets of
-//! contributions and proves deadlock freedom and the collective's result; [`cost`] gives the
-//! α–β–γ cost of a plan for the tuner.
+//! [`build`] is the entry point. The [`verify`] module runs every rank's plan against the
+//! others with chunks as sets of contributions and proves deadlock freedom and the
+//! collective's result; [`cost`] gives the α–β–γ cost of a plan for the tuner.
+//!
+//! ```
+//! use oxccl_algorithms::{build, verify::verify, Algorithm, Collective};
+//!
+//! let plans = (0..4)
+//!     .map(|rank| build(Algorithm::Ring, Collective::AllReduce, 4, rank, 2))
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! let report = verify(&plans)?;
+//! assert_eq!(report.max_sends, 6); // 2(p-1) messages per rank and channel
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! **Architecture invariant:** this crate does no I/O, spawns no thread, reads no clock and
 //! contains no `unsafe`; it depends on no other crate.
 #![forbid(unsafe_code)]
 
+mod algorithm;
 pub mod collective;
+pub mod cost;
 pub mod plan;
+pub mod ring;
+pub mod verify;
 
+pub use algorithm::{build, Algorithm, ParseAlgorithmError, PlanError};
 pub use collective::Collective;
 pub use plan::{Buf, Plan, Region, Shape, Step};

@@ -13,15 +13,41 @@
 //! - **chunk**: `Region { buf, block, split }`, the unit steps name. Its size is decided by the
 //!   engine (see below); a plan never knows byte counts.
 //! - **round**: the engine runs the channel's step list once per round over successive windows
-//!   of the piece, so that every chunk of a round fits the connection FIFO (NCCL's "loop").
+//!   of the piece, so that **two** chunks of a round fit the connection FIFO (NCCL's "loop";
+//!   a ring needs one chunk in flight while the next is produced, see [`crate::verify`]).
 //!
 //! # How the engine maps a region to elements
+//! A block of `n` elements is cut into `C` channel pieces, piece `c` being
+//! `[c*n/C, (c+1)*n/C)` ([`channel_piece`]).
 //! For piece length `L` (elements of one block on one channel), `S` splits and a chunk size
-//! limit `K` elements: round size `R = S*K`, `nrounds = ceil(L / R)`; in round `k` the window is
-//! `[k*R, min(L, (k+1)*R))` of length `W`, and split `s` is `[s*W/S, (s+1)*W/S)` of it. Matched
-//! send/receive regions always have the same split index and the same block length, so both
-//! sides compute the same byte count without exchanging it. Zero-length chunks are skipped by
-//! both sides.
+//! limit `K` elements (at most half a connection FIFO): round size `R = S*K`, `nrounds = ceil(L / R)`; in round `k` the window is
+//! `[k*R, min(L, (k+1)*R))` of length `W`, and split `s` is `[s*W/S, (s+1)*W/S)` of it
+//! ([`split_range`]). Matched send/receive regions always have the same split index and the
+//! same block length, so both sides compute the same byte count without exchanging it.
+//! Zero-length chunks are skipped by both sides.
+
+use std::fmt;
+use std::ops::Range;
+
+/// `[i*len/parts, (i+1)*len/parts)`: part `i` of `parts` near-equal contiguous parts.
+fn part(len: u64, parts: u32, i: u32) -> Range<u64> {
+    let parts = u128::from(parts.max(1));
+    // The quotient is at most `len`, so it fits a u64.
+    let at = |i: u128| (u128::from(len) * i.min(parts) / parts) as u64;
+    at(u128::from(i))..at(u128::from(i) + 1)
+}
+
+/// Elements of a block of `block_len` elements that channel `channel` of `nchannels` works
+/// on: `[c*n/C, (c+1)*n/C)` (see the module doc). Empty when `channel >= nchannels`.
+pub fn channel_piece(block_len: u64, nchannels: u32, channel: u32) -> Range<u64> {
+    part(block_len, nchannels, channel)
+}
+
+/// Elements of split `split` of `splits` within a round's window of `window_len` elements:
+/// `[s*W/S, (s+1)*W/S)` (see the module doc). Empty when `split >= splits`.
+pub fn split_range(window_len: u64, splits: u32, split: u32) -> Range<u64> {
+    part(window_len, splits, split)
+}
 
 /// Which memory area a region lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,6 +165,51 @@ pub enum Step {
     },
 }
 
+impl fmt::Display for Buf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Buf::Input => "input",
+            Buf::Output => "output",
+            Buf::Scratch => "scratch",
+        })
+    }
+}
+
+impl fmt::Display for Region {
+    /// `output[b2.s1]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[b{}.s{}]", self.buf, self.block, self.split)
+    }
+}
+
+impl fmt::Display for Step {
+    /// NCCL's primitive name, then peers and regions: `recv_reduce_send from 2 with
+    /// input[b0.s1] to 4`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Send { to, src } => write!(f, "send {src} to {to}"),
+            Step::Recv { from, dst } => write!(f, "recv from {from} into {dst}"),
+            Step::RecvReduce { from, src, dst } => {
+                write!(f, "recv_reduce from {from} with {src} into {dst}")
+            }
+            Step::RecvReduceSend { from, to, src } => {
+                write!(f, "recv_reduce_send from {from} with {src} to {to}")
+            }
+            Step::RecvReduceCopySend { from, to, src, dst } => write!(
+                f,
+                "recv_reduce_copy_send from {from} with {src} into {dst} to {to}"
+            ),
+            Step::RecvCopySend { from, to, dst } => {
+                write!(f, "recv_copy_send from {from} into {dst} to {to}")
+            }
+            Step::Copy { src, dst } => write!(f, "copy {src} into {dst}"),
+            Step::SendRecv { to, src, from, dst } => {
+                write!(f, "send_recv {src} to {to}, from {from} into {dst}")
+            }
+        }
+    }
+}
+
 impl Step {
     /// The peer this step sends to, if any.
     pub fn send_peer(&self) -> Option<u32> {
@@ -170,8 +241,8 @@ impl Step {
 ///
 /// Call protocol (engine side): allocate scratch if `scratch.blocks > 0`; for every channel
 /// `c` and every round, run `channels[c]` in order; a channel never waits for another channel.
-/// After the last round, ops with [`crate::Collective::needs_postdivide`] semantics (average)
-/// divide the rank's final output.
+/// After the last round, an average reduction divides the rank's final output by `nranks`
+/// (plans only ever sum contributions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// The operation this plan implements.

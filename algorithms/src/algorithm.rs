@@ -1,0 +1,289 @@
+//! Choosing an algorithm and building a rank's [`Plan`] with it.
+//!
+//! [`build`] is the one entry point: it checks the arguments once (so every algorithm module
+//! can assume a well-formed request) and hands over to the algorithm.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{ring, Collective, Plan};
+
+/// An algorithm that can build plans.
+///
+/// Names (see [`Algorithm::name`]) are what logs, configuration and the tuner use; parsing
+/// ([`FromStr`]) is case-insensitive.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// The ring (see [`crate::ring`]): `r -> r+1 mod p` on every channel. Supports every
+    /// collective; all-to-all and point-to-point are direct exchanges.
+    Ring,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order the tuner should consider them.
+    pub const ALL: &'static [Algorithm] = &[Algorithm::Ring];
+
+    /// The lower-case name, as accepted by [`FromStr`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            Algorithm::Ring => "ring",
+        }
+    }
+
+    /// Whether this algorithm can build a plan for `collective`.
+    pub fn supports(&self, collective: Collective) -> bool {
+        match self {
+            Algorithm::Ring => {
+                let _ = collective;
+                true
+            }
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing an [`Algorithm`] from a name that none has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseAlgorithmError {
+    /// The name that was given.
+    pub name: String,
+}
+
+impl fmt::Display for ParseAlgorithmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known: Vec<&str> = Algorithm::ALL.iter().map(Algorithm::name).collect();
+        write!(
+            f,
+            "unknown algorithm {:?} (known: {})",
+            self.name,
+            known.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for ParseAlgorithmError {}
+
+impl FromStr for Algorithm {
+    type Err = ParseAlgorithmError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Algorithm::ALL
+            .iter()
+            .copied()
+            .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| ParseAlgorithmError { name: s.to_owned() })
+    }
+}
+
+/// Why [`build`] refused to build a plan.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanError {
+    /// `nranks` was zero.
+    NoRanks,
+    /// `rank` was not below `nranks`.
+    RankOutOfRange {
+        /// The rank asked for.
+        rank: u32,
+        /// The communicator size.
+        nranks: u32,
+    },
+    /// The collective's root (broadcast, reduce) or peer (send, recv) was not below `nranks`.
+    PeerOutOfRange {
+        /// The collective, naming the root or peer.
+        collective: Collective,
+        /// The communicator size.
+        nranks: u32,
+    },
+    /// `nchannels` was zero.
+    NoChannels,
+    /// A send or receive named the calling rank as its peer: the engine copies locally for
+    /// self point-to-point, without a plan.
+    SelfPeer {
+        /// The collective (`Send` or `Recv`).
+        collective: Collective,
+        /// The calling rank.
+        rank: u32,
+    },
+    /// The algorithm cannot implement this collective.
+    Unsupported {
+        /// The algorithm asked for.
+        algorithm: Algorithm,
+        /// The collective asked for.
+        collective: Collective,
+    },
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PlanError::NoRanks => f.write_str("a communicator needs at least one rank"),
+            PlanError::RankOutOfRange { rank, nranks } => {
+                write!(f, "rank {rank} is out of range for {nranks} ranks")
+            }
+            PlanError::PeerOutOfRange { collective, nranks } => write!(
+                f,
+                "{} names {}, out of range for {nranks} ranks",
+                collective.name(),
+                peer_words(collective)
+            ),
+            PlanError::NoChannels => f.write_str("a plan needs at least one channel"),
+            PlanError::SelfPeer { collective, rank } => write!(
+                f,
+                "{} from rank {rank} to itself has no plan (the engine copies locally)",
+                collective.name()
+            ),
+            PlanError::Unsupported {
+                algorithm,
+                collective,
+            } => write!(
+                f,
+                "algorithm {algorithm} does not implement {}",
+                collective.name()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// "root 7" / "peer 7" for messages.
+fn peer_words(collective: &Collective) -> String {
+    match *collective {
+        Collective::Broadcast { root } | Collective::Reduce { root } => format!("root {root}"),
+        Collective::Send { peer } | Collective::Recv { peer } => format!("peer {peer}"),
+        _ => String::from("no peer"),
+    }
+}
+
+/// Builds rank `rank`'s plan for `collective` on a communicator of `nranks` ranks, with
+/// `nchannels` channels.
+///
+/// The plan's buffer shapes are exactly [`Collective::input_blocks`] and
+/// [`Collective::output_blocks`]; every channel gets the same step list unless the algorithm's
+/// doc says otherwise. Plans of all ranks built with the same arguments fit together (the
+/// tests prove it with [`crate::verify`]).
+pub fn build(
+    algorithm: Algorithm,
+    collective: Collective,
+    nranks: u32,
+    rank: u32,
+    nchannels: u32,
+) -> Result<Plan, PlanError> {
+    if nranks == 0 {
+        return Err(PlanError::NoRanks);
+    }
+    if rank >= nranks {
+        return Err(PlanError::RankOutOfRange { rank, nranks });
+    }
+    if nchannels == 0 {
+        return Err(PlanError::NoChannels);
+    }
+    match collective {
+        Collective::Broadcast { root: peer }
+        | Collective::Reduce { root: peer }
+        | Collective::Send { peer }
+        | Collective::Recv { peer }
+            if peer >= nranks =>
+        {
+            return Err(PlanError::PeerOutOfRange { collective, nranks });
+        }
+        Collective::Send { peer } | Collective::Recv { peer } if peer == rank => {
+            return Err(PlanError::SelfPeer { collective, rank });
+        }
+        _ => {}
+    }
+    if !algorithm.supports(collective) {
+        return Err(PlanError::Unsupported {
+            algorithm,
+            collective,
+        });
+    }
+    let steps = match algorithm {
+        Algorithm::Ring => ring::steps(collective, nranks, rank),
+    };
+    Ok(Plan {
+        collective,
+        nranks,
+        rank,
+        input: crate::Shape {
+            blocks: collective.input_blocks(nranks, rank),
+        },
+        output: crate::Shape {
+            blocks: collective.output_blocks(nranks, rank),
+        },
+        scratch: crate::Shape { blocks: 0 },
+        splits: steps.splits,
+        channels: vec![steps.steps; nchannels as usize],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for a in Algorithm::ALL {
+            assert_eq!(a.name().parse::<Algorithm>(), Ok(*a));
+            assert_eq!(a.to_string(), a.name());
+        }
+        assert_eq!("RiNg".parse::<Algorithm>(), Ok(Algorithm::Ring));
+        let err = "tree!".parse::<Algorithm>().unwrap_err();
+        assert_eq!(err.name, "tree!");
+        assert!(err.to_string().contains("ring"));
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        let ring = Algorithm::Ring;
+        let ar = Collective::AllReduce;
+        assert_eq!(build(ring, ar, 0, 0, 1), Err(PlanError::NoRanks));
+        assert_eq!(
+            build(ring, ar, 4, 4, 1),
+            Err(PlanError::RankOutOfRange { rank: 4, nranks: 4 })
+        );
+        assert_eq!(build(ring, ar, 4, 0, 0), Err(PlanError::NoChannels));
+        for c in [
+            Collective::Broadcast { root: 4 },
+            Collective::Reduce { root: 9 },
+            Collective::Send { peer: 4 },
+            Collective::Recv { peer: 5 },
+        ] {
+            let err = build(ring, c, 4, 0, 1).unwrap_err();
+            assert_eq!(
+                err,
+                PlanError::PeerOutOfRange {
+                    collective: c,
+                    nranks: 4
+                }
+            );
+            assert!(err.to_string().contains("out of range"), "{err}");
+        }
+        for c in [Collective::Send { peer: 2 }, Collective::Recv { peer: 2 }] {
+            let err = build(ring, c, 4, 2, 1).unwrap_err();
+            assert_eq!(
+                err,
+                PlanError::SelfPeer {
+                    collective: c,
+                    rank: 2
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn shapes_follow_the_collective() {
+        let plan = build(Algorithm::Ring, Collective::Broadcast { root: 1 }, 3, 0, 2).unwrap();
+        assert_eq!(plan.input.blocks, 0);
+        assert_eq!(plan.output.blocks, 1);
+        assert_eq!(plan.channels.len(), 2);
+        assert_eq!(plan.channels[0], plan.channels[1]);
+    }
+}

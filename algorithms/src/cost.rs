@@ -1,0 +1,185 @@
+//! The α–β–γ cost of a plan, for the tuner and the simulator.
+//!
+//! # Model
+//! - α: latency of one message (per sending step that moves a non-empty chunk; the engine
+//!   skips empty ones).
+//! - β: seconds per byte on the rank's link.
+//! - γ: seconds per byte reduced.
+//!
+//! [`estimate`] walks one rank's plan: the channels run concurrently, so their latencies
+//! overlap (α counts the sending steps of the busiest channel) while they share the link
+//! and the reducer (β and γ count the bytes of all channels). Chunk sizes are those the
+//! engine gives each region for a block of `bytes_per_rank` bytes (NCCL's `count` times the
+//! element size: the whole buffer of all-reduce, broadcast and reduce, one rank's block of
+//! all-gather, reduce-scatter and all-to-all), in one round.
+//!
+//! For the lock-step ring collectives this is the textbook cost, `n = bytes_per_rank`:
+//! - all-reduce: `2(p-1)α + 2(p-1)/p·nβ + (p-1)/p·nγ`;
+//! - all-gather: `(p-1)α + (p-1)nβ` (with `N = p·n` the output: `(p-1)/p·Nβ`);
+//! - reduce-scatter: `(p-1)α + (p-1)nβ + (p-1)nγ`;
+//! - all-to-all: `(p-1)α + (p-1)nβ`.
+//!
+//! For the chains of broadcast and reduce, one rank's plan holds only its own hop
+//! (`α + nβ`, plus `nγ` for reduce): the chain's latency `(p-1)α` and its pipelining over
+//! rounds are not visible to one rank, and a tuner must add them itself.
+
+use crate::plan::{channel_piece, split_range};
+use crate::{Plan, Region, Step};
+
+/// The cost parameters of a link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkCost {
+    /// Latency of one message, seconds.
+    pub alpha_s: f64,
+    /// Transfer time, seconds per byte.
+    pub beta_s_per_byte: f64,
+    /// Reduction time, seconds per byte reduced.
+    pub gamma_s_per_byte: f64,
+}
+
+/// What one plan moves and computes, in one round covering the whole op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Sending steps with a non-empty chunk on the busiest channel.
+    pub messages: u64,
+    /// Bytes sent, all channels.
+    pub bytes_sent: u64,
+    /// Bytes reduced, all channels.
+    pub bytes_reduced: u64,
+}
+
+impl Traffic {
+    /// The time this traffic takes on `link`, seconds.
+    pub fn seconds(&self, link: &LinkCost) -> f64 {
+        self.messages as f64 * link.alpha_s
+            + self.bytes_sent as f64 * link.beta_s_per_byte
+            + self.bytes_reduced as f64 * link.gamma_s_per_byte
+    }
+}
+
+/// Counts the messages, bytes sent and bytes reduced of `plan` for blocks of
+/// `bytes_per_rank` bytes of `elem_size`-byte elements (see the module doc).
+pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
+    let elem = u64::from(elem_size.max(1));
+    let block_len = bytes_per_rank / elem;
+    let nchannels = u32::try_from(plan.channels.len()).unwrap_or(u32::MAX);
+    let mut total = Traffic::default();
+    for (c, steps) in plan.channels.iter().enumerate() {
+        let piece = channel_piece(block_len, nchannels, c as u32);
+        let window = piece.end - piece.start;
+        let bytes = |region: Region| {
+            let range = split_range(window, plan.splits, region.split);
+            (range.end - range.start) * elem
+        };
+        let mut messages = 0;
+        for step in steps {
+            let (sent, reduced) = match *step {
+                Step::Send { src, .. } | Step::SendRecv { src, .. } => (Some(src), None),
+                Step::RecvReduceSend { src, .. } => (Some(src), Some(src)),
+                Step::RecvReduceCopySend { dst, .. } => (Some(dst), Some(dst)),
+                Step::RecvCopySend { dst, .. } => (Some(dst), None),
+                Step::RecvReduce { dst, .. } => (None, Some(dst)),
+                Step::Recv { .. } | Step::Copy { .. } => (None, None),
+            };
+            if let Some(bytes) = sent.map(bytes).filter(|&b| b > 0) {
+                messages += 1;
+                total.bytes_sent += bytes;
+            }
+            total.bytes_reduced += reduced.map_or(0, bytes);
+        }
+        total.messages = total.messages.max(messages);
+    }
+    total
+}
+
+/// The α–β–γ time of `plan`, seconds, for blocks of `bytes_per_rank` bytes of
+/// `elem_size`-byte elements (see the module doc for what it includes).
+pub fn estimate(plan: &Plan, bytes_per_rank: u64, elem_size: u32, link: &LinkCost) -> f64 {
+    traffic(plan, bytes_per_rank, elem_size).seconds(link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{build, Algorithm, Collective};
+
+    const LINK: LinkCost = LinkCost {
+        alpha_s: 1e-6,
+        beta_s_per_byte: 1e-10,
+        gamma_s_per_byte: 1e-11,
+    };
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-12)
+    }
+
+    fn ring(c: Collective, p: u32, r: u32, channels: u32) -> Plan {
+        build(Algorithm::Ring, c, p, r, channels).unwrap()
+    }
+
+    #[test]
+    fn ring_matches_the_textbook_formulas() {
+        let (a, b, g) = (LINK.alpha_s, LINK.beta_s_per_byte, LINK.gamma_s_per_byte);
+        for p in 1..=16u32 {
+            for channels in [1, 2, 3] {
+                // Divisible by p * channels * elem, so every chunk has the same size.
+                let n = u64::from(p * channels * 4) * 1000;
+                let (pf, nf) = (f64::from(p), n as f64);
+                let cases = [
+                    (
+                        Collective::AllReduce,
+                        2.0 * (pf - 1.0) * a
+                            + 2.0 * (pf - 1.0) / pf * nf * b
+                            + (pf - 1.0) / pf * nf * g,
+                    ),
+                    (Collective::AllGather, (pf - 1.0) * (a + nf * b)),
+                    (
+                        Collective::ReduceScatter,
+                        (pf - 1.0) * (a + nf * b + nf * g),
+                    ),
+                    (Collective::AllToAll, (pf - 1.0) * (a + nf * b)),
+                ];
+                for (c, want) in cases {
+                    for r in [0, p / 2, p - 1] {
+                        let got = estimate(&ring(c, p, r, channels), n, 4, &LINK);
+                        assert!(
+                            close(got, want),
+                            "{c:?} p={p} ch={channels}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chain_hops_and_p2p() {
+        let n = 4096;
+        let hop = LINK.alpha_s + n as f64 * LINK.beta_s_per_byte;
+        let bcast = Collective::Broadcast { root: 2 };
+        assert!(close(estimate(&ring(bcast, 4, 2, 1), n, 4, &LINK), hop));
+        assert!(close(estimate(&ring(bcast, 4, 1, 2), n, 4, &LINK), 0.0));
+        let reduce = Collective::Reduce { root: 0 };
+        let reduced = n as f64 * LINK.gamma_s_per_byte;
+        assert!(close(
+            estimate(&ring(reduce, 4, 0, 1), n, 4, &LINK),
+            reduced
+        ));
+        assert!(close(
+            estimate(&ring(reduce, 4, 3, 1), n, 4, &LINK),
+            hop + reduced
+        ));
+        let send = ring(Collective::Send { peer: 1 }, 2, 0, 1);
+        assert!(close(estimate(&send, n, 4, &LINK), hop));
+    }
+
+    #[test]
+    fn empty_chunks_cost_nothing() {
+        // 3 elements over 8 ranks: 5 of every rank's 8 all-reduce chunks are empty.
+        let plan = ring(Collective::AllReduce, 8, 0, 1);
+        let t = traffic(&plan, 12, 4);
+        assert_eq!(t.bytes_sent % 4, 0);
+        assert!(t.messages < 14, "{t:?}");
+        assert_eq!(traffic(&plan, 0, 4), Traffic::default());
+    }
+}

@@ -1,0 +1,101 @@
+//! A rank's memory: chunks by round and canonical region, in-place aliasing.
+
+use super::Sim;
+use crate::verify::content::{union, Content, Contribution};
+use crate::verify::error::{StepAt, VerifyError};
+use crate::{Buf, Plan, Region};
+
+/// Chunks of all buffers and rounds of `plan`.
+pub(super) fn slots(plan: &Plan, rounds: u32) -> usize {
+    let blocks = plan.input.blocks + plan.output.blocks + plan.scratch.blocks;
+    rounds as usize * blocks as usize * plan.splits as usize
+}
+
+impl Sim<'_, '_> {
+    /// Index into `rank`'s memory of a canonical, in-range `region` of round `round`.
+    pub(super) fn slot(&self, rank: u32, round: u32, region: Region) -> usize {
+        let plan = self.plan(rank);
+        let blocks = plan.input.blocks + plan.output.blocks + plan.scratch.blocks;
+        let offset = match region.buf {
+            Buf::Input => 0,
+            Buf::Output => plan.input.blocks,
+            Buf::Scratch => plan.input.blocks + plan.output.blocks,
+        };
+        let block = round as usize * blocks as usize + (offset + region.block) as usize;
+        block * plan.splits as usize + region.split as usize
+    }
+
+    /// What canonical `key` of round `round` of `rank` holds (`None`: uninitialised).
+    pub(super) fn get(&self, rank: u32, round: u32, key: Region) -> Option<Content> {
+        match &self.ranks[rank as usize].memory[self.slot(rank, round, key)] {
+            Some(content) => Some(content.clone()),
+            None if key.buf == Buf::Input => Some(
+                [Contribution {
+                    rank,
+                    block: key.block,
+                    split: key.split,
+                }]
+                .into(),
+            ),
+            None => None,
+        }
+    }
+
+    pub(super) fn plan(&self, rank: u32) -> &Plan {
+        // Only ranks with a plan have steps, and only steps reach memory.
+        self.world.plans[rank as usize].expect("a rank with steps has a plan")
+    }
+
+    /// The memory `region` names on `rank` (output chunks of an in-place op are input chunks).
+    pub(super) fn canonical(&self, rank: u32, region: Region) -> Region {
+        if !self.world.options.in_place || region.buf != Buf::Output {
+            return region;
+        }
+        match self.plan(rank).collective.in_place_blocks(rank) {
+            Some((input, output)) if output == region.block => {
+                Region::new(Buf::Input, input, region.split)
+            }
+            _ => region,
+        }
+    }
+
+    pub(super) fn read(&self, at: &StepAt, region: Region) -> Result<Content, VerifyError> {
+        let key = self.canonical(at.rank, region);
+        self.get(at.rank, at.round, key)
+            .ok_or_else(|| VerifyError::ReadUninitialised {
+                at: at.clone(),
+                region,
+            })
+    }
+
+    pub(super) fn write(
+        &mut self,
+        at: &StepAt,
+        region: Region,
+        content: Content,
+    ) -> Result<(), VerifyError> {
+        if region.buf == Buf::Input {
+            return Err(VerifyError::WriteToInput {
+                at: at.clone(),
+                region,
+            });
+        }
+        let slot = self.slot(at.rank, at.round, self.canonical(at.rank, region));
+        self.ranks[at.rank as usize].memory[slot] = Some(content);
+        Ok(())
+    }
+
+    pub(super) fn reduce(
+        &self,
+        at: &StepAt,
+        src: Region,
+        incoming: &[Contribution],
+    ) -> Result<Content, VerifyError> {
+        union(&self.read(at, src)?, incoming).map_err(|contribution| {
+            VerifyError::DoubleContribution {
+                at: at.clone(),
+                contribution,
+            }
+        })
+    }
+}

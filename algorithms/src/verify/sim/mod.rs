@@ -1,0 +1,264 @@
+//! The simulation of one channel: every rank's steps against every other's, over
+//! bounded connections, with chunks as sets of contributions.
+
+mod end;
+mod memory;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::content::Content;
+use super::error::{StepAt, VerifyError};
+use super::World;
+use crate::{Region, Step};
+use memory::slots;
+
+/// A chunk on a connection.
+struct Message {
+    round: u32,
+    region: Region,
+    content: Content,
+}
+
+/// One rank's progress and memory.
+#[derive(Default)]
+struct RankState {
+    /// Index into the step list repeated `rounds` times.
+    pc: usize,
+    /// The send half of the current `SendRecv` is done.
+    sent: bool,
+    /// The receive half of the current `SendRecv` is done.
+    received: bool,
+    /// Chunks written so far, by [`Sim::slot`] of (round, canonical region).
+    memory: Vec<Option<Content>>,
+}
+
+/// What one attempt at a step achieved.
+enum Progress {
+    Blocked,
+    Partial,
+    Done,
+}
+
+/// Counts gathered while simulating a channel.
+#[derive(Default)]
+pub(super) struct ChannelStats {
+    pub(super) messages: u64,
+}
+
+struct Sim<'w, 'a> {
+    world: &'w World<'a>,
+    channel: u32,
+    ranks: Vec<RankState>,
+    /// Per (from, to): the messages on the connection, oldest first.
+    fifos: BTreeMap<(u32, u32), VecDeque<Message>>,
+    queue: VecDeque<u32>,
+    queued: Vec<bool>,
+    stats: ChannelStats,
+}
+
+/// Runs channel `channel` of every rank to the end and checks the results.
+pub(super) fn run_channel(world: &World<'_>, channel: u32) -> Result<ChannelStats, VerifyError> {
+    let n = world.nranks as usize;
+    let mut sim = Sim {
+        world,
+        channel,
+        ranks: world
+            .plans
+            .iter()
+            .map(|plan| RankState {
+                memory: vec![None; plan.map_or(0, |p| slots(p, world.options.rounds))],
+                ..RankState::default()
+            })
+            .collect(),
+        fifos: BTreeMap::new(),
+        queue: (0..world.nranks).collect(),
+        queued: vec![true; n],
+        stats: ChannelStats::default(),
+    };
+    while let Some(rank) = sim.queue.pop_front() {
+        sim.queued[rank as usize] = false;
+        sim.advance(rank)?;
+    }
+    sim.check_finished()?;
+    sim.check_results()?;
+    Ok(sim.stats)
+}
+
+impl Sim<'_, '_> {
+    fn steps(&self, rank: u32) -> &[Step] {
+        match self.world.plans[rank as usize] {
+            Some(plan) => &plan.channels[self.channel as usize],
+            None => &[],
+        }
+    }
+
+    fn total(&self, rank: u32) -> usize {
+        self.steps(rank).len() * self.world.options.rounds as usize
+    }
+
+    /// The current step of `rank`, if any is left.
+    fn current(&self, rank: u32) -> Option<StepAt> {
+        let steps = self.steps(rank);
+        let pc = self.ranks[rank as usize].pc;
+        (pc < self.total(rank)).then(|| StepAt {
+            rank,
+            channel: self.channel,
+            round: (pc / steps.len()) as u32,
+            step: pc % steps.len(),
+            what: steps[pc % steps.len()],
+        })
+    }
+
+    fn wake(&mut self, rank: u32) {
+        if !std::mem::replace(&mut self.queued[rank as usize], true) {
+            self.queue.push_back(rank);
+        }
+    }
+
+    fn advance(&mut self, rank: u32) -> Result<(), VerifyError> {
+        while let Some(at) = self.current(rank) {
+            match self.exec(&at)? {
+                Progress::Blocked => break,
+                Progress::Partial => {}
+                Progress::Done => {
+                    let state = &mut self.ranks[rank as usize];
+                    state.pc += 1;
+                    state.sent = false;
+                    state.received = false;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn has_room(&self, from: u32, to: u32) -> bool {
+        let capacity = self.world.options.fifo_chunks as usize;
+        self.fifos.get(&(from, to)).map_or(0, VecDeque::len) < capacity
+    }
+
+    fn has_message(&self, from: u32, to: u32) -> bool {
+        self.fifos.get(&(from, to)).is_some_and(|q| !q.is_empty())
+    }
+
+    fn push(&mut self, at: &StepAt, to: u32, region: Region, content: Content) {
+        let message = Message {
+            round: at.round,
+            region,
+            content,
+        };
+        self.fifos
+            .entry((at.rank, to))
+            .or_default()
+            .push_back(message);
+        self.stats.messages += 1;
+        self.wake(to);
+    }
+
+    /// Takes the message from `from`, which must be there, checking it fits `region`.
+    fn take(&mut self, at: &StepAt, from: u32, region: Region) -> Result<Content, VerifyError> {
+        let message = self
+            .fifos
+            .get_mut(&(from, at.rank))
+            .and_then(VecDeque::pop_front)
+            .expect("callers check has_message first");
+        self.wake(from);
+        if message.round != at.round || message.region.split != region.split {
+            return Err(VerifyError::SplitMismatch {
+                at: at.clone(),
+                from,
+                sent_round: message.round,
+                sent: message.region,
+                received: region,
+            });
+        }
+        Ok(message.content)
+    }
+
+    fn exec(&mut self, at: &StepAt) -> Result<Progress, VerifyError> {
+        let me = at.rank;
+        let ready = |sim: &Self, from: Option<u32>, to: Option<u32>| {
+            from.is_none_or(|f| sim.has_message(f, me)) && to.is_none_or(|t| sim.has_room(me, t))
+        };
+        let step = at.what;
+        if !matches!(step, Step::SendRecv { .. })
+            && !ready(self, step.recv_peer(), step.send_peer())
+        {
+            return Ok(Progress::Blocked);
+        }
+        match step {
+            Step::Send { to, src } => {
+                let content = self.read(at, src)?;
+                self.push(at, to, src, content);
+            }
+            Step::Recv { from, dst } => {
+                let content = self.take(at, from, dst)?;
+                self.write(at, dst, content)?;
+            }
+            Step::RecvReduce { from, src, dst } => {
+                let incoming = self.take(at, from, dst)?;
+                let content = self.reduce(at, src, &incoming)?;
+                self.write(at, dst, content)?;
+            }
+            Step::RecvReduceSend { from, to, src } => {
+                let incoming = self.take(at, from, src)?;
+                let content = self.reduce(at, src, &incoming)?;
+                self.push(at, to, src, content);
+            }
+            Step::RecvReduceCopySend { from, to, src, dst } => {
+                let incoming = self.take(at, from, dst)?;
+                let content = self.reduce(at, src, &incoming)?;
+                self.write(at, dst, content.clone())?;
+                self.push(at, to, dst, content);
+            }
+            Step::RecvCopySend { from, to, dst } => {
+                let content = self.take(at, from, dst)?;
+                self.write(at, dst, content.clone())?;
+                self.push(at, to, dst, content);
+            }
+            Step::Copy { src, dst } => {
+                let content = self.read(at, src)?;
+                self.write(at, dst, content)?;
+            }
+            Step::SendRecv { to, src, from, dst } => return self.send_recv(at, to, src, from, dst),
+        }
+        Ok(Progress::Done)
+    }
+
+    /// The two halves of a `SendRecv`, each when it can.
+    fn send_recv(
+        &mut self,
+        at: &StepAt,
+        to: u32,
+        src: Region,
+        from: u32,
+        dst: Region,
+    ) -> Result<Progress, VerifyError> {
+        let me = at.rank as usize;
+        if self.canonical(at.rank, src) == self.canonical(at.rank, dst) {
+            return Err(VerifyError::Race {
+                at: at.clone(),
+                region: dst,
+            });
+        }
+        let mut moved = false;
+        if !self.ranks[me].sent && self.has_room(at.rank, to) {
+            let content = self.read(at, src)?;
+            self.push(at, to, src, content);
+            self.ranks[me].sent = true;
+            moved = true;
+        }
+        if !self.ranks[me].received && self.has_message(from, at.rank) {
+            let content = self.take(at, from, dst)?;
+            self.write(at, dst, content)?;
+            self.ranks[me].received = true;
+            moved = true;
+        }
+        Ok(if self.ranks[me].sent && self.ranks[me].received {
+            Progress::Done
+        } else if moved {
+            Progress::Partial
+        } else {
+            Progress::Blocked
+        })
+    }
+}

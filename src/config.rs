@@ -32,7 +32,7 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "ring", doc: "Force an algorithm for every collective." },
     Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
     Knob { name: "OXCCL_HOSTNAME", default: "(hostname + boot id)", unit: "text", doc: "Host identity: ranks with the same identity use shared memory. Set per network namespace to emulate several hosts." },
-    Knob { name: "OXCCL_SPIN", default: "2000", unit: "iterations", doc: "Polls before a waiting rank yields the CPU, then sleeps on a futex or poll." },
+    Knob { name: "OXCCL_SPIN", default: "(auto)", unit: "iterations", doc: "Polls before a waiting rank yields the CPU, then sleeps on a futex or poll. Auto: 2000 when this host's ranks fit its CPUs, 0 when they outnumber them (spinning would steal the CPU from the rank being waited for)." },
     Knob { name: "OXCCL_DEBUG", default: "WARN", unit: "NONE, WARN, INFO, TRACE", doc: "Log level (tracing to stderr, each line tagged with host, pid and rank)." },
     Knob { name: "OXCCL_DEBUG_SUBSYS", default: "ALL", unit: "comma list of INIT, BOOTSTRAP, COLL, P2P, NET, SHM, ALL; ^X excludes", doc: "Subsystems to log." },
     Knob { name: "OXCCL_RANK", default: "-", unit: "integer", doc: "Launch: this process's rank (set by oxccl-run). Also read: RANK, OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_PROCID." },
@@ -74,8 +74,8 @@ pub struct Config {
     pub socket_addr: Option<IpAddr>,
     /// `OXCCL_HOSTNAME`.
     pub hostname: Option<String>,
-    /// `OXCCL_SPIN`.
-    pub spin: u32,
+    /// `OXCCL_SPIN` (`None`: decided from ranks per host and CPUs).
+    pub spin: Option<u32>,
 }
 
 impl Default for Config {
@@ -89,7 +89,7 @@ impl Default for Config {
             algorithm: None,
             socket_addr: None,
             hostname: None,
-            spin: 2000,
+            spin: None,
         }
     }
 }
@@ -104,11 +104,19 @@ impl Config {
     /// which maps `NCCL_*` names first).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let mut c = Config::default();
-        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         if let Some(v) = get("OXCCL_TIMEOUT") {
             let secs: f64 = parse(&v, "OXCCL_TIMEOUT")?;
             if !(secs > 0.0 && secs.is_finite()) {
-                return Err(bad("OXCCL_TIMEOUT", &v, "must be a positive number of seconds"));
+                return Err(bad(
+                    "OXCCL_TIMEOUT",
+                    &v,
+                    "must be a positive number of seconds",
+                ));
             }
             c.timeout = Duration::from_secs_f64(secs);
         }
@@ -125,21 +133,28 @@ impl Config {
         }
         if let Some(v) = get("OXCCL_SLOT_SIZE") {
             c.slot_size = parse_size(&v).ok_or_else(|| {
-                bad("OXCCL_SLOT_SIZE", &v, "expected bytes with optional K/M suffix")
+                bad(
+                    "OXCCL_SLOT_SIZE",
+                    &v,
+                    "expected bytes with optional K/M suffix",
+                )
             })?;
         }
         if let Some(v) = get("OXCCL_NSLOTS") {
             c.nslots = parse(&v, "OXCCL_NSLOTS")?;
         }
         if let Some(v) = get("OXCCL_ALGO") {
-            c.algorithm = Some(v.parse().map_err(|e| bad("OXCCL_ALGO", &v, &format!("{e}")))?);
+            c.algorithm = Some(
+                v.parse()
+                    .map_err(|e| bad("OXCCL_ALGO", &v, &format!("{e}")))?,
+            );
         }
         if let Some(v) = get("OXCCL_SOCKET_ADDR") {
             c.socket_addr = Some(parse(&v, "OXCCL_SOCKET_ADDR")?);
         }
         c.hostname = get("OXCCL_HOSTNAME");
         if let Some(v) = get("OXCCL_SPIN") {
-            c.spin = parse(&v, "OXCCL_SPIN")?;
+            c.spin = Some(parse(&v, "OXCCL_SPIN")?);
         }
         c.validate()?;
         Ok(c)
@@ -151,7 +166,11 @@ impl Config {
             return Err(bad("OXCCL_TIMEOUT", "0", "must be positive"));
         }
         if !(1..=64).contains(&self.nchannels) {
-            return Err(bad("OXCCL_NCHANNELS", &self.nchannels.to_string(), "must be 1..=64"));
+            return Err(bad(
+                "OXCCL_NCHANNELS",
+                &self.nchannels.to_string(),
+                "must be 1..=64",
+            ));
         }
         if self.slot_size < 64 || self.slot_size % 64 != 0 || self.slot_size > 64 << 20 {
             return Err(bad(
@@ -161,16 +180,24 @@ impl Config {
             ));
         }
         if !(2..=1024).contains(&self.nslots) {
-            return Err(bad("OXCCL_NSLOTS", &self.nslots.to_string(), "must be 2..=1024"));
+            return Err(bad(
+                "OXCCL_NSLOTS",
+                &self.nslots.to_string(),
+                "must be 2..=1024",
+            ));
         }
         Ok(())
     }
 
     /// The knob table as Markdown (the body of `docs/configuration.md`).
     pub fn markdown_table() -> String {
-        let mut s = String::from("| Variable | Default | Unit / values | Meaning |\n|---|---|---|---|\n");
+        let mut s =
+            String::from("| Variable | Default | Unit / values | Meaning |\n|---|---|---|---|\n");
         for k in KNOBS {
-            s.push_str(&format!("| `{}` | {} | {} | {} |\n", k.name, k.default, k.unit, k.doc));
+            s.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                k.name, k.default, k.unit, k.doc
+            ));
         }
         s
     }
@@ -220,7 +247,8 @@ mod tests {
         assert_eq!(c.slot_size, 65536);
         let e = Config::from_lookup(|k| (k == "OXCCL_NSLOTS").then(|| "1".into())).unwrap_err();
         assert!(e.to_string().contains("OXCCL_NSLOTS"), "{e}");
-        let e = Config::from_lookup(|k| (k == "OXCCL_TRANSPORT").then(|| "ib9".into())).unwrap_err();
+        let e =
+            Config::from_lookup(|k| (k == "OXCCL_TRANSPORT").then(|| "ib9".into())).unwrap_err();
         assert!(e.to_string().contains("OXCCL_TRANSPORT"), "{e}");
     }
 
@@ -231,7 +259,9 @@ mod tests {
         let table = Config::markdown_table();
         if std::env::var_os("OXCCL_BLESS").is_some() {
             let start = doc.find("| Variable |").expect("table header in the doc");
-            let end = doc[start..].find("\n\n").map_or(doc.len(), |e| start + e + 1);
+            let end = doc[start..]
+                .find("\n\n")
+                .map_or(doc.len(), |e| start + e + 1);
             let updated = format!("{}{}{}", &doc[..start], table, &doc[end..]);
             std::fs::write(path, updated).expect("write docs/configuration.md");
             return;

@@ -32,6 +32,6 @@ pub use bootstrap::{LaunchEnv, UniqueId};
 pub use comm::{AbortHandle, Communicator, Group, Pending};
 pub use config::{Config, TransportChoice};
 pub use error::{Error, Result};
+pub use half::{bf16, f16};
 pub use oxccl_algorithms::Algorithm;
 pub use types::{DataType, Element, ReduceOp};
-pub use half::{bf16, f16};

@@ -29,13 +29,20 @@ pub fn directives(level: Option<&str>, subsys: Option<&str>) -> Option<String> {
     };
     let mut selected: Vec<&str> = Vec::new();
     let mut excluded: Vec<&str> = Vec::new();
-    for item in subsys.unwrap_or("ALL").split(',').map(|s| s.trim().to_ascii_uppercase()) {
+    for item in subsys
+        .unwrap_or("ALL")
+        .split(',')
+        .map(|s| s.trim().to_ascii_uppercase())
+    {
         let (neg, name) = match item.strip_prefix('^') {
             Some(n) => (true, n.to_owned()),
             None => (false, item),
         };
         let targets: Vec<&str> = if name == "ALL" {
-            SUBSYSTEMS.iter().flat_map(|(_, t)| t.iter().copied()).collect()
+            SUBSYSTEMS
+                .iter()
+                .flat_map(|(_, t)| t.iter().copied())
+                .collect()
         } else {
             SUBSYSTEMS
                 .iter()
@@ -43,13 +50,25 @@ pub fn directives(level: Option<&str>, subsys: Option<&str>) -> Option<String> {
                 .flat_map(|(_, t)| t.iter().copied())
                 .collect()
         };
-        if neg { excluded.extend(targets) } else { selected.extend(targets) }
+        if neg {
+            excluded.extend(targets)
+        } else {
+            selected.extend(targets)
+        }
     }
     if subsys.is_none_or(|s| s.trim_start().starts_with('^')) {
-        selected = SUBSYSTEMS.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+        selected = SUBSYSTEMS
+            .iter()
+            .flat_map(|(_, t)| t.iter().copied())
+            .collect();
     }
     let mut d = vec!["warn".to_owned()];
-    d.extend(selected.iter().filter(|t| !excluded.contains(t)).map(|t| format!("{t}={level}")));
+    d.extend(
+        selected
+            .iter()
+            .filter(|t| !excluded.contains(t))
+            .map(|t| format!("{t}={level}")),
+    );
     d.extend(excluded.iter().map(|t| format!("{t}=warn")));
     Some(d.join(","))
 }
@@ -80,10 +99,16 @@ mod tests {
         assert_eq!(directives(None, None), None);
         assert_eq!(directives(Some("none"), None), None);
         let d = directives(Some("INFO"), Some("INIT,NET")).unwrap();
-        assert!(d.contains("oxccl::init=info") && d.contains("oxccl_transports::tcp=info"), "{d}");
+        assert!(
+            d.contains("oxccl::init=info") && d.contains("oxccl_transports::tcp=info"),
+            "{d}"
+        );
         assert!(!d.contains("oxccl::coll=info"), "{d}");
         let d = directives(Some("TRACE"), Some("^SHM")).unwrap();
-        assert!(d.contains("oxccl::coll=trace") && d.contains("oxccl_transports::shm=warn"), "{d}");
+        assert!(
+            d.contains("oxccl::coll=trace") && d.contains("oxccl_transports::shm=warn"),
+            "{d}"
+        );
         assert!(!d.contains("oxccl_transports::shm=trace"), "{d}");
     }
 }

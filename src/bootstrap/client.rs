@@ -22,15 +22,20 @@ impl BootstrapClient {
         let mut hello = Enc::default();
         hello.u32(nranks).u32(rank);
         let key = id.secret.subkey(ROOT_KEY);
-        let stream = oxccl_transports::tcp::connect(id.root, &key, &hello.0, Instant::now() + timeout)
-            .map_err(|e| Error::Bootstrap {
-                rank,
-                detail: format!(
-                    "cannot reach the root at {} within {timeout:?}: {e} (is rank 0 or the launcher \
+        let stream = oxccl_transports::tcp::connect(
+            id.root,
+            &key,
+            &hello.0,
+            Instant::now() + timeout,
+        )
+        .map_err(|e| Error::Bootstrap {
+            rank,
+            detail: format!(
+                "cannot reach the root at {} within {timeout:?}: {e} (is rank 0 or the launcher \
                      running, and is the address reachable from this host?)",
-                    id.root
-                ),
-            })?;
+                id.root
+            ),
+        })?;
         Ok(Self {
             stream,
             rank,
@@ -66,7 +71,9 @@ impl BootstrapClient {
             ))
         })?;
         let mut d = Dec(&reply);
-        let malformed = |m: super::wire::Malformed| self.fail(format!("malformed reply from the root: {}", m.0));
+        let malformed = |m: super::wire::Malformed| {
+            self.fail(format!("malformed reply from the root: {}", m.0))
+        };
         match d.u8().map_err(malformed)? {
             ROUND => {}
             ERROR => {
@@ -77,7 +84,10 @@ impl BootstrapClient {
         }
         let n = d.u32().map_err(malformed)?;
         if n != self.nranks {
-            return Err(self.fail(format!("root answered with {n} blobs for {} ranks", self.nranks)));
+            return Err(self.fail(format!(
+                "root answered with {n} blobs for {} ranks",
+                self.nranks
+            )));
         }
         (0..n)
             .map(|_| d.bytes().map(<[u8]>::to_vec).map_err(malformed))

@@ -49,7 +49,11 @@ impl LaunchEnv {
 
     /// Reads through a custom lookup (tests, the C ABI).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let num = |k: &str, v: String| -> Result<u32> {
             v.parse()
                 .map_err(|_| Error::Environment(format!("{k}={v:?} is not a non-negative integer")))
@@ -71,24 +75,30 @@ impl LaunchEnv {
                 "rank {rank} is not within a world of {nranks} ranks ({source} variables)"
             )));
         }
-        let root_text = match (get("OXCCL_ROOT"), get("MASTER_ADDR"), get("MASTER_PORT")) {
-            (Some(r), _, _) => r,
-            (None, Some(addr), Some(port)) => {
-                let port: u16 = port.parse().ok().filter(|&p: &u16| p < u16::MAX).ok_or_else(|| {
-                    Error::Environment(format!("MASTER_PORT={port:?} is not a port below 65535"))
-                })?;
-                if addr.contains(':') && !addr.starts_with('[') {
-                    format!("[{addr}]:{}", port + 1)
-                } else {
-                    format!("{addr}:{}", port + 1)
+        let root_text =
+            match (get("OXCCL_ROOT"), get("MASTER_ADDR"), get("MASTER_PORT")) {
+                (Some(r), _, _) => r,
+                (None, Some(addr), Some(port)) => {
+                    let port: u16 = port
+                        .parse()
+                        .ok()
+                        .filter(|&p: &u16| p < u16::MAX)
+                        .ok_or_else(|| {
+                            Error::Environment(format!(
+                                "MASTER_PORT={port:?} is not a port below 65535"
+                            ))
+                        })?;
+                    if addr.contains(':') && !addr.starts_with('[') {
+                        format!("[{addr}]:{}", port + 1)
+                    } else {
+                        format!("{addr}:{}", port + 1)
+                    }
                 }
-            }
-            _ => {
-                return Err(Error::Environment(
-                    "no root address: set OXCCL_ROOT=host:port (or MASTER_ADDR and MASTER_PORT)".into(),
-                ))
-            }
-        };
+                _ => return Err(Error::Environment(
+                    "no root address: set OXCCL_ROOT=host:port (or MASTER_ADDR and MASTER_PORT)"
+                        .into(),
+                )),
+            };
         let root = resolve(&root_text)?;
         let secret = match get("OXCCL_SECRET") {
             Some(hex) => Secret::from_hex(&hex)?,
@@ -135,29 +145,60 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<LaunchEnv> {
-        let m: HashMap<String, String> = pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         LaunchEnv::from_lookup(|k| m.get(k).cloned())
     }
 
     #[test]
     fn conventions_in_order() {
-        let e = env(&[("RANK", "2"), ("WORLD_SIZE", "4"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")]).unwrap();
+        let e = env(&[
+            ("RANK", "2"),
+            ("WORLD_SIZE", "4"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "29500"),
+        ])
+        .unwrap();
         assert_eq!((e.rank, e.nranks, e.source), (2, 4, "torchrun"));
         assert_eq!(e.id.root, "127.0.0.1:29501".parse().unwrap());
         assert!(!e.hosts_root);
         let e = env(&[
-            ("OXCCL_RANK", "0"), ("OXCCL_WORLD_SIZE", "3"), ("RANK", "5"), ("WORLD_SIZE", "9"),
-            ("OXCCL_ROOT", "127.0.0.1:1234"), ("OXCCL_ROOT_EXTERNAL", "1"),
+            ("OXCCL_RANK", "0"),
+            ("OXCCL_WORLD_SIZE", "3"),
+            ("RANK", "5"),
+            ("WORLD_SIZE", "9"),
+            ("OXCCL_ROOT", "127.0.0.1:1234"),
+            ("OXCCL_ROOT_EXTERNAL", "1"),
             ("OXCCL_SECRET", &"ab".repeat(32)),
         ])
         .unwrap();
-        assert_eq!((e.rank, e.nranks, e.source, e.hosts_root), (0, 3, "oxccl", false));
+        assert_eq!(
+            (e.rank, e.nranks, e.source, e.hosts_root),
+            (0, 3, "oxccl", false)
+        );
         assert_eq!(e.id.secret.0, [0xab; 32]);
-        let e = env(&[("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "2"), ("OXCCL_ROOT", "127.0.0.1:9")]).unwrap();
+        let e = env(&[
+            ("OMPI_COMM_WORLD_RANK", "0"),
+            ("OMPI_COMM_WORLD_SIZE", "2"),
+            ("OXCCL_ROOT", "127.0.0.1:9"),
+        ])
+        .unwrap();
         assert_eq!((e.source, e.hosts_root), ("Open MPI", true));
-        let e = env(&[("SLURM_PROCID", "1"), ("SLURM_NTASKS", "2"), ("OXCCL_ROOT", "127.0.0.1:9")]).unwrap();
+        let e = env(&[
+            ("SLURM_PROCID", "1"),
+            ("SLURM_NTASKS", "2"),
+            ("OXCCL_ROOT", "127.0.0.1:9"),
+        ])
+        .unwrap();
         assert_eq!(e.source, "Slurm");
-        let e = env(&[("PMI_RANK", "1"), ("PMI_SIZE", "2"), ("OXCCL_ROOT", "127.0.0.1:9")]).unwrap();
+        let e = env(&[
+            ("PMI_RANK", "1"),
+            ("PMI_SIZE", "2"),
+            ("OXCCL_ROOT", "127.0.0.1:9"),
+        ])
+        .unwrap();
         assert_eq!(e.source, "PMI");
     }
 
@@ -165,11 +206,17 @@ mod tests {
     fn clear_errors() {
         let e = env(&[]).unwrap_err().to_string();
         assert!(e.contains("OXCCL_RANK"), "{e}");
-        let e = env(&[("RANK", "4"), ("WORLD_SIZE", "4")]).unwrap_err().to_string();
+        let e = env(&[("RANK", "4"), ("WORLD_SIZE", "4")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rank 4"), "{e}");
-        let e = env(&[("RANK", "x"), ("WORLD_SIZE", "4")]).unwrap_err().to_string();
+        let e = env(&[("RANK", "x"), ("WORLD_SIZE", "4")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("RANK=\"x\""), "{e}");
-        let e = env(&[("RANK", "0"), ("WORLD_SIZE", "4")]).unwrap_err().to_string();
+        let e = env(&[("RANK", "0"), ("WORLD_SIZE", "4")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("OXCCL_ROOT"), "{e}");
     }
 }

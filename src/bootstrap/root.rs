@@ -35,14 +35,12 @@ pub struct RootServer {
 impl RootServer {
     /// Binds `bind` (port 0: any free port) and serves one rendezvous of `nranks` ranks.
     /// Gives up once `timeout` passes without the next expected message.
-    pub fn start(
-        bind: SocketAddr,
-        secret: Secret,
-        nranks: u32,
-        timeout: Duration,
-    ) -> Result<Self> {
+    pub fn start(bind: SocketAddr, secret: Secret, nranks: u32, timeout: Duration) -> Result<Self> {
         if nranks == 0 {
-            return Err(Error::invalid("RootServer::start", "nranks must be at least 1"));
+            return Err(Error::invalid(
+                "RootServer::start",
+                "nranks must be at least 1",
+            ));
         }
         Self::spawn(bind, secret, Some(nranks), timeout)
     }
@@ -100,7 +98,12 @@ fn root_err(detail: String) -> Error {
     }
 }
 
-fn serve(listener: &Listener, secret: Secret, nranks: Option<u32>, timeout: Duration) -> Result<()> {
+fn serve(
+    listener: &Listener,
+    secret: Secret,
+    nranks: Option<u32>,
+    timeout: Duration,
+) -> Result<()> {
     let key = secret.subkey(ROOT_KEY);
     let mut expected = nranks;
     let mut conns: Vec<Option<TcpStream>> = Vec::new();
@@ -134,10 +137,14 @@ fn serve(listener: &Listener, secret: Secret, nranks: Option<u32>, timeout: Dura
                 conns.resize_with(n as usize, || None);
             }
             if rank >= n {
-                return Err(root_err(format!("rank {rank} at {from} is out of range for {n} ranks")));
+                return Err(root_err(format!(
+                    "rank {rank} at {from} is out of range for {n} ranks"
+                )));
             }
             if conns[rank as usize].is_some() {
-                return Err(root_err(format!("two processes claim rank {rank} (the second from {from})")));
+                return Err(root_err(format!(
+                    "two processes claim rank {rank} (the second from {from})"
+                )));
             }
             conns[rank as usize] = Some(stream);
             arrived += 1;
@@ -148,9 +155,14 @@ fn serve(listener: &Listener, secret: Secret, nranks: Option<u32>, timeout: Dura
             let mut blobs = Vec::with_capacity(conns.len());
             let mut closed = 0;
             for (rank, c) in conns.iter_mut().enumerate() {
-                let s = c.as_mut().ok_or_else(|| Error::Internal("root lost a rank".into()))?;
-                let frame = read_frame(s, deadline)
-                    .map_err(|e| root_err(format!("rank {rank} did not send its next bootstrap message: {e}")))?;
+                let s = c
+                    .as_mut()
+                    .ok_or_else(|| Error::Internal("root lost a rank".into()))?;
+                let frame = read_frame(s, deadline).map_err(|e| {
+                    root_err(format!(
+                        "rank {rank} did not send its next bootstrap message: {e}"
+                    ))
+                })?;
                 match frame.first() {
                     Some(&ROUND) => blobs.push(frame[1..].to_vec()),
                     Some(&CLOSE) => closed += 1,
@@ -197,7 +209,11 @@ fn missing_ranks(conns: &[Option<TcpStream>], expected: Option<u32>) -> String {
         .map(|r| r.to_string())
         .collect();
     if missing.len() > 16 {
-        format!("{} and {} more", missing[..16].join(", "), missing.len() - 16)
+        format!(
+            "{} and {} more",
+            missing[..16].join(", "),
+            missing.len() - 16
+        )
     } else {
         missing.join(", ")
     }

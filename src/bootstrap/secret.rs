@@ -20,7 +20,10 @@ impl Secret {
 
     /// A secret derived from public job identifiers (weak: see `OXCCL_SECRET`).
     pub fn derived(material: &str) -> Self {
-        Secret(blake3::derive_key("oxccl 2026 derived job secret", material.as_bytes()))
+        Secret(blake3::derive_key(
+            "oxccl 2026 derived job secret",
+            material.as_bytes(),
+        ))
     }
 
     /// Lower-case hex, 64 characters (the `OXCCL_SECRET` format).

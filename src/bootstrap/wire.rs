@@ -40,7 +40,10 @@ fn read_exact_by(s: &mut TcpStream, mut buf: &mut [u8], deadline: Instant) -> st
     while !buf.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline passed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "deadline passed",
+            ));
         }
         s.set_read_timeout(Some(left))?;
         match s.read(buf) {

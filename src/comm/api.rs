@@ -49,25 +49,44 @@ impl<'a> Group<'a> {
         if r >= self.n() {
             return Err(Error::invalid(
                 op,
-                format!("{what} {r} is out of range for a communicator of {} ranks", self.n()),
+                format!(
+                    "{what} {r} is out of range for a communicator of {} ranks",
+                    self.n()
+                ),
             ));
         }
         Ok(())
     }
 
     /// Adds an all-reduce: `recv = ⊕ over ranks of send`.
-    pub fn all_reduce<T: Element>(&mut self, send: &'a [T], recv: &'a mut [T], op: ReduceOp) -> Result<()> {
+    pub fn all_reduce<T: Element>(
+        &mut self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        op: ReduceOp,
+    ) -> Result<()> {
         same_len("all_reduce", send.len(), recv.len())?;
         let count = send.len();
-        let bufs = UserBufs::Split { input: bytes(send), output: bytes_mut(recv) };
+        let bufs = UserBufs::Split {
+            input: bytes(send),
+            output: bytes_mut(recv),
+        };
         self.push(Collective::AllReduce, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
 
     /// Adds an in-place all-reduce.
-    pub fn all_reduce_in_place<T: Element>(&mut self, buf: &'a mut [T], op: ReduceOp) -> Result<()> {
+    pub fn all_reduce_in_place<T: Element>(
+        &mut self,
+        buf: &'a mut [T],
+        op: ReduceOp,
+    ) -> Result<()> {
         let count = buf.len();
-        let bufs = UserBufs::InPlace { buf: bytes_mut(buf), input_at: 0, output_at: 0 };
+        let bufs = UserBufs::InPlace {
+            buf: bytes_mut(buf),
+            input_at: 0,
+            output_at: 0,
+        };
         self.push(Collective::AllReduce, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
@@ -85,8 +104,17 @@ impl<'a> Group<'a> {
                 ),
             ));
         }
-        let bufs = UserBufs::Split { input: bytes(send), output: bytes_mut(recv) };
-        self.push(Collective::AllGather, T::DATA_TYPE, ReduceOp::Sum, count, bufs);
+        let bufs = UserBufs::Split {
+            input: bytes(send),
+            output: bytes_mut(recv),
+        };
+        self.push(
+            Collective::AllGather,
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
         Ok(())
     }
 
@@ -94,14 +122,29 @@ impl<'a> Group<'a> {
     pub fn all_gather_in_place<T: Element>(&mut self, buf: &'a mut [T]) -> Result<()> {
         let count = blocks("all_gather", "the buffer", buf.len(), self.n())?;
         let at = self.comm.rank as usize * count * T::DATA_TYPE.size();
-        let bufs = UserBufs::InPlace { buf: bytes_mut(buf), input_at: at, output_at: 0 };
-        self.push(Collective::AllGather, T::DATA_TYPE, ReduceOp::Sum, count, bufs);
+        let bufs = UserBufs::InPlace {
+            buf: bytes_mut(buf),
+            input_at: at,
+            output_at: 0,
+        };
+        self.push(
+            Collective::AllGather,
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
         Ok(())
     }
 
     /// Adds a reduce-scatter: `recv` gets block `rank` of the reduction of every `send`
     /// (`send` holds `size()` blocks of `recv.len()`).
-    pub fn reduce_scatter<T: Element>(&mut self, send: &'a [T], recv: &'a mut [T], op: ReduceOp) -> Result<()> {
+    pub fn reduce_scatter<T: Element>(
+        &mut self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        op: ReduceOp,
+    ) -> Result<()> {
         let count = recv.len();
         if count.checked_mul(self.n() as usize) != Some(send.len()) {
             return Err(Error::invalid(
@@ -113,30 +156,55 @@ impl<'a> Group<'a> {
                 ),
             ));
         }
-        let bufs = UserBufs::Split { input: bytes(send), output: bytes_mut(recv) };
+        let bufs = UserBufs::Split {
+            input: bytes(send),
+            output: bytes_mut(recv),
+        };
         self.push(Collective::ReduceScatter, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
 
     /// Adds an in-place reduce-scatter; the result lands in block `rank` of `buf`.
-    pub fn reduce_scatter_in_place<T: Element>(&mut self, buf: &'a mut [T], op: ReduceOp) -> Result<()> {
+    pub fn reduce_scatter_in_place<T: Element>(
+        &mut self,
+        buf: &'a mut [T],
+        op: ReduceOp,
+    ) -> Result<()> {
         let count = blocks("reduce_scatter", "the buffer", buf.len(), self.n())?;
         let at = self.comm.rank as usize * count * T::DATA_TYPE.size();
-        let bufs = UserBufs::InPlace { buf: bytes_mut(buf), input_at: 0, output_at: at };
+        let bufs = UserBufs::InPlace {
+            buf: bytes_mut(buf),
+            input_at: 0,
+            output_at: at,
+        };
         self.push(Collective::ReduceScatter, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
 
     /// Adds a broadcast of `root`'s `send` into every rank's `recv` (`send` is read on the
     /// root only; other ranks may pass an empty slice).
-    pub fn broadcast<T: Element>(&mut self, send: &'a [T], recv: &'a mut [T], root: u32) -> Result<()> {
+    pub fn broadcast<T: Element>(
+        &mut self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        root: u32,
+    ) -> Result<()> {
         self.check_rank("broadcast", "root", root)?;
         if self.comm.rank == root {
             same_len("broadcast", send.len(), recv.len())?;
         }
         let count = recv.len();
-        let bufs = UserBufs::Split { input: bytes(send), output: bytes_mut(recv) };
-        self.push(Collective::Broadcast { root }, T::DATA_TYPE, ReduceOp::Sum, count, bufs);
+        let bufs = UserBufs::Split {
+            input: bytes(send),
+            output: bytes_mut(recv),
+        };
+        self.push(
+            Collective::Broadcast { root },
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
         Ok(())
     }
 
@@ -144,29 +212,57 @@ impl<'a> Group<'a> {
     pub fn broadcast_in_place<T: Element>(&mut self, buf: &'a mut [T], root: u32) -> Result<()> {
         self.check_rank("broadcast", "root", root)?;
         let count = buf.len();
-        let bufs = UserBufs::InPlace { buf: bytes_mut(buf), input_at: 0, output_at: 0 };
-        self.push(Collective::Broadcast { root }, T::DATA_TYPE, ReduceOp::Sum, count, bufs);
+        let bufs = UserBufs::InPlace {
+            buf: bytes_mut(buf),
+            input_at: 0,
+            output_at: 0,
+        };
+        self.push(
+            Collective::Broadcast { root },
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
         Ok(())
     }
 
     /// Adds a reduce onto `root`'s `recv` (written on the root only; other ranks may pass an
     /// empty slice).
-    pub fn reduce<T: Element>(&mut self, send: &'a [T], recv: &'a mut [T], op: ReduceOp, root: u32) -> Result<()> {
+    pub fn reduce<T: Element>(
+        &mut self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        op: ReduceOp,
+        root: u32,
+    ) -> Result<()> {
         self.check_rank("reduce", "root", root)?;
         if self.comm.rank == root || !recv.is_empty() {
             same_len("reduce", send.len(), recv.len())?;
         }
         let count = send.len();
-        let bufs = UserBufs::Split { input: bytes(send), output: bytes_mut(recv) };
+        let bufs = UserBufs::Split {
+            input: bytes(send),
+            output: bytes_mut(recv),
+        };
         self.push(Collective::Reduce { root }, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
 
     /// Adds an in-place reduce: the root's `buf` gets the result; others' stay unchanged.
-    pub fn reduce_in_place<T: Element>(&mut self, buf: &'a mut [T], op: ReduceOp, root: u32) -> Result<()> {
+    pub fn reduce_in_place<T: Element>(
+        &mut self,
+        buf: &'a mut [T],
+        op: ReduceOp,
+        root: u32,
+    ) -> Result<()> {
         self.check_rank("reduce", "root", root)?;
         let count = buf.len();
-        let bufs = UserBufs::InPlace { buf: bytes_mut(buf), input_at: 0, output_at: 0 };
+        let bufs = UserBufs::InPlace {
+            buf: bytes_mut(buf),
+            input_at: 0,
+            output_at: 0,
+        };
         self.push(Collective::Reduce { root }, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
@@ -175,15 +271,30 @@ impl<'a> Group<'a> {
     pub fn all_to_all<T: Element>(&mut self, send: &'a [T], recv: &'a mut [T]) -> Result<()> {
         same_len("all_to_all", send.len(), recv.len())?;
         let count = blocks("all_to_all", "the send buffer", send.len(), self.n())?;
-        let bufs = UserBufs::Split { input: bytes(send), output: bytes_mut(recv) };
-        self.push(Collective::AllToAll, T::DATA_TYPE, ReduceOp::Sum, count, bufs);
+        let bufs = UserBufs::Split {
+            input: bytes(send),
+            output: bytes_mut(recv),
+        };
+        self.push(
+            Collective::AllToAll,
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
         Ok(())
     }
 
     /// Adds an in-place all-to-all (the input is staged in a private copy).
     pub fn all_to_all_in_place<T: Element>(&mut self, buf: &'a mut [T]) -> Result<()> {
         let count = blocks("all_to_all", "the buffer", buf.len(), self.n())?;
-        self.push(Collective::AllToAll, T::DATA_TYPE, ReduceOp::Sum, count, UserBufs::Staged(bytes_mut(buf)));
+        self.push(
+            Collective::AllToAll,
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            UserBufs::Staged(bytes_mut(buf)),
+        );
         Ok(())
     }
 
@@ -195,8 +306,17 @@ impl<'a> Group<'a> {
             self.self_sends.push(bytes(buf));
             return Ok(());
         }
-        let bufs = UserBufs::Split { input: bytes(buf), output: &mut [] };
-        self.push(Collective::Send { peer }, T::DATA_TYPE, ReduceOp::Sum, buf.len(), bufs);
+        let bufs = UserBufs::Split {
+            input: bytes(buf),
+            output: &mut [],
+        };
+        self.push(
+            Collective::Send { peer },
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            buf.len(),
+            bufs,
+        );
         Ok(())
     }
 
@@ -208,8 +328,17 @@ impl<'a> Group<'a> {
             return Ok(());
         }
         let count = buf.len();
-        let bufs = UserBufs::Split { input: &[], output: bytes_mut(buf) };
-        self.push(Collective::Recv { peer }, T::DATA_TYPE, ReduceOp::Sum, count, bufs);
+        let bufs = UserBufs::Split {
+            input: &[],
+            output: bytes_mut(buf),
+        };
+        self.push(
+            Collective::Recv { peer },
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
         Ok(())
     }
 }

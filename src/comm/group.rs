@@ -138,12 +138,14 @@ impl Pending<'_> {
             return Ok(true);
         }
         let engine = &mut self.comm.engine;
-        let r = engine.poll(&mut self.ops, &mut self.waiter).and_then(|done| {
-            if !done {
-                engine.idle_nonblocking(&self.ops, &mut self.waiter)?;
-            }
-            Ok(done)
-        });
+        let r = engine
+            .poll(&mut self.ops, &mut self.waiter)
+            .and_then(|done| {
+                if !done {
+                    engine.idle_nonblocking(&self.ops, &mut self.waiter)?;
+                }
+                Ok(done)
+            });
         self.settle(r)
     }
 
@@ -156,7 +158,11 @@ impl Pending<'_> {
         if self.done {
             return Ok(());
         }
-        let r = self.comm.engine.run_with(&mut self.ops, &mut self.waiter).map(|()| true);
+        let r = self
+            .comm
+            .engine
+            .run_with(&mut self.ops, &mut self.waiter)
+            .map(|()| true);
         self.settle(r).map(drop)
     }
 

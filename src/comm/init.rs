@@ -24,7 +24,9 @@ struct RankInfo {
 impl RankInfo {
     fn encode(&self) -> Vec<u8> {
         let mut e = Enc::default();
-        e.str(&self.host).u32(self.pid).str(&self.data_addr.to_string());
+        e.str(&self.host)
+            .u32(self.pid)
+            .str(&self.data_addr.to_string());
         e.0
     }
 
@@ -52,7 +54,11 @@ fn host_identity(config: &Config) -> String {
     if let Some(h) = &config.hostname {
         return h.clone();
     }
-    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
     format!(
         "{}/{}",
         read("/proc/sys/kernel/hostname"),
@@ -67,7 +73,10 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
     crate::logging::init();
     config.validate()?;
     if nranks == 0 {
-        return Err(Error::invalid("Communicator::init", "nranks must be at least 1"));
+        return Err(Error::invalid(
+            "Communicator::init",
+            "nranks must be at least 1",
+        ));
     }
     if rank >= nranks {
         return Err(Error::invalid(
@@ -97,7 +106,9 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         .enumerate()
         .map(|(r, b)| RankInfo::decode(b, r))
         .collect::<Result<_>>()?;
-    let local: Vec<u32> = (0..nranks).filter(|&r| infos[r as usize].host == me.host).collect();
+    let local: Vec<u32> = (0..nranks)
+        .filter(|&r| infos[r as usize].host == me.host)
+        .collect();
     let use_shm = |peer: u32| match config.transport {
         TransportChoice::Tcp => false,
         TransportChoice::Auto | TransportChoice::Shm => infos[peer as usize].host == me.host,
@@ -124,10 +135,20 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
     let shm_peers: Vec<u32> = (0..nranks).filter(|&p| p != rank && use_shm(p)).collect();
     let mut shm = None;
     if !shm_peers.is_empty() {
-        let tag: String = id.secret.subkey(SHM_TAG)[..8].iter().map(|b| format!("{b:02x}")).collect();
+        // The host identity is part of the tag: emulated hosts (network namespaces) share
+        // one /dev/shm, and each has its own local rank 0.
+        let tag: String = id.secret.subkey(&format!("{SHM_TAG} {}", me.host))[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let my_local = local_index(rank).unwrap_or(0);
         let ctx = ShmContext::create(&tag, my_local, local.len() as u32, nch as u32, fifo)
-            .map_err(|e| Error::Transport { rank, peer: rank, op: "create shared memory".into(), source: e })?;
+            .map_err(|e| Error::Transport {
+                rank,
+                peer: rank,
+                op: "create shared memory".into(),
+                source: e,
+            })?;
         shm = Some(ctx);
     }
     let name = shm.as_ref().map_or(String::new(), |c| c.name().to_owned());
@@ -136,17 +157,23 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         for &p in &shm_peers {
             let peer_name = String::from_utf8_lossy(&names[p as usize]).into_owned();
             let pl = local_index(p).unwrap_or(0);
-            ctx.map_peer(pl, &peer_name, infos[p as usize].pid).map_err(|e| Error::Transport {
-                rank,
-                peer: p,
-                op: "map shared memory".into(),
-                source: e,
-            })?;
+            ctx.map_peer(pl, &peer_name, infos[p as usize].pid)
+                .map_err(|e| Error::Transport {
+                    rank,
+                    peer: p,
+                    op: "map shared memory".into(),
+                    source: e,
+                })?;
         }
     }
     boot.allgather(&[])?;
     if let Some(ctx) = shm.as_mut() {
-        ctx.unlink().map_err(|e| Error::Transport { rank, peer: rank, op: "unlink shared memory".into(), source: e })?;
+        ctx.unlink().map_err(|e| Error::Transport {
+            rank,
+            peer: rank,
+            op: "unlink shared memory".into(),
+            source: e,
+        })?;
     }
 
     // TCP: accept from higher ranks in a thread while connecting to lower ones.
@@ -179,10 +206,12 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
     );
     boot.close();
 
-    let mut send: Vec<Vec<Option<Box<dyn SendChannel>>>> =
-        (0..nranks).map(|_| (0..nch).map(|_| None).collect()).collect();
-    let mut recv: Vec<Vec<Option<Box<dyn RecvChannel>>>> =
-        (0..nranks).map(|_| (0..nch).map(|_| None).collect()).collect();
+    let mut send: Vec<Vec<Option<Box<dyn SendChannel>>>> = (0..nranks)
+        .map(|_| (0..nch).map(|_| None).collect())
+        .collect();
+    let mut recv: Vec<Vec<Option<Box<dyn RecvChannel>>>> = (0..nranks)
+        .map(|_| (0..nch).map(|_| None).collect())
+        .collect();
     for (p, ch, s) in streams {
         let label = format!("rank {p} ({})", infos[p as usize].data_addr);
         let (tx, rx) = tcp::channel_pair(s, label, fifo).map_err(|e| Error::Transport {
@@ -198,7 +227,12 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         for &p in &shm_peers {
             let pl = local_index(p).unwrap_or(0);
             for ch in 0..nch {
-                let err = |e| Error::Transport { rank, peer: p, op: "set up shm channel".into(), source: e };
+                let err = |e| Error::Transport {
+                    rank,
+                    peer: p,
+                    op: "set up shm channel".into(),
+                    source: e,
+                };
                 send[p as usize][ch] = Some(Box::new(ctx.sender(pl, ch as u32).map_err(err)?));
                 recv[p as usize][ch] = Some(Box::new(ctx.receiver(pl, ch as u32).map_err(err)?));
             }
@@ -227,7 +261,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
                 shm,
             },
             timeout: config.timeout,
-            spin: config.spin,
+            spin: config.spin.unwrap_or_else(|| auto_spin(local.len())),
             abort,
         },
         advertised_ip: ip,
@@ -248,14 +282,16 @@ fn accept_all(
     let mut got = Vec::with_capacity(expected);
     let mut seen = std::collections::HashSet::new();
     while got.len() < expected {
-        let (s, payload, from) = listener.accept(key, deadline).map_err(|e| Error::Bootstrap {
-            rank,
-            detail: format!(
-                "waiting for {} more peer connections on {}: {e}",
-                expected - got.len(),
-                listener.local_addr()
-            ),
-        })?;
+        let (s, payload, from) = listener
+            .accept(key, deadline)
+            .map_err(|e| Error::Bootstrap {
+                rank,
+                detail: format!(
+                    "waiting for {} more peer connections on {}: {e}",
+                    expected - got.len(),
+                    listener.local_addr()
+                ),
+            })?;
         let mut d = Dec(&payload);
         let (p, ch) = match (d.u32(), d.u32()) {
             (Ok(p), Ok(ch)) => (p, ch as usize),
@@ -273,3 +309,14 @@ fn accept_all(
     Ok(got)
 }
 
+/// Spinning only helps when every local rank has a CPU; otherwise it delays the very rank
+/// being waited for (measured: 4 ranks on 2 cores, 4 KiB all-reduce 26 µs without spinning,
+/// 735 µs with 2000 polls).
+fn auto_spin(nlocal: usize) -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if nlocal <= cpus {
+        2000
+    } else {
+        0
+    }
+}

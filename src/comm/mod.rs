@@ -66,7 +66,8 @@ impl Communicator {
                 .or_else(|_| {
                     // The advertised address may not be local (a NAT or a name); listen on
                     // every interface at that port instead.
-                    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), env.id.root.port());
+                    let any =
+                        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), env.id.root.port());
                     RootServer::start(any, env.id.secret, env.nranks, config.timeout)
                 })?;
             root.detach();

@@ -50,6 +50,12 @@ impl Communicator {
             self.rank,
             members.len()
         );
-        Communicator::init(id, members.len() as u32, new_rank as u32, self.config.clone()).map(Some)
+        Communicator::init(
+            id,
+            members.len() as u32,
+            new_rank as u32,
+            self.config.clone(),
+        )
+        .map(Some)
     }
 }

@@ -120,15 +120,13 @@ impl<'a> OpMemory<'a> {
     }
 
     /// A local source and destination of equal length, which may be the same memory.
-    pub fn pair(
-        &mut self,
-        src: (Buf, Range<usize>),
-        dst: (Buf, Range<usize>),
-    ) -> Result<Pair<'_>> {
+    pub fn pair(&mut self, src: (Buf, Range<usize>), dst: (Buf, Range<usize>)) -> Result<Pair<'_>> {
         let (ps, rs) = self.locate(src.0, src.1.clone());
         let (pd, rd) = self.locate(dst.0, dst.1.clone());
         if rs.len() != rd.len() {
-            return Err(Error::Internal(format!("operand lengths differ: {src:?} {dst:?}")));
+            return Err(Error::Internal(format!(
+                "operand lengths differ: {src:?} {dst:?}"
+            )));
         }
         let oob = || Error::Internal(format!("operands out of range: {src:?} {dst:?}"));
         match (ps, pd) {
@@ -150,7 +148,9 @@ impl<'a> OpMemory<'a> {
                 self.main.get_mut(rd).ok_or_else(oob)?,
             )),
             (Phys::Main, Phys::Main) => same_buffer(self.main, rs, rd).ok_or_else(oob),
-            (Phys::Scratch, Phys::Scratch) => same_buffer(&mut self.scratch, rs, rd).ok_or_else(oob),
+            (Phys::Scratch, Phys::Scratch) => {
+                same_buffer(&mut self.scratch, rs, rd).ok_or_else(oob)
+            }
         }
     }
 

@@ -56,8 +56,16 @@ mod tests {
 
     #[test]
     fn chunks_tile_every_block_exactly_once() {
-        for &(count, nch, splits, chunk) in &[(0, 2, 3, 4), (1, 2, 3, 4), (97, 3, 5, 4), (1000, 2, 8, 16)] {
-            let l = Layout { count, esize: 4, nchannels: nch, splits, chunk_elems: chunk };
+        for &(count, nch, splits, chunk) in
+            &[(0, 2, 3, 4), (1, 2, 3, 4), (97, 3, 5, 4), (1000, 2, 8, 16)]
+        {
+            let l = Layout {
+                count,
+                esize: 4,
+                nchannels: nch,
+                splits,
+                chunk_elems: chunk,
+            };
             for block in 0..3u32 {
                 let mut seen = vec![0u8; count];
                 for ch in 0..nch {
@@ -71,7 +79,10 @@ mod tests {
                         }
                     }
                 }
-                assert!(seen.iter().all(|&c| c == 1), "{count} {nch} {splits} {chunk}");
+                assert!(
+                    seen.iter().all(|&c| c == 1),
+                    "{count} {nch} {splits} {chunk}"
+                );
             }
         }
     }

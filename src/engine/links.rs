@@ -51,7 +51,9 @@ impl Links {
         let rank = self.rank;
         match self.send.get_mut(peer as usize).and_then(|v| v.get_mut(ch)) {
             Some(Some(s)) => Ok(s.as_mut()),
-            _ => Err(Error::Internal(format!("rank {rank} has no connection to rank {peer} on channel {ch}"))),
+            _ => Err(Error::Internal(format!(
+                "rank {rank} has no connection to rank {peer} on channel {ch}"
+            ))),
         }
     }
 
@@ -60,7 +62,9 @@ impl Links {
         let rank = self.rank;
         match self.recv.get_mut(peer as usize).and_then(|v| v.get_mut(ch)) {
             Some(Some(r)) => Ok(r.as_mut()),
-            _ => Err(Error::Internal(format!("rank {rank} has no connection from rank {peer} on channel {ch}"))),
+            _ => Err(Error::Internal(format!(
+                "rank {rank} has no connection from rank {peer} on channel {ch}"
+            ))),
         }
     }
 
@@ -72,7 +76,11 @@ impl Links {
         ch: usize,
     ) -> Result<(&mut dyn RecvChannel, &mut dyn SendChannel), Error> {
         let rank = self.rank;
-        let missing = |d: &str, p: u32| Error::Internal(format!("rank {rank} has no connection {d} rank {p} on channel {ch}"));
+        let missing = |d: &str, p: u32| {
+            Error::Internal(format!(
+                "rank {rank} has no connection {d} rank {p} on channel {ch}"
+            ))
+        };
         let r = match self.recv.get_mut(from as usize).and_then(|v| v.get_mut(ch)) {
             Some(Some(r)) => r.as_mut(),
             _ => return Err(missing("from", from)),

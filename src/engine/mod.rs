@@ -22,7 +22,6 @@ pub(crate) use buffers::UserBufs;
 pub(crate) use links::{Dir, Links};
 pub(crate) use op::{OpRun, OpSpec};
 
-
 use crate::error::{Error, Result};
 use oxccl_transports::wait::{wait_any, WaitSource};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,9 +85,9 @@ impl Engine {
                 if op.chans[ch].done {
                     continue;
                 }
-                let waits = earlier
-                    .iter()
-                    .any(|e| !e.done && e.chans.get(ch).is_some_and(|c| !c.done) && op.conflicts(e, ch));
+                let waits = earlier.iter().any(|e| {
+                    !e.done && e.chans.get(ch).is_some_and(|c| !c.done) && op.conflicts(e, ch)
+                });
                 if !waits {
                     moved |= step::advance(op, ch, &mut self.links)?;
                 }
@@ -255,7 +254,11 @@ impl Engine {
             }
             None => Error::Timeout {
                 rank,
-                op: ops.iter().find(|o| !o.done).map_or("group", |o| o.name()).into(),
+                op: ops
+                    .iter()
+                    .find(|o| !o.done)
+                    .map_or("group", |o| o.name())
+                    .into(),
                 waiting_for: "queued data to leave this rank".into(),
                 channel: 0,
                 step: 0,

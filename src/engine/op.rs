@@ -82,7 +82,11 @@ impl<'a> OpRun<'a> {
         let output_len = plan.output.blocks as usize * spec.count * esize;
         let chans = (0..nchannels)
             .map(|ch| ChanState {
-                nrounds: if plan.channels[ch].is_empty() { 0 } else { layout.rounds(ch) },
+                nrounds: if plan.channels[ch].is_empty() {
+                    0
+                } else {
+                    layout.rounds(ch)
+                },
                 ..ChanState::default()
             })
             .collect();
@@ -119,13 +123,17 @@ impl<'a> OpRun<'a> {
 
     /// Whether channel `ch` of this op shares a connection direction with `other`'s.
     pub fn conflicts(&self, other: &OpRun<'_>, ch: usize) -> bool {
-        let (a, b) = (&self.dirs[ch], other.dirs.get(ch).map_or(&[][..], Vec::as_slice));
+        let (a, b) = (
+            &self.dirs[ch],
+            other.dirs.get(ch).map_or(&[][..], Vec::as_slice),
+        );
         a.iter().any(|d| b.binary_search(d).is_ok())
     }
 
     /// Runs the op's last local pass (average division) once every channel is done.
     pub fn finish(&mut self, nranks: u32) -> Result<()> {
-        if self.spec.redop == ReduceOp::Avg && self.spec.collective.reduces() && self.output_len > 0 {
+        if self.spec.redop == ReduceOp::Avg && self.spec.collective.reduces() && self.output_len > 0
+        {
             let out = self.mem.output(self.output_len)?;
             crate::reduce::divide(self.spec.dtype, out, nranks);
         }

@@ -127,7 +127,10 @@ fn run_step(
                     op.mem.write(dst.buf, sl.clone())?.copy_from_slice(msg);
                 }
                 check_len(rank, op, from, len, sl.len())?;
-                links.receiver(from, ch)?.release().map_err(|e| tr(rank, from, op, e))?;
+                links
+                    .receiver(from, ch)?
+                    .release()
+                    .map_err(|e| tr(rank, from, op, e))?;
                 op.chans[ch].a += 1;
                 *moved = true;
             }
@@ -151,20 +154,37 @@ fn run_step(
                     }
                 }
                 check_len(rank, op, from, len, sl.len())?;
-                links.receiver(from, ch)?.release().map_err(|e| tr(rank, from, op, e))?;
+                links
+                    .receiver(from, ch)?
+                    .release()
+                    .map_err(|e| tr(rank, from, op, e))?;
                 op.chans[ch].a += 1;
                 *moved = true;
             }
             Ok(Status::Done)
         }
-        Step::RecvReduceSend { from, to, src } => {
-            fused(op, ch, round, links, from, to, Fused::ReduceSend(src), moved)
-        }
-        Step::RecvReduceCopySend { from, to, src, dst } => {
-            fused(op, ch, round, links, from, to, Fused::ReduceCopySend(src, dst), moved)
-        }
+        Step::RecvReduceSend { from, to, src } => fused(
+            op,
+            ch,
+            round,
+            links,
+            from,
+            to,
+            Fused::Reduce(src),
+            moved,
+        ),
+        Step::RecvReduceCopySend { from, to, src, dst } => fused(
+            op,
+            ch,
+            round,
+            links,
+            from,
+            to,
+            Fused::ReduceCopy(src, dst),
+            moved,
+        ),
         Step::RecvCopySend { from, to, dst } => {
-            fused(op, ch, round, links, from, to, Fused::CopySend(dst), moved)
+            fused(op, ch, round, links, from, to, Fused::Copy(dst), moved)
         }
         Step::SendRecv { to, src, from, dst } => {
             let s = send_half(op, ch, links, to, src.buf, range(src), moved)?;
@@ -180,7 +200,10 @@ fn run_step(
                     op.mem.write(dst.buf, sl.clone())?.copy_from_slice(msg);
                 }
                 check_len(rank, op, from, len, sl.len())?;
-                links.receiver(from, ch)?.release().map_err(|e| tr(rank, from, op, e))?;
+                links
+                    .receiver(from, ch)?
+                    .release()
+                    .map_err(|e| tr(rank, from, op, e))?;
                 op.chans[ch].b += 1;
                 *moved = true;
             }
@@ -218,11 +241,11 @@ fn send_half(
     Ok(Status::Done)
 }
 
-/// The three receive-then-send steps.
+/// What the three receive-then-send steps do with the incoming slice before sending it.
 enum Fused {
-    ReduceSend(Region),
-    ReduceCopySend(Region, Region),
-    CopySend(Region),
+    Reduce(Region),
+    ReduceCopy(Region, Region),
+    Copy(Region),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -240,7 +263,7 @@ fn fused(
     let rank = links.rank;
     let (dtype, redop) = (op.spec.dtype, op.spec.redop);
     let anchor = match kind {
-        Fused::ReduceSend(r) | Fused::ReduceCopySend(r, _) | Fused::CopySend(r) => r,
+        Fused::Reduce(r) | Fused::ReduceCopy(r, _) | Fused::Copy(r) => r,
     };
     let base = op.layout.bytes(anchor, ch, round);
     let at = |r: Region, sl: &Range<usize>| {
@@ -263,12 +286,15 @@ fn fused(
         }
         let out = &mut out[..n];
         match kind {
-            Fused::ReduceSend(src) => {
+            Fused::Reduce(src) => {
                 let s = op.mem.read(src.buf, at(src, &sl))?;
                 reduce::reduce_to(dtype, redop, out, s, msg);
             }
-            Fused::ReduceCopySend(src, dst) => {
-                match op.mem.pair((src.buf, at(src, &sl)), (dst.buf, at(dst, &sl)))? {
+            Fused::ReduceCopy(src, dst) => {
+                match op
+                    .mem
+                    .pair((src.buf, at(src, &sl)), (dst.buf, at(dst, &sl)))?
+                {
                     Pair::Same(d) => {
                         reduce::reduce_into(dtype, redop, d, msg);
                         out.copy_from_slice(d);
@@ -279,7 +305,7 @@ fn fused(
                     }
                 }
             }
-            Fused::CopySend(dst) => {
+            Fused::Copy(dst) => {
                 op.mem.write(dst.buf, at(dst, &sl))?.copy_from_slice(msg);
                 out.copy_from_slice(msg);
             }

@@ -59,9 +59,15 @@ fn half_types_round_once_per_combination() {
 fn unaligned_slices_take_the_copying_path() {
     let a = bytes(&[1u32, 2, 3, 4, 0]);
     let b = bytes(&[10u32, 20, 30, 40, 0]);
-    let mut d = vec![0u8; 20];
+    let mut d = [0u8; 20];
     // Offset by one byte: misaligned for u32.
-    reduce_to(DataType::Uint32, ReduceOp::Sum, &mut d[1..17], &a[1..17], &b[1..17]);
+    reduce_to(
+        DataType::Uint32,
+        ReduceOp::Sum,
+        &mut d[1..17],
+        &a[1..17],
+        &b[1..17],
+    );
     // Compare against a byte-wise shifted computation on aligned copies.
     let sa: Vec<u8> = a[1..17].to_vec();
     let sb: Vec<u8> = b[1..17].to_vec();

@@ -25,7 +25,8 @@ impl Tally {
             if *g != w {
                 self.wrong += 1;
                 if self.notes.len() < 8 {
-                    self.notes.push(format!("{what}: element {i} is {g:?}, expected {w:?}"));
+                    self.notes
+                        .push(format!("{what}: element {i} is {g:?}, expected {w:?}"));
                 }
             }
         }
@@ -33,7 +34,9 @@ impl Tally {
 }
 
 fn gen<T: TestElem>(op: ReduceOp, rank: usize, len: usize, offset: usize) -> Vec<T> {
-    (0..len).map(|i| T::from_i64(value(op, rank, offset + i))).collect()
+    (0..len)
+        .map(|i| T::from_i64(value(op, rank, offset + i)))
+        .collect()
 }
 
 fn sentinel<T: TestElem>(len: usize) -> Vec<T> {
@@ -41,9 +44,18 @@ fn sentinel<T: TestElem>(len: usize) -> Vec<T> {
 }
 
 /// All-reduce, out-of-place and in-place.
-pub fn all_reduce<T: TestElem>(c: &mut Communicator, t: &mut Tally, op: ReduceOp, count: usize, in_place: bool) -> Result<()> {
+pub fn all_reduce<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    op: ReduceOp,
+    count: usize,
+    in_place: bool,
+) -> Result<()> {
     let (r, n) = (c.rank() as usize, c.size() as usize);
-    let what = format!("all_reduce {} {op} count {count} in_place {in_place}", T::DATA_TYPE);
+    let what = format!(
+        "all_reduce {} {op} count {count} in_place {in_place}",
+        T::DATA_TYPE
+    );
     let input = gen::<T>(op, r, count, 0);
     let out = if in_place {
         let mut b = input;
@@ -59,9 +71,18 @@ pub fn all_reduce<T: TestElem>(c: &mut Communicator, t: &mut Tally, op: ReduceOp
 }
 
 /// Reduce-scatter: input holds `n` blocks of `count`, element `b*count+i`.
-pub fn reduce_scatter<T: TestElem>(c: &mut Communicator, t: &mut Tally, op: ReduceOp, count: usize, in_place: bool) -> Result<()> {
+pub fn reduce_scatter<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    op: ReduceOp,
+    count: usize,
+    in_place: bool,
+) -> Result<()> {
     let (r, n) = (c.rank() as usize, c.size() as usize);
-    let what = format!("reduce_scatter {} {op} count {count} in_place {in_place}", T::DATA_TYPE);
+    let what = format!(
+        "reduce_scatter {} {op} count {count} in_place {in_place}",
+        T::DATA_TYPE
+    );
     let input = gen::<T>(op, r, n * count, 0);
     let out = if in_place {
         let mut b = input;
@@ -77,9 +98,19 @@ pub fn reduce_scatter<T: TestElem>(c: &mut Communicator, t: &mut Tally, op: Redu
 }
 
 /// Reduce onto `root`; other ranks' buffers must stay untouched.
-pub fn reduce<T: TestElem>(c: &mut Communicator, t: &mut Tally, op: ReduceOp, count: usize, in_place: bool, root: u32) -> Result<()> {
+pub fn reduce<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    op: ReduceOp,
+    count: usize,
+    in_place: bool,
+    root: u32,
+) -> Result<()> {
     let (r, n) = (c.rank() as usize, c.size() as usize);
-    let what = format!("reduce {} {op} count {count} root {root} in_place {in_place}", T::DATA_TYPE);
+    let what = format!(
+        "reduce {} {op} count {count} root {root} in_place {in_place}",
+        T::DATA_TYPE
+    );
     let input = gen::<T>(op, r, count, 0);
     if in_place {
         let mut b = input.clone();
@@ -102,9 +133,17 @@ pub fn reduce<T: TestElem>(c: &mut Communicator, t: &mut Tally, op: ReduceOp, co
 }
 
 /// All-gather: block `j` of the output is rank `j`'s input.
-pub fn all_gather<T: TestElem>(c: &mut Communicator, t: &mut Tally, count: usize, in_place: bool) -> Result<()> {
+pub fn all_gather<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    count: usize,
+    in_place: bool,
+) -> Result<()> {
     let (r, n) = (c.rank() as usize, c.size() as usize);
-    let what = format!("all_gather {} count {count} in_place {in_place}", T::DATA_TYPE);
+    let what = format!(
+        "all_gather {} count {count} in_place {in_place}",
+        T::DATA_TYPE
+    );
     let mine = gen::<T>(ReduceOp::Sum, r, count, 0);
     let out = if in_place {
         let mut b = sentinel::<T>(n * count);
@@ -116,17 +155,32 @@ pub fn all_gather<T: TestElem>(c: &mut Communicator, t: &mut Tally, count: usize
         c.all_gather(&mine, &mut o)?;
         o
     };
-    t.compare(&what, &out, |k| T::from_i64(value(ReduceOp::Sum, k / count.max(1), k % count.max(1))));
+    t.compare(&what, &out, |k| {
+        T::from_i64(value(ReduceOp::Sum, k / count.max(1), k % count.max(1)))
+    });
     Ok(())
 }
 
 /// Broadcast from `root`.
-pub fn broadcast<T: TestElem>(c: &mut Communicator, t: &mut Tally, count: usize, in_place: bool, root: u32) -> Result<()> {
+pub fn broadcast<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    count: usize,
+    in_place: bool,
+    root: u32,
+) -> Result<()> {
     let r = c.rank() as usize;
-    let what = format!("broadcast {} count {count} root {root} in_place {in_place}", T::DATA_TYPE);
+    let what = format!(
+        "broadcast {} count {count} root {root} in_place {in_place}",
+        T::DATA_TYPE
+    );
     let mine = gen::<T>(ReduceOp::Sum, r, count, 0);
     let out = if in_place {
-        let mut b = if r == root as usize { mine } else { sentinel::<T>(count) };
+        let mut b = if r == root as usize {
+            mine
+        } else {
+            sentinel::<T>(count)
+        };
         c.broadcast_in_place(&mut b, root)?;
         b
     } else {
@@ -135,14 +189,24 @@ pub fn broadcast<T: TestElem>(c: &mut Communicator, t: &mut Tally, count: usize,
         c.broadcast(send, &mut o, root)?;
         o
     };
-    t.compare(&what, &out, |i| T::from_i64(value(ReduceOp::Sum, root as usize, i)));
+    t.compare(&what, &out, |i| {
+        T::from_i64(value(ReduceOp::Sum, root as usize, i))
+    });
     Ok(())
 }
 
 /// All-to-all: input element `b*count+i` of rank `j` lands in block `j` of rank `b`.
-pub fn all_to_all<T: TestElem>(c: &mut Communicator, t: &mut Tally, count: usize, in_place: bool) -> Result<()> {
+pub fn all_to_all<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    count: usize,
+    in_place: bool,
+) -> Result<()> {
     let (r, n) = (c.rank() as usize, c.size() as usize);
-    let what = format!("all_to_all {} count {count} in_place {in_place}", T::DATA_TYPE);
+    let what = format!(
+        "all_to_all {} count {count} in_place {in_place}",
+        T::DATA_TYPE
+    );
     let input = gen::<T>(ReduceOp::Sum, r, n * count, 0);
     let out = if in_place {
         let mut b = input;
@@ -154,13 +218,19 @@ pub fn all_to_all<T: TestElem>(c: &mut Communicator, t: &mut Tally, count: usize
         o
     };
     let cnt = count.max(1);
-    t.compare(&what, &out, |k| T::from_i64(value(ReduceOp::Sum, k / cnt, r * count + k % cnt)));
+    t.compare(&what, &out, |k| {
+        T::from_i64(value(ReduceOp::Sum, k / cnt, r * count + k % cnt))
+    });
     Ok(())
 }
 
 /// A ring of sends and receives in one group (every rank sends to the next, receives from
 /// the previous) plus a send/receive to self.
-pub fn send_recv_ring<T: TestElem>(c: &mut Communicator, t: &mut Tally, count: usize) -> Result<()> {
+pub fn send_recv_ring<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    count: usize,
+) -> Result<()> {
     let (r, n) = (c.rank() as usize, c.size() as usize);
     let what = format!("send/recv ring {} count {count}", T::DATA_TYPE);
     let next = ((r + 1) % n) as u32;
@@ -176,7 +246,9 @@ pub fn send_recv_ring<T: TestElem>(c: &mut Communicator, t: &mut Tally, count: u
         g.recv(&mut own, r as u32)?;
         g.run()?;
     }
-    t.compare(&what, &got, |i| T::from_i64(value(ReduceOp::Sum, prev as usize, i)));
+    t.compare(&what, &got, |i| {
+        T::from_i64(value(ReduceOp::Sum, prev as usize, i))
+    });
     t.compare(&format!("{what} (self)"), &own, |i| mine[i]);
     Ok(())
 }

@@ -110,17 +110,30 @@ fn bad_arguments(c: &mut Communicator, t: &mut Tally) -> Result<()> {
             Err(e) if e.is_recoverable() => {}
             other => {
                 t.wrong += 1;
-                t.notes.push(format!("{what}: expected an argument error, got {other:?}"));
+                t.notes
+                    .push(format!("{what}: expected an argument error, got {other:?}"));
             }
         }
     };
-    expect_err("all_reduce length mismatch", c.all_reduce(&[1f32; 4], &mut out, ReduceOp::Sum));
-    expect_err("all_gather short output", c.all_gather(&[1f32; 4], &mut out));
-    expect_err("broadcast root out of range", c.broadcast_in_place(&mut out, n));
+    expect_err(
+        "all_reduce length mismatch",
+        c.all_reduce(&[1f32; 4], &mut out, ReduceOp::Sum),
+    );
+    expect_err(
+        "all_gather short output",
+        c.all_gather(&[1f32; 4], &mut out),
+    );
+    expect_err(
+        "broadcast root out of range",
+        c.broadcast_in_place(&mut out, n),
+    );
     expect_err("send peer out of range", c.send(&[1f32], n + 3));
     expect_err("send to self without receive", c.send(&[1f32], c.rank()));
     if n > 1 {
-        expect_err("reduce_scatter not divisible", c.reduce_scatter_in_place(&mut vec![0f32; n as usize + 1], ReduceOp::Sum));
+        expect_err(
+            "reduce_scatter not divisible",
+            c.reduce_scatter_in_place(&mut vec![0f32; n as usize + 1], ReduceOp::Sum),
+        );
     }
     // Still usable.
     cases::all_reduce::<i32>(c, t, ReduceOp::Sum, 5, false)
@@ -136,14 +149,22 @@ fn split(c: &mut Communicator, t: &mut Tally) -> Result<()> {
     let Some(mut sub) = sub else {
         if color.is_some() {
             t.wrong += 1;
-            t.notes.push("split returned no communicator for a color".into());
+            t.notes
+                .push("split returned no communicator for a color".into());
         }
         return Ok(());
     };
-    let members: Vec<u32> = (0..n).filter(|&q| Some(q % 2) == color && !(n > 2 && q == 0)).rev().collect();
+    let members: Vec<u32> = (0..n)
+        .filter(|&q| Some(q % 2) == color && !(n > 2 && q == 0))
+        .rev()
+        .collect();
     if sub.size() as usize != members.len() || members[sub.rank() as usize] != r {
         t.wrong += 1;
-        t.notes.push(format!("split: got rank {} of {}, members {members:?}", sub.rank(), sub.size()));
+        t.notes.push(format!(
+            "split: got rank {} of {}, members {members:?}",
+            sub.rank(),
+            sub.size()
+        ));
     }
     let mut v = [r as u64];
     sub.all_reduce_in_place(&mut v, ReduceOp::Sum)?;
@@ -221,7 +242,10 @@ fn main() {
             for n in &t.notes {
                 eprintln!("MISMATCH {n}");
             }
-            println!("selftest FAILED: {} wrong elements in {} checks", t.wrong, t.checks);
+            println!(
+                "selftest FAILED: {} wrong elements in {} checks",
+                t.wrong, t.checks
+            );
             std::process::exit(1);
         }
         Err(e) => {

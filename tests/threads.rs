@@ -1,0 +1,189 @@
+//! Communicator behaviour with ranks as threads of one process (real sockets, real shared
+//! memory): groups, non-blocking handles, deadlines, abort, and argument and bootstrap errors.
+
+use oxccl::{Communicator, Config, Error, ReduceOp, TransportChoice, UniqueId};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn config(timeout_s: f64, transport: TransportChoice) -> Config {
+    let mut c = Config::default();
+    c.timeout = Duration::from_secs_f64(timeout_s);
+    c.transport = transport;
+    c
+}
+
+/// Runs `f` on every rank of an `n`-rank communicator, each rank in its own thread.
+fn job<R: Send + 'static>(
+    n: u32,
+    cfg: Config,
+    f: impl Fn(&mut Communicator) -> R + Send + Sync + Clone + 'static,
+) -> Vec<R> {
+    let id = UniqueId::new("127.0.0.1:0".parse().unwrap(), cfg.timeout).unwrap();
+    let handles: Vec<_> = (0..n)
+        .map(|r| {
+            let (f, cfg) = (f.clone(), cfg.clone());
+            std::thread::spawn(move || {
+                let mut c = Communicator::init(id, n, r, cfg).expect("init");
+                f(&mut c)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("rank thread"))
+        .collect()
+}
+
+#[test]
+fn group_of_ring_sends_does_not_deadlock_with_large_messages() {
+    for transport in [TransportChoice::Shm, TransportChoice::Tcp] {
+        let out = job(3, config(60.0, transport), |c| {
+            let (r, n) = (c.rank(), c.size());
+            let mine = vec![r as u64; 3 << 20];
+            let mut a = vec![0u64; 3 << 20];
+            let mut b = vec![0u64; 3 << 20];
+            let mut g = c.group();
+            // Both directions at once: each send far exceeds the FIFO.
+            g.send(&mine, (r + 1) % n).unwrap();
+            g.send(&mine, (r + n - 1) % n).unwrap();
+            g.recv(&mut a, (r + n - 1) % n).unwrap();
+            g.recv(&mut b, (r + 1) % n).unwrap();
+            g.run().unwrap();
+            (a[0], *a.last().unwrap(), b[0], r)
+        });
+        for (a0, alast, b0, r) in out {
+            assert_eq!((a0, alast), (((r + 2) % 3) as u64, ((r + 2) % 3) as u64));
+            assert_eq!(b0, ((r + 1) % 3) as u64);
+        }
+    }
+}
+
+#[test]
+fn pending_handle_completes_through_test() {
+    let out = job(2, config(60.0, TransportChoice::Auto), |c| {
+        let send = vec![c.rank() as f32 + 1.0; 100_000];
+        let mut recv = vec![0f32; 100_000];
+        let mut g = c.group();
+        g.all_reduce(&send, &mut recv, ReduceOp::Sum).unwrap();
+        let mut p = g.launch().unwrap();
+        let mut polls = 0u64;
+        while !p.test().unwrap() {
+            polls += 1;
+        }
+        drop(p);
+        (recv[0], recv[99_999], polls)
+    });
+    for (a, b, _) in out {
+        assert_eq!((a, b), (3.0, 3.0));
+    }
+}
+
+/// Set once rank 0 of the timeout test has seen its errors, so rank 1 may leave.
+static RANK0_DONE: AtomicBool = AtomicBool::new(false);
+
+#[test]
+fn missing_rank_gives_a_timeout_naming_the_peer_and_step() {
+    let out = job(2, config(1.0, TransportChoice::Shm), |c| {
+        if c.rank() == 1 {
+            // Rank 1 skips the collective but stays alive until rank 0 has given up.
+            while !RANK0_DONE.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return String::new();
+        }
+        let mut v = vec![1f32; 1000];
+        let e = c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap_err();
+        let after = c.barrier().unwrap_err();
+        RANK0_DONE.store(true, Ordering::SeqCst);
+        format!("{e}|{after}")
+    });
+    let msg = &out[0];
+    assert!(
+        msg.contains("made no progress") && msg.contains("rank 1"),
+        "{msg}"
+    );
+    assert!(msg.contains("step"), "{msg}");
+    assert!(msg.contains("unusable after an earlier failure"), "{msg}");
+}
+
+#[test]
+fn abort_from_another_thread_ends_a_wait() {
+    let out = job(2, config(60.0, TransportChoice::Tcp), |c| {
+        if c.rank() == 1 {
+            std::thread::sleep(Duration::from_millis(800));
+            return String::from("idle");
+        }
+        let h = c.abort_handle();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            h.abort();
+        });
+        let mut v = vec![0u8; 10];
+        let e = c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap_err();
+        t.join().unwrap();
+        e.to_string()
+    });
+    assert!(out[0].contains("aborted"), "{}", out[0]);
+}
+
+#[test]
+fn ranks_that_disagree_on_the_count_get_a_protocol_error() {
+    let out = job(2, config(10.0, TransportChoice::Auto), |c| {
+        let n = if c.rank() == 0 { 1000 } else { 1200 };
+        let mut v = vec![1i32; n];
+        c.all_reduce_in_place(&mut v, ReduceOp::Sum)
+            .err()
+            .map(|e| e.to_string())
+    });
+    let any = out.iter().flatten().next().expect("someone notices");
+    assert!(any.contains("disagree"), "{any}");
+}
+
+#[test]
+fn unreachable_root_names_the_address_within_the_deadline() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let id = UniqueId {
+        root: addr,
+        secret: oxccl::bootstrap::Secret([3; 32]),
+    };
+    let start = Instant::now();
+    let e = Communicator::init(id, 2, 1, config(1.0, TransportChoice::Auto)).unwrap_err();
+    assert!(matches!(e, Error::Bootstrap { .. }), "{e}");
+    assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn bad_init_arguments_are_rejected() {
+    let id = UniqueId {
+        root: "127.0.0.1:9".parse().unwrap(),
+        secret: oxccl::bootstrap::Secret([0; 32]),
+    };
+    let e = Communicator::init(id, 0, 0, Config::default()).unwrap_err();
+    assert!(e.to_string().contains("nranks"), "{e}");
+    let e = Communicator::init(id, 2, 2, Config::default()).unwrap_err();
+    assert!(e.to_string().contains("out of range"), "{e}");
+}
+
+#[test]
+fn tcp_and_shm_mixed_by_host_identity() {
+    // Ranks 0,1 claim one host and 2,3 another: shm inside each pair, tcp across.
+    let id = UniqueId::new("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).unwrap();
+    let handles: Vec<_> = (0..4u32)
+        .map(|r| {
+            std::thread::spawn(move || {
+                let mut cfg = config(30.0, TransportChoice::Auto);
+                cfg.hostname = Some(format!("host{}", r / 2));
+                let mut c = Communicator::init(id, 4, r, cfg).unwrap();
+                let mut v = vec![r as i64; 70_001];
+                c.all_reduce_in_place(&mut v, ReduceOp::Max).unwrap();
+                v[70_000]
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 3);
+    }
+}

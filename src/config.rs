@@ -33,7 +33,7 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
     Knob { name: "OXCCL_HOSTNAME", default: "(hostname + boot id)", unit: "text", doc: "Host identity: ranks with the same identity use shared memory. Set per network namespace to emulate several hosts." },
     Knob { name: "OXCCL_SPIN", default: "(auto)", unit: "iterations", doc: "Polls before a waiting rank yields the CPU, then sleeps on a futex or poll. Auto: 2000 when this host's ranks fit its CPUs, 0 when they outnumber them (spinning would steal the CPU from the rank being waited for)." },
-    Knob { name: "OXCCL_DEBUG", default: "WARN", unit: "NONE, WARN, INFO, TRACE", doc: "Log level (tracing to stderr, each line tagged with host, pid and rank)." },
+    Knob { name: "OXCCL_DEBUG", default: "WARN", unit: "NONE, WARN, INFO, TRACE", doc: "Log level of the stderr log oxccl installs when this is set (a program with its own tracing subscriber gets the events there instead)." },
     Knob { name: "OXCCL_DEBUG_SUBSYS", default: "ALL", unit: "comma list of INIT, BOOTSTRAP, COLL, P2P, NET, SHM, ALL; ^X excludes", doc: "Subsystems to log." },
     Knob { name: "OXCCL_RANK", default: "-", unit: "integer", doc: "Launch: this process's rank (set by oxccl-run). Also read: RANK, OMPI_COMM_WORLD_RANK, PMI_RANK, SLURM_PROCID." },
     Knob { name: "OXCCL_WORLD_SIZE", default: "-", unit: "integer", doc: "Launch: number of ranks. Also read: WORLD_SIZE, OMPI_COMM_WORLD_SIZE, PMI_SIZE, SLURM_NTASKS." },

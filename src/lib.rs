@@ -35,3 +35,8 @@ pub use error::{Error, Result};
 pub use half::{bf16, f16};
 pub use oxccl_algorithms::Algorithm;
 pub use types::{DataType, Element, ReduceOp};
+
+/// The README's Rust example, compiled as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -22,20 +22,16 @@ impl BootstrapClient {
         let mut hello = Enc::default();
         hello.u32(nranks).u32(rank);
         let key = id.secret.subkey(ROOT_KEY);
-        let stream = oxccl_transports::tcp::connect(
-            id.root,
-            &key,
-            &hello.0,
-            Instant::now() + timeout,
-        )
-        .map_err(|e| Error::Bootstrap {
-            rank,
-            detail: format!(
+        let stream =
+            oxccl_transports::tcp::connect(id.root, &key, &hello.0, Instant::now() + timeout)
+                .map_err(|e| Error::Bootstrap {
+                    rank,
+                    detail: format!(
                 "cannot reach the root at {} within {timeout:?}: {e} (is rank 0 or the launcher \
                      running, and is the address reachable from this host?)",
                 id.root
             ),
-        })?;
+                })?;
         Ok(Self {
             stream,
             rank,

@@ -163,16 +163,9 @@ fn run_step(
             }
             Ok(Status::Done)
         }
-        Step::RecvReduceSend { from, to, src } => fused(
-            op,
-            ch,
-            round,
-            links,
-            from,
-            to,
-            Fused::Reduce(src),
-            moved,
-        ),
+        Step::RecvReduceSend { from, to, src } => {
+            fused(op, ch, round, links, from, to, Fused::Reduce(src), moved)
+        }
         Step::RecvReduceCopySend { from, to, src, dst } => fused(
             op,
             ch,

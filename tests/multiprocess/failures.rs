@@ -37,7 +37,11 @@ fn killed_rank(transport: &str) {
         ran.output
     );
     // Detection, not the 60 s deadline, ended the job (a liveness guard, not a timing claim).
-    assert!(ran.elapsed < std::time::Duration::from_secs(55), "took {:?}", ran.elapsed);
+    assert!(
+        ran.elapsed < std::time::Duration::from_secs(55),
+        "took {:?}",
+        ran.elapsed
+    );
 }
 
 #[test]

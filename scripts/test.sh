@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` calls this script). Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "== installing cargo-nextest"
+    cargo install cargo-nextest --locked
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+echo "== tests (unit, verifier 1..=64 ranks, threads, multi-process over shm and tcp)"
+cargo nextest run --workspace --locked --no-fail-fast
+echo "== doc tests"
+cargo test --workspace --doc --locked --quiet
+echo "== oxccl-run -n 4 with the README example, over shm and over tcp"
+cargo build --workspace --bins --examples --locked --quiet
+for transport in shm tcp; do
+    OXCCL_TRANSPORT=$transport target/debug/oxccl-run -n 4 -- target/debug/examples/allreduce
+done
+echo "== all tests passed"

@@ -5,7 +5,7 @@
 //! the step is done or which connection direction it waits on. Both sides compute the same
 //! slice lengths, and every received message is checked against the expected length.
 
-use super::buffers::Pair;
+use super::buffers::{OpMemory, Pair};
 use super::links::{Dir, Links};
 use super::op::OpRun;
 use crate::error::{Error, Result};
@@ -102,8 +102,6 @@ fn run_step(
     links: &mut Links,
     moved: &mut bool,
 ) -> Result<Status> {
-    let slot = links.slot_size;
-    let rank = links.rank;
     let layout = op.layout;
     let range = |r: Region| layout.bytes(r, ch, round);
     match step {
@@ -115,53 +113,40 @@ fn run_step(
             Ok(Status::Done)
         }
         Step::Send { to, src } => send_half(op, ch, links, to, src.buf, range(src), moved),
-        Step::Recv { from, dst } => {
-            let rd = range(dst);
-            while let Some(sl) = slice(&rd, op.chans[ch].a, slot) {
-                let r = links.receiver(from, ch)?;
-                let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
-                    return Ok(Status::Blocked(Dir::From(from)));
-                };
-                let len = msg.len();
-                if len == sl.len() {
-                    op.mem.write(dst.buf, sl.clone())?.copy_from_slice(msg);
-                }
-                check_len(rank, op, from, len, sl.len())?;
-                links
-                    .receiver(from, ch)?
-                    .release()
-                    .map_err(|e| tr(rank, from, op, e))?;
-                op.chans[ch].a += 1;
-                *moved = true;
-            }
-            Ok(Status::Done)
-        }
+        Step::Recv { from, dst } => recv_half(
+            op,
+            ch,
+            links,
+            from,
+            range(dst),
+            Counter::A,
+            moved,
+            |mem, sl, msg| {
+                mem.write(dst.buf, sl)?.copy_from_slice(msg);
+                Ok(())
+            },
+        ),
         Step::RecvReduce { from, src, dst } => {
             let (rs, rd) = (range(src), range(dst));
             let (dtype, redop) = (op.spec.dtype, op.spec.redop);
-            while let Some(sl) = slice(&rd, op.chans[ch].a, slot) {
-                let off = sl.start - rd.start;
-                let ss = rs.start + off..rs.start + off + sl.len();
-                let r = links.receiver(from, ch)?;
-                let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
-                    return Ok(Status::Blocked(Dir::From(from)));
-                };
-                let len = msg.len();
-                if len == sl.len() {
-                    match op.mem.pair((src.buf, ss), (dst.buf, sl.clone()))? {
+            recv_half(
+                op,
+                ch,
+                links,
+                from,
+                rd.clone(),
+                Counter::A,
+                moved,
+                |mem, sl, msg| {
+                    let off = sl.start - rd.start;
+                    let ss = rs.start + off..rs.start + off + sl.len();
+                    match mem.pair((src.buf, ss), (dst.buf, sl))? {
                         Pair::Same(d) => reduce::reduce_into(dtype, redop, d, msg),
                         Pair::Two(s, d) => reduce::reduce_to(dtype, redop, d, s, msg),
                     }
-                }
-                check_len(rank, op, from, len, sl.len())?;
-                links
-                    .receiver(from, ch)?
-                    .release()
-                    .map_err(|e| tr(rank, from, op, e))?;
-                op.chans[ch].a += 1;
-                *moved = true;
-            }
-            Ok(Status::Done)
+                    Ok(())
+                },
+            )
         }
         Step::RecvReduceSend { from, to, src } => {
             fused(op, ch, round, links, from, to, Fused::Reduce(src), moved)
@@ -180,28 +165,73 @@ fn run_step(
             fused(op, ch, round, links, from, to, Fused::Copy(dst), moved)
         }
         Step::SendRecv { to, src, from, dst } => {
-            let s = send_half(op, ch, links, to, src.buf, range(src), moved)?;
-            let rd = range(dst);
-            // The receive half keeps its own slice counter `b`.
-            while let Some(sl) = slice(&rd, op.chans[ch].b, slot) {
-                let r = links.receiver(from, ch)?;
-                let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
-                    return Ok(Status::Blocked(Dir::From(from)));
-                };
-                let len = msg.len();
-                if len == sl.len() {
-                    op.mem.write(dst.buf, sl.clone())?.copy_from_slice(msg);
-                }
-                check_len(rank, op, from, len, sl.len())?;
-                links
-                    .receiver(from, ch)?
-                    .release()
-                    .map_err(|e| tr(rank, from, op, e))?;
-                op.chans[ch].b += 1;
-                *moved = true;
-            }
-            Ok(s)
+            // The halves progress independently; the receive half counts slices in `b`.
+            let sent = send_half(op, ch, links, to, src.buf, range(src), moved)?;
+            let received = recv_half(
+                op,
+                ch,
+                links,
+                from,
+                range(dst),
+                Counter::B,
+                moved,
+                |mem, sl, msg| {
+                    mem.write(dst.buf, sl)?.copy_from_slice(msg);
+                    Ok(())
+                },
+            )?;
+            Ok(match (sent, received) {
+                (Status::Done, r) => r,
+                (s, _) => s,
+            })
         }
+    }
+}
+
+/// Which slice counter of the channel a half uses.
+#[derive(Clone, Copy)]
+enum Counter {
+    A,
+    B,
+}
+
+/// Receives byte range `rd` from `from` slice by slice, continuing at the slice counter
+/// `ctr`; `apply` consumes each message with the byte range it covers.
+#[allow(clippy::too_many_arguments)]
+fn recv_half(
+    op: &mut OpRun<'_>,
+    ch: usize,
+    links: &mut Links,
+    from: u32,
+    rd: Range<usize>,
+    ctr: Counter,
+    moved: &mut bool,
+    mut apply: impl FnMut(&mut OpMemory<'_>, Range<usize>, &[u8]) -> Result<()>,
+) -> Result<Status> {
+    let (slot, rank) = (links.slot_size, links.rank);
+    loop {
+        let done = match ctr {
+            Counter::A => op.chans[ch].a,
+            Counter::B => op.chans[ch].b,
+        };
+        let Some(sl) = slice(&rd, done, slot) else {
+            return Ok(Status::Done);
+        };
+        let r = links.receiver(from, ch)?;
+        let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
+            return Ok(Status::Blocked(Dir::From(from)));
+        };
+        check_len(rank, op, from, msg.len(), sl.len())?;
+        apply(&mut op.mem, sl, msg)?;
+        links
+            .receiver(from, ch)?
+            .release()
+            .map_err(|e| tr(rank, from, op, e))?;
+        match ctr {
+            Counter::A => op.chans[ch].a += 1,
+            Counter::B => op.chans[ch].b += 1,
+        }
+        *moved = true;
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub grace: Duration,
 
-    /// Pass the ranks' output through unchanged, without "[RANK] " prefixes
+    /// Pass the ranks' output through unchanged, without the rank prefix on each line
     #[arg(long)]
     pub no_prefix: bool,
 

@@ -31,7 +31,7 @@ pub enum Error {
     #[error("cannot start from the environment: {0}")]
     Environment(String),
     /// Finding the other ranks failed (root unreachable, bad peer, mismatched job).
-    #[error("bootstrap failed on rank {rank}: {detail}")]
+    #[error("bootstrap failed on {}: {detail}", who(*rank))]
     Bootstrap {
         /// This rank (or `u32::MAX` for the root service).
         rank: u32,
@@ -90,6 +90,15 @@ pub enum Error {
     /// A bug in oxccl (an invariant did not hold). Please report it.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Names the party of a bootstrap error.
+fn who(rank: u32) -> String {
+    if rank == u32::MAX {
+        "the root".into()
+    } else {
+        format!("rank {rank}")
+    }
 }
 
 impl Error {

@@ -33,6 +33,9 @@ pub use comm::{AbortHandle, Communicator, Group, Pending};
 pub use config::{Config, TransportChoice};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};
+
+/// The largest communicator oxccl creates.
+pub const MAX_RANKS: u32 = 1 << 20;
 pub use oxccl_algorithms::Algorithm;
 pub use types::{DataType, Element, ReduceOp};
 

@@ -87,7 +87,9 @@ impl fmt::Display for DataType {
 /// A reduction operator, in NCCL's order (`ncclRedOp_t` values 0..=4).
 ///
 /// `Avg` sums, then divides each result element by the number of ranks once, at the rank that
-/// holds the final result (integer types: truncating division, as NCCL).
+/// holds the final result (integer types: truncating division, as NCCL). The sum is formed
+/// in the element type, so an `f16` average whose sum exceeds 65504 becomes infinite (NCCL
+/// pre-multiplies floats by 1/n instead; a scaled kernel is planned with the SIMD kernels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ReduceOp {

@@ -58,9 +58,12 @@ impl BootstrapClient {
         let mut msg = Vec::with_capacity(blob.len() + 1);
         msg.push(ROUND);
         msg.extend_from_slice(blob);
-        write_frame(&mut self.stream, &msg)
+        write_frame(&mut self.stream, &msg, self.timeout)
             .map_err(|e| self.fail(format!("lost the root at {}: {e}", self.root)))?;
-        let reply = read_frame(&mut self.stream, Instant::now() + self.timeout).map_err(|e| {
+        // Wait a little longer than the root does, so that when a rank is missing the root's
+        // message (which names it) arrives before our own timeout.
+        let patience = self.timeout + self.timeout / 10 + Duration::from_secs(2);
+        let reply = read_frame(&mut self.stream, Instant::now() + patience).map_err(|e| {
             self.fail(format!(
                 "no answer from the root at {} within {:?}: {e} (a rank may be missing)",
                 self.root, self.timeout
@@ -92,6 +95,6 @@ impl BootstrapClient {
 
     /// Ends this rank's part in the rendezvous.
     pub fn close(mut self) {
-        let _ = write_frame(&mut self.stream, &[CLOSE]);
+        let _ = write_frame(&mut self.stream, &[CLOSE], self.timeout);
     }
 }

@@ -58,6 +58,14 @@ impl LaunchEnv {
             v.parse()
                 .map_err(|_| Error::Environment(format!("{k}={v:?} is not a non-negative integer")))
         };
+        for &(r, n, src) in CONVENTIONS {
+            if get(r).is_some() != get(n).is_some() {
+                let (set, unset) = if get(r).is_some() { (r, n) } else { (n, r) };
+                return Err(Error::Environment(format!(
+                    "{set} is set but {unset} is not ({src} convention): set both or neither"
+                )));
+            }
+        }
         let (rank, nranks, source) = CONVENTIONS
             .iter()
             .find_map(|&(r, n, src)| Some((r, get(r)?, n, get(n)?, src)))

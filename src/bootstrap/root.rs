@@ -127,6 +127,12 @@ fn serve(
                     continue;
                 }
             };
+            if n > crate::MAX_RANKS {
+                return Err(root_err(format!(
+                    "rank {rank} at {from} asks for {n} ranks, more than the {} oxccl supports",
+                    crate::MAX_RANKS
+                )));
+            }
             let n_expected = *expected.get_or_insert(n);
             if n != n_expected || n == 0 {
                 return Err(root_err(format!(
@@ -184,7 +190,7 @@ fn serve(
             }
             for (rank, c) in conns.iter_mut().enumerate() {
                 if let Some(s) = c {
-                    write_frame(s, &out.0)
+                    write_frame(s, &out.0, timeout)
                         .map_err(|e| root_err(format!("cannot answer rank {rank}: {e}")))?;
                 }
             }
@@ -194,7 +200,7 @@ fn serve(
         let mut msg = Enc::default();
         msg.u8(ERROR).str(&e.to_string());
         for s in conns.iter_mut().flatten() {
-            let _ = write_frame(s, &msg.0);
+            let _ = write_frame(s, &msg.0, timeout);
         }
     }
     result

@@ -38,7 +38,7 @@ impl Secret {
             knob: "OXCCL_SECRET",
             detail: "expected 64 hex digits".into(),
         };
-        if s.len() != 64 || !s.is_ascii() {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut out = [0u8; 32];

@@ -11,8 +11,13 @@ use std::time::Instant;
 /// Largest frame accepted (the all-gathered rank table of a large job fits easily).
 pub const MAX_FRAME: usize = 64 << 20;
 
-/// Writes one frame.
-pub fn write_frame(s: &mut TcpStream, payload: &[u8]) -> std::io::Result<()> {
+/// Writes one frame; a peer that stops reading fails the write after `timeout`.
+pub fn write_frame(
+    s: &mut TcpStream,
+    payload: &[u8],
+    timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    s.set_write_timeout(Some(timeout))?;
     let len = u32::try_from(payload.len())
         .map_err(|_| std::io::Error::other("bootstrap frame too large"))?;
     s.write_all(&len.to_le_bytes())?;

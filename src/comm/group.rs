@@ -80,21 +80,36 @@ impl<'a> Group<'a> {
                 ));
             }
         }
-        let mut runs = Vec::with_capacity(ops.len());
-        for (spec, bufs) in ops {
+        // Every rank must see the group's ops in the same order on each connection: collectives
+        // first (all ranks issue them in the same order), then sends and receives (matched per
+        // peer in issue order), whatever order the caller interleaved them in.
+        let (colls, p2p): (Vec<_>, Vec<_>) = ops.into_iter().partition(|(spec, _)| {
+            !matches!(
+                spec.collective,
+                Collective::Send { .. } | Collective::Recv { .. }
+            )
+        });
+        let mut runs = Vec::with_capacity(colls.len() + p2p.len());
+        for (spec, bufs) in colls.into_iter().chain(p2p) {
             let plan = comm.plan_for(&spec)?;
             runs.push(OpRun::new(spec, plan, bufs, &comm.engine.links)?);
+        }
+        for run in &mut runs {
+            run.tag = comm.tags.next(run.spec.collective);
         }
         for (s, r) in self_sends.into_iter().zip(self_recvs) {
             r.copy_from_slice(s);
         }
         tracing::trace!(target: "oxccl::coll", "rank {}: launching {} ops", comm.rank, runs.len());
-        Ok(Pending {
+        let mut pending = Pending {
             comm,
             ops: runs,
             waiter: Waiter::new(),
-            done: false,
-        })
+            state: State::Running,
+        };
+        // Start moving data now, so work overlaps whatever the caller does before `test`.
+        pending.test()?;
+        Ok(pending)
     }
 
     /// Runs the group and waits for it.
@@ -127,15 +142,25 @@ pub struct Pending<'a> {
     comm: &'a mut Communicator,
     ops: Vec<OpRun<'a>>,
     waiter: Waiter,
-    done: bool,
+    state: State,
+}
+
+/// Where a [`Pending`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Running,
+    Done,
+    Failed,
 }
 
 impl Pending<'_> {
     /// Advances the ops; `Ok(true)` once all are complete. Never blocks (beyond a short
     /// spin or yield when nothing moved).
     pub fn test(&mut self) -> Result<bool> {
-        if self.done {
-            return Ok(true);
+        match self.state {
+            State::Done => return Ok(true),
+            State::Failed => return Err(self.failure()),
+            State::Running => {}
         }
         let engine = &mut self.comm.engine;
         let r = engine
@@ -155,8 +180,10 @@ impl Pending<'_> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        if self.done {
-            return Ok(());
+        match self.state {
+            State::Done => return Ok(()),
+            State::Failed => return Err(self.failure()),
+            State::Running => {}
         }
         let r = self
             .comm
@@ -169,15 +196,30 @@ impl Pending<'_> {
     fn settle(&mut self, r: Result<bool>) -> Result<bool> {
         match r {
             Ok(done) => {
-                self.done = done;
+                if done {
+                    self.state = State::Done;
+                }
                 Ok(done)
             }
             Err(e) => {
-                self.done = true;
+                self.state = State::Failed;
                 self.comm.fail(&e);
                 Err(e)
             }
         }
+    }
+}
+
+impl Pending<'_> {
+    /// The error to report again after the ops failed.
+    fn failure(&self) -> Error {
+        self.comm
+            .check_usable()
+            .err()
+            .unwrap_or_else(|| Error::Failed {
+                rank: self.comm.rank,
+                first: "this group failed earlier".into(),
+            })
     }
 }
 

@@ -19,6 +19,8 @@ struct RankInfo {
     host: String,
     pid: u32,
     data_addr: SocketAddr,
+    /// The settings every rank must share, as `name=value` pairs.
+    shared_config: String,
 }
 
 impl RankInfo {
@@ -26,7 +28,8 @@ impl RankInfo {
         let mut e = Enc::default();
         e.str(&self.host)
             .u32(self.pid)
-            .str(&self.data_addr.to_string());
+            .str(&self.data_addr.to_string())
+            .str(&self.shared_config);
         e.0
     }
 
@@ -40,10 +43,12 @@ impl RankInfo {
         let pid = d.u32().map_err(|m| bad(m.0))?;
         let addr = d.str().map_err(|m| bad(m.0))?;
         let data_addr = addr.parse().map_err(|_| bad("bad address"))?;
+        let shared_config = d.str().map_err(|m| bad(m.0))?;
         Ok(RankInfo {
             host,
             pid,
             data_addr,
+            shared_config,
         })
     }
 }
@@ -99,6 +104,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         host: host_identity(&config),
         pid: std::process::id(),
         data_addr: listener.local_addr(),
+        shared_config: shared_config(&config),
     };
     let infos: Vec<RankInfo> = boot
         .allgather(&me.encode())?
@@ -106,6 +112,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         .enumerate()
         .map(|(r, b)| RankInfo::decode(b, r))
         .collect::<Result<_>>()?;
+    check_same_config(rank, &infos)?;
     let local: Vec<u32> = (0..nranks)
         .filter(|&r| infos[r as usize].host == me.host)
         .collect();
@@ -267,7 +274,45 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         advertised_ip: ip,
         config,
         failed: None,
+        tags: super::tags::TagCounter::new(nranks),
     })
+}
+
+/// The settings that decide byte counts and connections; every rank must agree on them.
+fn shared_config(c: &Config) -> String {
+    format!(
+        "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={}",
+        c.nchannels,
+        c.slot_size,
+        c.nslots,
+        c.transport,
+        c.algorithm.map_or("auto".into(), |a| a.to_string())
+    )
+}
+
+/// Fails, naming the setting and both ranks, when some rank's shared settings differ from
+/// rank 0's (they would otherwise surface later as hangs or protocol errors).
+fn check_same_config(rank: u32, infos: &[RankInfo]) -> Result<()> {
+    let reference = &infos[0].shared_config;
+    for (r, info) in infos.iter().enumerate().skip(1) {
+        if &info.shared_config != reference {
+            let diff: Vec<String> = reference
+                .split(' ')
+                .zip(info.shared_config.split(' '))
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!("rank 0 has {a}, rank {r} has {b}"))
+                .collect();
+            return Err(Error::Config {
+                knob: "OXCCL_*",
+                detail: format!(
+                    "rank {rank} found that the ranks' settings differ: {}; set the same values \
+                     on every rank",
+                    diff.join("; ")
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn accept_all(

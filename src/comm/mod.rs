@@ -4,8 +4,10 @@ mod api;
 mod group;
 mod init;
 mod split;
+mod tags;
 
 pub use group::{Group, Pending};
+pub(crate) use tags::describe as describe_tag;
 
 use crate::bootstrap::{LaunchEnv, RootServer, UniqueId};
 use crate::config::Config;
@@ -32,6 +34,7 @@ pub struct Communicator {
     advertised_ip: IpAddr,
     config: Config,
     failed: Option<String>,
+    tags: tags::TagCounter,
 }
 
 /// Aborts a communicator from another thread: its wait in progress (or next op) fails with

@@ -35,15 +35,27 @@ impl Communicator {
             .position(|&(_, r)| r == self.rank)
             .ok_or_else(|| Error::Internal("split: this rank is not among its color".into()))?;
         // The leader of each color starts its rendezvous; everyone learns the ids.
+        // A leader that cannot start one still takes part, sending zeros, so that its color
+        // fails together instead of waiting for it.
         let mut my_id = [0u8; UniqueId::BYTES];
+        let mut leader_error = None;
         if leader == self.rank {
             let bind = SocketAddr::new(self.advertised_ip, 0);
-            my_id = UniqueId::new(bind, self.config.timeout)?.to_bytes();
+            match UniqueId::new(bind, self.config.timeout) {
+                Ok(id) => my_id = id.to_bytes(),
+                Err(e) => leader_error = Some(e),
+            }
         }
         let mut ids = vec![0u8; UniqueId::BYTES * n];
         self.all_gather(&my_id, &mut ids)?;
+        if let Some(e) = leader_error {
+            return Err(e);
+        }
         let l = leader as usize * UniqueId::BYTES;
-        let id = UniqueId::from_bytes(&ids[l..l + UniqueId::BYTES])?;
+        let id = UniqueId::from_bytes(&ids[l..l + UniqueId::BYTES]).map_err(|_| Error::Bootstrap {
+            rank: self.rank,
+            detail: format!("split: rank {leader}, the leader of color {color}, could not start its rendezvous"),
+        })?;
         tracing::info!(
             target: "oxccl::init",
             "rank {} joins split color {color} as rank {new_rank} of {}",

@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 const ALIVE_CHECK: Duration = Duration::from_millis(100);
 /// Longest single sleep, so aborts and deadlines are noticed promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// A pause between two polls longer than this is the caller's time, not waiting.
+const GAP: Duration = Duration::from_millis(50);
 /// Yields after spinning, before sleeping.
 const YIELDS: u32 = 64;
 
@@ -49,6 +51,7 @@ pub(crate) struct Engine {
 
 /// Waiting state of one group in flight.
 pub(crate) struct Waiter {
+    last_poll: Instant,
     idle_passes: u32,
     last_progress: Instant,
     last_alive_check: Instant,
@@ -60,6 +63,7 @@ impl Waiter {
     pub fn new() -> Self {
         let now = Instant::now();
         Waiter {
+            last_poll: now,
             idle_passes: 0,
             last_progress: now,
             last_alive_check: now,
@@ -71,6 +75,15 @@ impl Waiter {
 impl Engine {
     /// One non-blocking pass over all ops; `Ok(true)` once all are done.
     pub fn poll(&mut self, ops: &mut [OpRun<'_>], w: &mut Waiter) -> Result<bool> {
+        // Time between the caller's polls (computing between `test` calls) is not waiting:
+        // the deadline only counts time spent here without progress.
+        let now = Instant::now();
+        let gap = now.duration_since(w.last_poll);
+        if gap > GAP {
+            w.last_progress += gap;
+            w.last_alive_check += gap;
+        }
+        w.last_poll = now;
         // Read the doorbell before looking, so a ring during the pass is not lost.
         w.seq = self.links.shm.as_ref().map(|s| s.doorbell().seq());
         let mut moved = false;
@@ -148,12 +161,12 @@ impl Engine {
             w.last_alive_check = now;
             self.check_alive(ops)?;
         }
-        w.idle_passes += 1;
+        w.idle_passes = w.idle_passes.saturating_add(1);
         if w.idle_passes <= self.spin {
             std::hint::spin_loop();
             return Ok(());
         }
-        if w.idle_passes <= self.spin + YIELDS {
+        if w.idle_passes <= self.spin.saturating_add(YIELDS) {
             std::thread::yield_now();
             return Ok(());
         }
@@ -178,7 +191,7 @@ impl Engine {
 
     /// Like [`Engine::idle`] for `test()`: checks deadline, abort and peers, never sleeps.
     pub fn idle_nonblocking(&mut self, ops: &[OpRun<'_>], w: &mut Waiter) -> Result<()> {
-        let spin = std::mem::replace(&mut self.spin, u32::MAX - YIELDS - 1);
+        let spin = std::mem::replace(&mut self.spin, u32::MAX);
         let r = self.idle(ops, w);
         self.spin = spin;
         r

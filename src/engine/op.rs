@@ -57,6 +57,8 @@ pub(crate) struct OpRun<'a> {
     pub output_len: usize,
     /// Finished (including the final pass).
     pub done: bool,
+    /// The tag every message of this op carries (see `comm::tags`).
+    pub tag: u32,
 }
 
 impl<'a> OpRun<'a> {
@@ -113,10 +115,11 @@ impl<'a> OpRun<'a> {
             dirs,
             output_len,
             done: false,
+            tag: 0,
         })
     }
 
-    /// A finished op whose only work was local (self send/recv, count 0).
+    /// The op's name for logs and errors.
     pub fn name(&self) -> &'static str {
         self.spec.collective.name()
     }

@@ -11,7 +11,7 @@ use super::op::OpRun;
 use crate::error::{Error, Result};
 use crate::reduce;
 use oxccl_algorithms::{Buf, Region, Step};
-use oxccl_transports::{RecvChannel, SendChannel};
+use oxccl_transports::{Message, RecvChannel, SendChannel};
 use std::ops::Range;
 
 /// Outcome of running a step as far as possible.
@@ -34,8 +34,22 @@ pub(crate) fn advance(op: &mut OpRun<'_>, ch: usize, links: &mut Links) -> Resul
             op.chans[ch].done = true;
             return Ok(true);
         }
-        let (step, round) = (op.plan.channels[ch][st.step], st.round);
-        match run_step(op, ch, round, step, links, &mut moved)? {
+        let (step, round, index) = (op.plan.channels[ch][st.step], st.round, st.step);
+        let status = run_step(op, ch, round, step, links, &mut moved).map_err(|e| match e {
+            Error::Transport {
+                rank,
+                peer,
+                op,
+                source,
+            } => Error::Transport {
+                rank,
+                peer,
+                op: format!("{op} (channel {ch}, round {round}, step {index}: {step})"),
+                source,
+            },
+            e => e,
+        })?;
+        match status {
             Status::Done => {
                 moved = true;
                 let st = &mut op.chans[ch];
@@ -72,7 +86,7 @@ fn slice(r: &Range<usize>, i: usize, slot: usize) -> Option<Range<usize>> {
 }
 
 /// The oldest message from a receiver, asking the transport to move bytes if none is there.
-fn peek(r: &mut dyn RecvChannel) -> oxccl_transports::Result<Option<&[u8]>> {
+fn peek(r: &mut dyn RecvChannel) -> oxccl_transports::Result<Option<Message<'_>>> {
     if r.try_peek()?.is_none() {
         r.progress()?;
     }
@@ -87,11 +101,28 @@ fn acquire(s: &mut dyn SendChannel) -> oxccl_transports::Result<Option<&mut [u8]
     s.try_acquire()
 }
 
-fn check_len(rank: u32, op: &OpRun<'_>, from: u32, got: usize, want: usize) -> Result<()> {
-    if got == want {
-        return Ok(());
+/// Checks that a message belongs to `op` (its tag) and has the expected length.
+fn check_msg(rank: u32, op: &OpRun<'_>, from: u32, msg: &Message<'_>, want: usize) -> Result<()> {
+    if msg.tag != op.tag {
+        return Err(tr(
+            rank,
+            from,
+            op,
+            oxccl_transports::Error::Protocol {
+                peer: format!("rank {from}"),
+                detail: format!(
+                    "received a message of {} while running {}: the ranks issued different \
+                     operations (order, count or peer)",
+                    crate::comm::describe_tag(msg.tag),
+                    crate::comm::describe_tag(op.tag)
+                ),
+            },
+        ));
     }
-    Err(protocol(rank, from, op, got, want))
+    if msg.data.len() != want {
+        return Err(protocol(rank, from, op, msg.data.len(), want));
+    }
+    Ok(())
 }
 
 fn run_step(
@@ -221,8 +252,8 @@ fn recv_half(
         let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
             return Ok(Status::Blocked(Dir::From(from)));
         };
-        check_len(rank, op, from, msg.len(), sl.len())?;
-        apply(&mut op.mem, sl, msg)?;
+        check_msg(rank, op, from, &msg, sl.len())?;
+        apply(&mut op.mem, sl, msg.data)?;
         links
             .receiver(from, ch)?
             .release()
@@ -256,7 +287,8 @@ fn send_half(
         };
         dst[..data.len()].copy_from_slice(data);
         let s = links.sender(to, ch)?;
-        s.commit(sl.len()).map_err(|e| tr(rank, to, op, e))?;
+        s.commit(sl.len(), op.tag)
+            .map_err(|e| tr(rank, to, op, e))?;
         s.progress().map_err(|e| tr(rank, to, op, e))?;
         op.chans[ch].a += 1;
         *moved = true;
@@ -303,10 +335,8 @@ fn fused(
             return Ok(Status::Blocked(Dir::To(to)));
         };
         let n = sl.len();
-        if msg.len() != n {
-            let got = msg.len();
-            return Err(protocol(rank, from, op, got, n));
-        }
+        check_msg(rank, op, from, &msg, n)?;
+        let msg = msg.data;
         let out = &mut out[..n];
         match kind {
             Fused::Reduce(src) => {
@@ -334,7 +364,7 @@ fn fused(
             }
         }
         let (r, s) = links.pair(from, to, ch)?;
-        s.commit(n).map_err(|e| tr(rank, to, op, e))?;
+        s.commit(n, op.tag).map_err(|e| tr(rank, to, op, e))?;
         r.release().map_err(|e| tr(rank, from, op, e))?;
         s.progress().map_err(|e| tr(rank, to, op, e))?;
         op.chans[ch].a += 1;

@@ -8,10 +8,15 @@
 //!
 //! # Call protocol
 //! - Sender: [`SendChannel::try_acquire`] → fill the returned slice → [`SendChannel::commit`]
-//!   with the number of bytes written. Call [`SendChannel::progress`] whenever nothing else can
-//!   be done (a TCP sender pushes bytes there; shared memory needs no help).
-//! - Receiver: [`RecvChannel::try_peek`] → read the returned slice → [`RecvChannel::release`].
-//!   Call [`RecvChannel::progress`] when `try_peek` returns `None`.
+//!   with the number of bytes written and a 32-bit tag. Call [`SendChannel::progress`]
+//!   whenever nothing else can be done (a TCP sender pushes bytes there; shared memory needs
+//!   no help).
+//! - Receiver: [`RecvChannel::try_peek`] → read the returned [`Message`] (bytes and tag) →
+//!   [`RecvChannel::release`]. Call [`RecvChannel::progress`] when `try_peek` returns `None`.
+//! - Tags are opaque to transports: a transport delivers each message's tag exactly as the
+//!   sender committed it, and never reads, checks or orders by it. The engine uses it to tell
+//!   which operation a message belongs to (so a stray message left on a connection by a
+//!   mismatched op is detected, not consumed).
 //! - All calls are non-blocking. To sleep, the engine asks each channel for its
 //!   [`WaitSource`] and waits on them with a timeout (see [`wait`]). It reads its
 //!   [`Doorbell`]'s sequence number *before* it polls the channels, and passes that number
@@ -38,6 +43,15 @@ mod testutil;
 pub use error::{Error, Result};
 pub use wait::{Doorbell, WaitSource};
 
+/// A received message: its bytes and the tag the sender gave it.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// The payload, exactly as long as committed, 8-byte aligned.
+    pub data: &'a [u8],
+    /// The sender's tag (meaning is the engine's business).
+    pub tag: u32,
+}
+
 /// The sending half of a one-way connection to one peer.
 pub trait SendChannel: Send {
     /// Bytes per slot. Every committed message is at most this long.
@@ -49,8 +63,10 @@ pub trait SendChannel: Send {
     /// The slice is `slot_size` bytes long, 8-byte aligned. Calling it twice without a
     /// commit returns the same slot.
     fn try_acquire(&mut self) -> Result<Option<&mut [u8]>>;
-    /// Hand the slot from the last `try_acquire` to the peer, holding `len` bytes.
-    fn commit(&mut self, len: usize) -> Result<()>;
+    /// Hand the slot from the last `try_acquire` to the peer, holding `len` bytes, labelled
+    /// with `tag`. The receiver gets `tag` back unchanged with the message; transports give
+    /// it no meaning.
+    fn commit(&mut self, len: usize, tag: u32) -> Result<()>;
     /// Move bytes without blocking; `Ok(true)` when something moved.
     fn progress(&mut self) -> Result<bool>;
     /// `true` once every committed slot has been handed over to the peer's side (a TCP
@@ -74,9 +90,10 @@ pub trait RecvChannel: Send {
     fn nslots(&self) -> usize;
     /// The oldest committed message, or `None` while there is none.
     ///
-    /// The slice is exactly as long as the sender committed, 8-byte aligned. Calling it twice
-    /// without a release returns the same message.
-    fn try_peek(&mut self) -> Result<Option<&[u8]>>;
+    /// The message's data is exactly as long as the sender committed, 8-byte aligned; its tag
+    /// is the one the sender committed it with. Calling it twice without a release returns
+    /// the same message.
+    fn try_peek(&mut self) -> Result<Option<Message<'_>>>;
     /// Give the slot of the message from the last `try_peek` back to the sender.
     fn release(&mut self) -> Result<()>;
     /// Move bytes without blocking; `Ok(true)` when something moved.

@@ -33,15 +33,21 @@ pub(crate) fn messages(n: usize, slot_size: usize, salt: u8) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Sends every message in order, waiting the engine's way, then flushes.
+/// The tag the test helpers give message `i` of a stream.
+pub(crate) fn tag_of(i: usize) -> u32 {
+    (i as u32).wrapping_mul(7).wrapping_add(1)
+}
+
+/// Sends every message in order, message `i` tagged [`tag_of`]`(i)`, waiting the engine's
+/// way, then flushes.
 pub(crate) fn send_all<S: SendChannel>(tx: &mut S, msgs: &[Vec<u8>], bell: Option<&Doorbell>) {
     let deadline = Instant::now() + TEST_DEADLINE;
-    for m in msgs {
+    for (i, m) in msgs.iter().enumerate() {
         loop {
             let seen = bell.map_or(0, Doorbell::seq);
             if let Some(slot) = tx.try_acquire().expect("try_acquire") {
                 slot[..m.len()].copy_from_slice(m);
-                tx.commit(m.len()).expect("commit");
+                tx.commit(m.len(), tag_of(i)).expect("commit");
                 break;
             }
             if tx.progress().expect("progress") {
@@ -60,7 +66,8 @@ pub(crate) fn send_all<S: SendChannel>(tx: &mut S, msgs: &[Vec<u8>], bell: Optio
     }
 }
 
-/// Receives `n` messages, waiting the engine's way.
+/// Receives `n` messages, waiting the engine's way; asserts that message `i` carries
+/// [`tag_of`]`(i)`, as [`send_all`] tags them.
 pub(crate) fn recv_all<R: RecvChannel>(
     rx: &mut R,
     n: usize,
@@ -71,8 +78,13 @@ pub(crate) fn recv_all<R: RecvChannel>(
     while out.len() < n {
         let seen = bell.map_or(0, Doorbell::seq);
         if let Some(msg) = rx.try_peek().expect("try_peek") {
-            assert_eq!(msg.as_ptr() as usize % 8, 0, "message not 8-byte aligned");
-            out.push(msg.to_vec());
+            assert_eq!(
+                msg.data.as_ptr() as usize % 8,
+                0,
+                "message not 8-byte aligned"
+            );
+            assert_eq!(msg.tag, tag_of(out.len()), "tag of message {}", out.len());
+            out.push(msg.data.to_vec());
             rx.release().expect("release");
             continue;
         }
@@ -130,7 +142,7 @@ where
             let seen = bell.map_or(0, Doorbell::seq);
             if let Some(buf) = tx.try_acquire().unwrap() {
                 buf.copy_from_slice(&src);
-                tx.commit(slot).unwrap();
+                tx.commit(slot, tag_of(sent)).unwrap();
                 sent += 1;
             } else if !tx.progress().unwrap() {
                 wait_any(bell, seen, &[tx.wait_source()], Duration::from_millis(20)).unwrap();
@@ -149,7 +161,8 @@ where
     while got < n {
         let seen = bell.map_or(0, Doorbell::seq);
         if let Some(msg) = rx.try_peek().unwrap() {
-            dst[..msg.len()].copy_from_slice(msg);
+            assert_eq!(msg.tag, tag_of(got));
+            dst[..msg.data.len()].copy_from_slice(msg.data);
             rx.release().unwrap();
             got += 1;
         } else if !rx.progress().unwrap() {

@@ -1,10 +1,11 @@
 //! The two ends of a shared-memory FIFO.
 //!
-//! Ordering: the sender writes a slot and its length, then stores `tail` with `Release`;
-//! the receiver loads `tail` with `Acquire` before it reads the length and the slot. The
-//! receiver stores `head` with `Release` after it is done with a slot; the sender loads
-//! `head` with `Acquire` before it reuses the slot. Each side keeps its own counter locally
-//! and only reads the other's, so a corrupt counter is detected, never trusted.
+//! Ordering: the sender writes a slot, its length and its tag, then stores `tail` with
+//! `Release`; the receiver loads `tail` with `Acquire` before it reads the length, the tag
+//! and the slot. The receiver stores `head` with `Release` after it is done with a slot;
+//! the sender loads `head` with `Acquire` before it reuses the slot. Each side keeps its
+//! own counter locally and only reads the other's, so a corrupt counter is detected, never
+//! trusted.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use super::connect::PeerProcess;
 use super::layout::{FifoOffsets, Layout, Mapping, RECEIVER_CLOSED, SENDER_CLOSED};
 use crate::wait::{Doorbell, WaitSource};
-use crate::{Error, RecvChannel, Result, SendChannel};
+use crate::{Error, Message, RecvChannel, Result, SendChannel};
 
 /// The sending end of a FIFO that lives in a local peer's inbox.
 ///
@@ -115,7 +116,7 @@ impl SendChannel for ShmSender {
         }))
     }
 
-    fn commit(&mut self, len: usize) -> Result<()> {
+    fn commit(&mut self, len: usize, tag: u32) -> Result<()> {
         if !self.acquired {
             return Err(Error::Config(
                 "commit without a slot from try_acquire".into(),
@@ -131,6 +132,10 @@ impl SendChannel for ShmSender {
         self.map
             .u32_at(self.off.len(slot))
             .store(len as u32, Ordering::Relaxed);
+        // Published with the length by the Release store of `tail` below.
+        self.map
+            .u32_at(self.off.tag(slot))
+            .store(tag, Ordering::Relaxed);
         self.tail += 1;
         self.map
             .u64_at(self.off.tail)
@@ -255,7 +260,7 @@ impl RecvChannel for ShmReceiver {
         self.layout.nslots
     }
 
-    fn try_peek(&mut self) -> Result<Option<&[u8]>> {
+    fn try_peek(&mut self) -> Result<Option<Message<'_>>> {
         if self.tail()? == self.head {
             if self.closed_and_drained()? {
                 return Err(Error::PeerClosed {
@@ -275,6 +280,8 @@ impl RecvChannel for ShmReceiver {
                 self.layout.slot_size
             )));
         }
+        // Any value is a valid tag: it is the engine's to check, not ours.
+        let tag = self.map.u32_at(self.off.tag(slot)).load(Ordering::Relaxed);
         let ptr = self.map.bytes_at(self.off.slot(&self.layout, slot), len);
         self.peeked = true;
         // SAFETY: `ptr..ptr+len` lies inside the mapping (`len <= slot_size`, checked above;
@@ -283,7 +290,8 @@ impl RecvChannel for ShmReceiver {
         // Release store) and will not touch it until `head` moves past it, which only this
         // receiver does, in `release` (needs `&mut self`, so this borrow has ended). The
         // slot is 64-byte aligned; bytes have no invalid values.
-        Ok(Some(unsafe { std::slice::from_raw_parts(ptr, len) }))
+        let data = unsafe { std::slice::from_raw_parts(ptr, len) };
+        Ok(Some(Message { data, tag }))
     }
 
     fn release(&mut self) -> Result<()> {

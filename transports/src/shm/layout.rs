@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! offset 0      SegmentHeader   magic, version, owner pid, sizes (64 B), Doorbell (64 B)
-//! offset 4096   FIFO 0          tail | head | closed | lens[nslots] | pad to 4096 | slots
+//! offset 4096   FIFO 0          tail | head | closed | meta[nslots] | pad to 4096 | slots
 //! ...           FIFO i          at 4096 + i * fifo_stride, i = sender_local * nchannels + channel
 //! ```
 //!
 //! Each FIFO starts with its control block, every field on its own 64-byte line:
 //! `tail` (written by the sender only), `head` (written by the receiver only), `closed`
-//! (bits set by either side when it drops), then one `u32` length per slot. The slots
+//! (bits set by either side when it drops), then one 8-byte `meta` entry per slot: the
+//! message's length (`u32`) and the sender's tag (`u32`), both written by the sender before
+//! it publishes `tail`. The slots
 //! follow, page-aligned, `slot_size` bytes apart (a multiple of 64, so every slot is
 //! cache-line aligned; page-aligned too when `slot_size` is a multiple of 4096).
 //!
@@ -27,8 +29,8 @@ use crate::{Error, FifoConfig, Result};
 
 /// "OXCCLSHM", little-endian.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"OXCCLSHM");
-/// Bumped on any change of this layout.
-pub(crate) const VERSION: u32 = 1;
+/// Bumped on any change of this layout (2: per-slot tags next to the lengths).
+pub(crate) const VERSION: u32 = 2;
 const PAGE: usize = 4096;
 const LINE: usize = 64;
 /// Directory where POSIX shared-memory objects live on Linux.
@@ -42,7 +44,10 @@ pub(crate) const RECEIVER_CLOSED: u32 = 2;
 const TAIL_OFFSET: usize = 0;
 const HEAD_OFFSET: usize = LINE;
 const CLOSED_OFFSET: usize = 2 * LINE;
-const LENS_OFFSET: usize = 3 * LINE;
+/// Start of the per-slot `meta` entries: `len u32 | tag u32` for each slot.
+const META_OFFSET: usize = 3 * LINE;
+/// Bytes per `meta` entry.
+const META_LEN: usize = 8;
 
 /// The first bytes of a segment.
 #[repr(C)]
@@ -95,8 +100,11 @@ impl Layout {
                 fifo.nslots, fifo.slot_size
             ))
         };
-        let lens_len = fifo.nslots.checked_mul(4).ok_or_else(overflow)?;
-        let slots_offset = round_up(LENS_OFFSET + lens_len, PAGE).ok_or_else(overflow)?;
+        let meta_len = fifo.nslots.checked_mul(META_LEN).ok_or_else(overflow)?;
+        let slots_offset = META_OFFSET
+            .checked_add(meta_len)
+            .and_then(|n| round_up(n, PAGE))
+            .ok_or_else(overflow)?;
         let slots_len = fifo
             .nslots
             .checked_mul(fifo.slot_size)
@@ -137,7 +145,12 @@ impl Layout {
 
     /// Offset of slot `slot`'s length word within a FIFO.
     pub(crate) fn len_offset(slot: usize) -> usize {
-        LENS_OFFSET + 4 * slot
+        META_OFFSET + META_LEN * slot
+    }
+
+    /// Offset of slot `slot`'s tag word within a FIFO (right after its length).
+    pub(crate) fn tag_offset(slot: usize) -> usize {
+        Self::len_offset(slot) + 4
     }
 
     /// Offset of slot `slot`'s bytes within a FIFO.
@@ -445,6 +458,11 @@ impl FifoOffsets {
     /// Offset of slot `slot`'s length word.
     pub(crate) fn len(&self, slot: usize) -> usize {
         self.base + Layout::len_offset(slot)
+    }
+
+    /// Offset of slot `slot`'s tag word.
+    pub(crate) fn tag(&self, slot: usize) -> usize {
+        self.base + Layout::tag_offset(slot)
     }
 
     /// Offset of slot `slot`'s bytes.

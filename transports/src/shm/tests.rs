@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::layout::{FifoOffsets, Layout};
 use super::*;
-use crate::testutil::{messages, recv_all, recv_until_error, send_all, TEST_DEADLINE};
+use crate::testutil::{messages, recv_all, recv_until_error, send_all, tag_of, TEST_DEADLINE};
 use crate::{Error, FifoConfig, RecvChannel, SendChannel};
 
 const SMALL: FifoConfig = FifoConfig {
@@ -92,30 +92,38 @@ fn smallest_fifo_and_exact_slot_sizes() {
     let (a, b) = pair("small", 1, fifo);
     let mut tx = a.sender(1, 0).unwrap();
     let mut rx = b.receiver(0, 0).unwrap();
+    // Tags cover the whole u32 range, extremes included; slots are reused (wrap around).
+    let tag = |round: u8, k: usize| match (round, k) {
+        (0, 0) => 0,
+        (0, _) => u32::MAX,
+        _ => tag_of(2 * round as usize + k) ^ (u32::from(round) << 24),
+    };
     for round in 0..10u8 {
-        for len in [0usize, 64] {
+        for (k, len) in [0usize, 64].into_iter().enumerate() {
             let slot = tx.try_acquire().unwrap().unwrap();
             assert_eq!(slot.len(), 64);
             assert_eq!(slot.as_ptr() as usize % 64, 0);
             slot[..len].fill(round);
-            tx.commit(len).unwrap();
+            tx.commit(len, tag(round, k)).unwrap();
         }
         // Both slots in flight: no third.
         assert!(tx.try_acquire().unwrap().is_none());
-        for len in [0usize, 64] {
+        for (k, len) in [0usize, 64].into_iter().enumerate() {
             let msg = rx.try_peek().unwrap().unwrap();
-            assert_eq!(msg, vec![round; len].as_slice());
+            assert_eq!(msg.data, vec![round; len].as_slice());
+            assert_eq!(msg.tag, tag(round, k));
             // Peeking twice gives the same message.
-            assert_eq!(rx.try_peek().unwrap().unwrap().len(), len);
+            let again = rx.try_peek().unwrap().unwrap();
+            assert_eq!((again.data.len(), again.tag), (len, tag(round, k)));
             rx.release().unwrap();
         }
         assert!(rx.try_peek().unwrap().is_none());
     }
     // Misuse is an error, not a panic.
     assert!(matches!(rx.release(), Err(Error::Config(_))));
-    assert!(matches!(tx.commit(0), Err(Error::Config(_))));
+    assert!(matches!(tx.commit(0, 1), Err(Error::Config(_))));
     tx.try_acquire().unwrap().unwrap();
-    assert!(matches!(tx.commit(65), Err(Error::Config(_))));
+    assert!(matches!(tx.commit(65, 1), Err(Error::Config(_))));
 }
 
 #[test]
@@ -131,8 +139,9 @@ fn unlink_removes_the_segment_and_mappings_survive() {
     a.unlink().unwrap(); // idempotent
                          // Still works through the existing mappings.
     tx.try_acquire().unwrap().unwrap()[..3].copy_from_slice(b"abc");
-    tx.commit(3).unwrap();
-    assert_eq!(rx.try_peek().unwrap().unwrap(), b"abc");
+    tx.commit(3, 42).unwrap();
+    let msg = rx.try_peek().unwrap().unwrap();
+    assert_eq!((msg.data, msg.tag), (&b"abc"[..], 42));
     rx.release().unwrap();
     // Drop unlinks too.
     assert!(Path::new(&shm_file(&name_b)).exists());
@@ -141,7 +150,7 @@ fn unlink_removes_the_segment_and_mappings_survive() {
     // A mapping kept by a channel end outlives its context.
     drop(a);
     tx.try_acquire().unwrap().unwrap();
-    tx.commit(0).unwrap();
+    tx.commit(0, 43).unwrap();
 }
 
 #[test]
@@ -168,12 +177,13 @@ fn messages_committed_before_close_are_delivered() {
     let mut rx = b.receiver(0, 0).unwrap();
     for i in 0..3u8 {
         tx.try_acquire().unwrap().unwrap()[0] = i;
-        tx.commit(1).unwrap();
+        tx.commit(1, tag_of(i.into())).unwrap();
     }
     drop(tx);
     rx.check_alive().unwrap(); // messages left: not closed yet
     for i in 0..3u8 {
-        assert_eq!(rx.try_peek().unwrap().unwrap(), [i]);
+        let msg = rx.try_peek().unwrap().unwrap();
+        assert_eq!((msg.data, msg.tag), (&[i][..], tag_of(i.into())));
         rx.release().unwrap();
     }
     assert!(matches!(rx.try_peek(), Err(Error::PeerClosed { .. })));
@@ -193,7 +203,7 @@ fn corrupt_shared_memory_gives_protocol_errors() {
     let mut tx = a.sender(1, 0).unwrap();
     let mut rx = b.receiver(0, 0).unwrap();
     tx.try_acquire().unwrap().unwrap();
-    tx.commit(10).unwrap();
+    tx.commit(10, 0xdead_beef).unwrap();
 
     // A length beyond the slot.
     file.write_at(&u32::MAX.to_le_bytes(), off.len(0) as u64)
@@ -206,7 +216,12 @@ fn corrupt_shared_memory_gives_protocol_errors() {
     assert!(matches!(rx.try_peek(), Err(Error::Protocol { .. })));
     file.write_at(&256u32.to_le_bytes(), off.len(0) as u64)
         .unwrap();
-    assert_eq!(rx.try_peek().unwrap().unwrap().len(), 256);
+    let msg = rx.try_peek().unwrap().unwrap();
+    assert_eq!((msg.data.len(), msg.tag), (256, 0xdead_beef));
+    // The tag sits in shared memory right after the length; any value is passed on as is.
+    file.write_at(&7u32.to_le_bytes(), off.tag(0) as u64)
+        .unwrap();
+    assert_eq!(rx.try_peek().unwrap().unwrap().tag, 7);
 
     // A tail far ahead of the head (more than nslots) or behind it.
     file.write_at(&1000u64.to_le_bytes(), off.tail as u64)
@@ -221,6 +236,27 @@ fn corrupt_shared_memory_gives_protocol_errors() {
     file.write_at(&u64::MAX.to_le_bytes(), off.head as u64)
         .unwrap();
     assert!(matches!(tx.try_acquire(), Err(Error::Protocol { .. })));
+}
+
+#[test]
+fn slot_lengths_and_tags_fit_before_the_slots() {
+    for nslots in [2, 3, 4, 511, 512, 513, FifoConfig::MAX_NSLOTS] {
+        let fifo = FifoConfig {
+            slot_size: 64,
+            nslots,
+        };
+        let layout = Layout::new(2, 1, fifo).unwrap();
+        let last = nslots - 1;
+        assert_eq!(Layout::tag_offset(last), Layout::len_offset(last) + 4);
+        assert!(
+            Layout::tag_offset(last) + 4 <= layout.slot_offset(0),
+            "{nslots}"
+        );
+        assert!(
+            Layout::len_offset(0) >= 3 * 64,
+            "meta after tail, head, closed"
+        );
+    }
 }
 
 #[test]
@@ -306,9 +342,9 @@ fn sender_wait_is_woken_by_release() {
     let a = Arc::new(a);
     let mut tx = a.sender(1, 0).unwrap();
     let mut rx = b.receiver(0, 0).unwrap();
-    for _ in 0..SMALL.nslots {
+    for i in 0..SMALL.nslots {
         tx.try_acquire().unwrap().unwrap();
-        tx.commit(0).unwrap();
+        tx.commit(0, tag_of(i)).unwrap();
     }
     let seen = a.doorbell().seq();
     assert!(tx.try_acquire().unwrap().is_none());
@@ -325,7 +361,7 @@ fn sender_wait_is_woken_by_release() {
         (start.elapsed(), tx.try_acquire().unwrap().is_some())
     });
     std::thread::sleep(Duration::from_millis(50));
-    rx.try_peek().unwrap().unwrap();
+    assert_eq!(rx.try_peek().unwrap().unwrap().tag, tag_of(0));
     rx.release().unwrap();
     let (waited, free) = waiter.join().unwrap();
     assert!(waited < Duration::from_secs(20));

@@ -11,9 +11,9 @@ use std::os::fd::AsRawFd;
 use rustix::io::Errno;
 use rustix::net::{SendAncillaryBuffer, SendFlags};
 
-use super::layout::{decode_header, encode_header, HEADER_LEN};
+use super::layout::{decode_header, encode_header, Header, HEADER_LEN};
 use crate::wait::WaitSource;
-use crate::{Error, FifoConfig, RecvChannel, Result, SendChannel};
+use crate::{Error, FifoConfig, Message, RecvChannel, Result, SendChannel};
 
 /// Most messages gathered into one `sendmsg`.
 const MAX_GATHER: usize = 32;
@@ -121,7 +121,7 @@ impl TcpSender {
     /// Length of the message in slot `index`, from its header.
     fn msg_len(&self, index: u64) -> usize {
         let slot = (index % self.ring.nslots as u64) as usize;
-        decode_header(&self.headers[slot]).0 as usize
+        decode_header(&self.headers[slot]).len as usize
     }
 
     /// One `sendmsg` of as many pending messages as fit; the number of bytes written, or
@@ -199,7 +199,7 @@ impl SendChannel for TcpSender {
         Ok(Some(self.ring.slot_mut(index)))
     }
 
-    fn commit(&mut self, len: usize) -> Result<()> {
+    fn commit(&mut self, len: usize, tag: u32) -> Result<()> {
         if !self.acquired {
             return Err(Error::Config(
                 "commit without a slot from try_acquire".into(),
@@ -213,7 +213,7 @@ impl SendChannel for TcpSender {
         }
         let slot = (self.committed % self.ring.nslots as u64) as usize;
         // Sequence numbers wrap at 2^32 by design.
-        self.headers[slot] = encode_header(len as u32, self.committed as u32);
+        self.headers[slot] = encode_header(len as u32, self.committed as u32, tag);
         self.committed += 1;
         self.acquired = false;
         // Push it out right away if the socket has room: latency matters more than one
@@ -264,8 +264,9 @@ impl Drop for TcpSender {
 enum ReadState {
     /// Reading a header; this many bytes of it are in `TcpReceiver::header`.
     Header(usize),
-    /// Reading a payload of `len` bytes into the slot of message `received`; `got` are in.
-    Payload { len: usize, got: usize },
+    /// Reading a payload of `len` bytes, tagged `tag`, into the slot of message `received`;
+    /// `got` are in.
+    Payload { len: usize, tag: u32, got: usize },
 }
 
 /// The receiving end of a TCP connection. [`RecvChannel::progress`] reads messages into
@@ -275,7 +276,10 @@ pub struct TcpReceiver {
     stream: TcpStream,
     peer: String,
     ring: SlotRing,
+    /// Length of the message in each slot.
     lens: Vec<usize>,
+    /// Tag of the message in each slot.
+    tags: Vec<u32>,
     /// Messages released so far.
     released: u64,
     /// Messages completely received.
@@ -295,6 +299,7 @@ impl TcpReceiver {
             peer,
             ring: SlotRing::new(fifo),
             lens: vec![0; fifo.nslots],
+            tags: vec![0; fifo.nslots],
             released: 0,
             received: 0,
             state: ReadState::Header(0),
@@ -349,7 +354,7 @@ impl TcpReceiver {
                 peer: self.peer.clone(),
                 detail: format!("end of stream after {got} bytes of a message header"),
             }),
-            ReadState::Payload { len, got } => Err(Error::PeerClosed {
+            ReadState::Payload { len, got, .. } => Err(Error::PeerClosed {
                 peer: self.peer.clone(),
                 detail: format!("end of stream after {got} of {len} payload bytes"),
             }),
@@ -357,9 +362,10 @@ impl TcpReceiver {
     }
 
     /// A complete message landed in slot `received`.
-    fn complete(&mut self, len: usize) {
+    fn complete(&mut self, len: usize, tag: u32) {
         let slot = (self.received % self.ring.nslots as u64) as usize;
         self.lens[slot] = len;
+        self.tags[slot] = tag;
         self.received += 1;
         self.state = ReadState::Header(0);
     }
@@ -374,7 +380,7 @@ impl RecvChannel for TcpReceiver {
         self.ring.nslots
     }
 
-    fn try_peek(&mut self) -> Result<Option<&[u8]>> {
+    fn try_peek(&mut self) -> Result<Option<Message<'_>>> {
         if self.received == self.released {
             return if self.eof {
                 Err(self.closed())
@@ -384,8 +390,11 @@ impl RecvChannel for TcpReceiver {
         }
         self.peeked = true;
         let slot = (self.released % self.ring.nslots as u64) as usize;
-        let len = self.lens[slot];
-        Ok(Some(&self.ring.slot(self.released)[..len]))
+        let (len, tag) = (self.lens[slot], self.tags[slot]);
+        Ok(Some(Message {
+            data: &self.ring.slot(self.released)[..len],
+            tag,
+        }))
     }
 
     fn release(&mut self) -> Result<()> {
@@ -417,7 +426,7 @@ impl RecvChannel for TcpReceiver {
                         self.state = ReadState::Header(got);
                         continue;
                     }
-                    let (len, seq) = decode_header(&self.header);
+                    let Header { len, seq, tag } = decode_header(&self.header);
                     let expected = self.received as u32;
                     if seq != expected {
                         return Err(self.protocol(format!(
@@ -432,12 +441,12 @@ impl RecvChannel for TcpReceiver {
                         )));
                     }
                     if len == 0 {
-                        self.complete(0);
+                        self.complete(0, tag);
                     } else {
-                        self.state = ReadState::Payload { len, got: 0 };
+                        self.state = ReadState::Payload { len, tag, got: 0 };
                     }
                 }
-                ReadState::Payload { len, got } => {
+                ReadState::Payload { len, tag, got } => {
                     let Some(n) = self.read_some(false, got..len)? else {
                         break;
                     };
@@ -448,9 +457,9 @@ impl RecvChannel for TcpReceiver {
                     moved = true;
                     let got = got + n;
                     if got == len {
-                        self.complete(len);
+                        self.complete(len, tag);
                     } else {
-                        self.state = ReadState::Payload { len, got };
+                        self.state = ReadState::Payload { len, tag, got };
                     }
                 }
             }

@@ -14,14 +14,16 @@
 //! compared in constant time (`blake3::Hash`'s `PartialEq`).
 //!
 //! # Messages
-//! Each committed slot travels as an 8-byte header, `len u32 LE | seq u32 LE`, then `len`
-//! payload bytes. `seq` counts messages from 0, wrapping; the receiver checks it and that
-//! `len <= slot_size`.
+//! Each committed slot travels as a 12-byte header, `len u32 LE | seq u32 LE | tag u32 LE`,
+//! then `len` payload bytes. `seq` counts messages from 0, wrapping; the receiver checks it
+//! and that `len <= slot_size`. `tag` is the sender's tag from `commit`, delivered as is
+//! (opaque to the transport, never checked here).
 
 /// First bytes the acceptor sends.
 pub(crate) const HANDSHAKE_MAGIC: [u8; 8] = *b"OXCCLTCP";
-/// Bumped on any change of this format.
-pub(crate) const HANDSHAKE_VERSION: u32 = 1;
+/// Bumped on any change of this format, handshake or message framing (2: tag in the
+/// message header), so peers that frame messages differently fail at the handshake.
+pub(crate) const HANDSHAKE_VERSION: u32 = 2;
 /// Bytes in a nonce.
 pub(crate) const NONCE_LEN: usize = 32;
 /// Bytes in a MAC.
@@ -39,8 +41,8 @@ pub(crate) const STATUS_REJECT: u8 = 0;
 /// Largest payload a connector may attach to its handshake.
 pub const MAX_PAYLOAD: usize = 4096;
 
-/// Bytes in a message header.
-pub(crate) const HEADER_LEN: usize = 8;
+/// Bytes in a message header: `len`, `seq`, `tag`.
+pub(crate) const HEADER_LEN: usize = 12;
 
 /// The connector's proof: it knows `key` and binds its payload to this handshake.
 pub(crate) fn connector_mac(
@@ -73,21 +75,34 @@ pub(crate) fn acceptor_mac(
     h.finalize()
 }
 
+/// The fields of a message header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// Payload bytes that follow.
+    pub(crate) len: u32,
+    /// Message number, from 0, wrapping.
+    pub(crate) seq: u32,
+    /// The sender's tag.
+    pub(crate) tag: u32,
+}
+
 /// A message header.
-pub(crate) fn encode_header(len: u32, seq: u32) -> [u8; HEADER_LEN] {
+pub(crate) fn encode_header(len: u32, seq: u32, tag: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..4].copy_from_slice(&len.to_le_bytes());
-    h[4..].copy_from_slice(&seq.to_le_bytes());
+    h[4..8].copy_from_slice(&seq.to_le_bytes());
+    h[8..].copy_from_slice(&tag.to_le_bytes());
     h
 }
 
-/// `(len, seq)` from a message header.
-pub(crate) fn decode_header(h: &[u8; HEADER_LEN]) -> (u32, u32) {
-    let [a, b, c, d, e, f, g, i] = *h;
-    (
-        u32::from_le_bytes([a, b, c, d]),
-        u32::from_le_bytes([e, f, g, i]),
-    )
+/// The fields of a message header.
+pub(crate) fn decode_header(h: &[u8; HEADER_LEN]) -> Header {
+    let [a, b, c, d, e, f, g, i, j, k, l, m] = *h;
+    Header {
+        len: u32::from_le_bytes([a, b, c, d]),
+        seq: u32::from_le_bytes([e, f, g, i]),
+        tag: u32::from_le_bytes([j, k, l, m]),
+    }
 }
 
 /// 32 random bytes from the OS.

@@ -3,7 +3,7 @@
 //! Connections are authenticated: the connecting side proves it knows the job's 32-byte
 //! secret without sending it, and the accepting side proves it back (`tcp/layout.rs` has
 //! the bytes). After the handshake each socket carries one FIFO in each direction, framed
-//! as `len | seq | payload`. Sockets are non-blocking; [`TcpSender`] and [`TcpReceiver`]
+//! as `len | seq | tag | payload`. Sockets are non-blocking; [`TcpSender`] and [`TcpReceiver`]
 //! move bytes in `progress` and ask to be woken by `poll` through their
 //! [`WaitSource`](crate::WaitSource).
 //!

@@ -4,9 +4,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::layout::{encode_header, HELLO_LEN};
+use super::layout::{encode_header, HANDSHAKE_VERSION, HELLO_LEN};
 use super::*;
-use crate::testutil::{messages, recv_all, recv_until_error, send_all, TEST_DEADLINE};
+use crate::testutil::{messages, recv_all, recv_until_error, send_all, tag_of, TEST_DEADLINE};
 use crate::{Error, FifoConfig, RecvChannel, SendChannel};
 
 const KEY: [u8; 32] = [7; 32];
@@ -92,20 +92,37 @@ fn slot_reuse_and_misuse() {
     let (a, b) = connected();
     let (mut tx, _) = channel_pair(a, "b".into(), FIFO).unwrap();
     let (_, mut rx) = channel_pair(b, "a".into(), FIFO).unwrap();
-    assert!(matches!(tx.commit(0), Err(Error::Config(_))));
+    assert!(matches!(tx.commit(0, 1), Err(Error::Config(_))));
     assert!(matches!(rx.release(), Err(Error::Config(_))));
     let p1 = tx.try_acquire().unwrap().unwrap().as_ptr();
     let p2 = tx.try_acquire().unwrap().unwrap().as_ptr();
     assert_eq!(p1, p2, "acquire without commit returns the same slot");
     assert_eq!(p1 as usize % 8, 0);
     assert!(matches!(
-        tx.commit(FIFO.slot_size + 1),
+        tx.commit(FIFO.slot_size + 1, 1),
         Err(Error::Config(_))
     ));
-    tx.commit(FIFO.slot_size).unwrap();
+    tx.commit(FIFO.slot_size, tag_of(0)).unwrap();
     let got = recv_all(&mut rx, 1, None);
     assert_eq!(got[0].len(), FIFO.slot_size);
     assert!(tx.flushed());
+    // Tags at the extremes of the u32 range, on empty and full messages, pass unchanged.
+    for (len, tag) in [(0, 0), (FIFO.slot_size, u32::MAX), (5, 0x8000_0001)] {
+        tx.try_acquire().unwrap().unwrap();
+        tx.commit(len, tag).unwrap();
+        let deadline = Instant::now() + TEST_DEADLINE;
+        let msg = loop {
+            if rx.try_peek().unwrap().is_some() {
+                break rx.try_peek().unwrap().unwrap();
+            }
+            rx.progress().unwrap();
+            tx.progress().unwrap();
+            assert!(Instant::now() < deadline, "no message");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!((msg.data.len(), msg.tag), (len, tag));
+        rx.release().unwrap();
+    }
 }
 
 #[test]
@@ -130,7 +147,7 @@ fn impostor_acceptor_is_detected() {
         let (mut s, _) = l.accept().unwrap();
         let mut hello = [0u8; HELLO_LEN];
         hello[..8].copy_from_slice(b"OXCCLTCP");
-        hello[8..12].copy_from_slice(&1u32.to_le_bytes());
+        hello[8..12].copy_from_slice(&HANDSHAKE_VERSION.to_le_bytes());
         s.write_all(&hello).unwrap();
         let mut answer = [0u8; 68];
         s.read_exact(&mut answer).unwrap();
@@ -198,20 +215,31 @@ fn accept_times_out() {
 fn bad_sequence_number_is_a_protocol_error() {
     let (mut c, s) = raw_pair();
     let (_tx, mut rx) = channel_pair(s, "liar".into(), FIFO).unwrap();
-    c.write_all(&encode_header(1, 0)).unwrap();
+    c.write_all(&encode_header(1, 0, tag_of(0))).unwrap();
     c.write_all(b"x").unwrap();
     assert_eq!(recv_all(&mut rx, 1, None), vec![b"x".to_vec()]);
-    c.write_all(&encode_header(0, 5)).unwrap();
+    c.write_all(&encode_header(0, 5, tag_of(1))).unwrap();
     let err = recv_until_error(&mut rx, None);
     assert!(matches!(err, Error::Protocol { .. }), "{err}");
     assert!(err.to_string().contains("liar"), "{err}");
 }
 
 #[test]
+fn header_is_len_seq_tag_little_endian() {
+    let h = encode_header(0x0403_0201, 0x0807_0605, 0x0c0b_0a09);
+    assert_eq!(h, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    let d = super::layout::decode_header(&h);
+    assert_eq!(
+        (d.len, d.seq, d.tag),
+        (0x0403_0201, 0x0807_0605, 0x0c0b_0a09)
+    );
+}
+
+#[test]
 fn oversized_length_is_a_protocol_error() {
     let (mut c, s) = raw_pair();
     let (_tx, mut rx) = channel_pair(s, "liar".into(), FIFO).unwrap();
-    c.write_all(&encode_header(FIFO.slot_size as u32 + 1, 0))
+    c.write_all(&encode_header(FIFO.slot_size as u32 + 1, 0, tag_of(0)))
         .unwrap();
     let err = recv_until_error(&mut rx, None);
     assert!(matches!(err, Error::Protocol { .. }), "{err}");
@@ -221,7 +249,7 @@ fn oversized_length_is_a_protocol_error() {
 fn truncated_message_is_peer_closed() {
     let (mut c, s) = raw_pair();
     let (_tx, mut rx) = channel_pair(s, "quitter".into(), FIFO).unwrap();
-    c.write_all(&encode_header(100, 0)).unwrap();
+    c.write_all(&encode_header(100, 0, tag_of(0))).unwrap();
     c.write_all(&[1; 10]).unwrap();
     drop(c);
     let err = recv_until_error(&mut rx, None);
@@ -237,7 +265,7 @@ fn sender_sees_peer_closed_after_the_peer_goes() {
     let deadline = Instant::now() + TEST_DEADLINE;
     let err = loop {
         let step = match tx.try_acquire() {
-            Ok(Some(_)) => tx.commit(FIFO.slot_size),
+            Ok(Some(_)) => tx.commit(FIFO.slot_size, 1),
             Ok(None) => tx.progress().map(|_| ()),
             Err(e) => Err(e),
         };

@@ -1,0 +1,177 @@
+//! Creating a communicator: rendezvous, choose a transport per peer, connect.
+
+mod rank_info;
+mod shm;
+mod spin;
+mod tcp;
+
+use super::Communicator;
+use crate::bootstrap::{BootstrapClient, UniqueId};
+use crate::config::{Config, TransportChoice};
+use crate::engine::{Engine, Links};
+use crate::error::{Error, Result};
+use oxccl_transports::tcp::Listener;
+use oxccl_transports::{FifoConfig, RecvChannel, SendChannel};
+use rank_info::{check_same_config, host_identity, shared_config, RankInfo};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+const DATA_KEY: &str = "oxccl data connection";
+
+/// Maps a transport error during setup to one naming both ranks and the step.
+fn transport_error(
+    rank: u32,
+    peer: u32,
+    op: impl Into<String>,
+) -> impl FnOnce(oxccl_transports::Error) -> Error {
+    let op = op.into();
+    move |source| Error::Transport {
+        rank,
+        peer,
+        op,
+        source,
+    }
+}
+
+/// A `[peer][channel]` table with no connections yet.
+fn table<T>(nranks: u32, nch: usize) -> Vec<Vec<Option<T>>> {
+    (0..nranks)
+        .map(|_| (0..nch).map(|_| None).collect())
+        .collect()
+}
+
+pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Result<Communicator> {
+    crate::logging::init();
+    config.validate()?;
+    if nranks == 0 || nranks > crate::MAX_RANKS {
+        return Err(Error::invalid(
+            "Communicator::init",
+            format!("nranks must be 1..={}, got {nranks}", crate::MAX_RANKS),
+        ));
+    }
+    if rank >= nranks {
+        return Err(Error::invalid(
+            "Communicator::init",
+            format!("rank {rank} is out of range for {nranks} ranks"),
+        ));
+    }
+    let start = Instant::now();
+    let deadline = start + config.timeout;
+
+    // Rendezvous: everyone's host, pid, listening address and shared settings.
+    let mut boot = BootstrapClient::connect(&id, rank, nranks, config.timeout)?;
+    let ip = config
+        .socket_addr
+        .or_else(|| boot.local_ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let listener = Listener::bind(SocketAddr::new(ip, 0)).map_err(|e| Error::Bootstrap {
+        rank,
+        detail: format!("cannot listen for peers on {ip}: {e} (set OXCCL_SOCKET_ADDR?)"),
+    })?;
+    let me = RankInfo {
+        host: host_identity(&config),
+        pid: std::process::id(),
+        data_addr: listener.local_addr(),
+        shared_config: shared_config(&config),
+    };
+    let infos: Vec<RankInfo> = boot
+        .allgather(&me.encode())?
+        .iter()
+        .enumerate()
+        .map(|(r, b)| RankInfo::decode(b, r))
+        .collect::<Result<_>>()?;
+    check_same_config(rank, &infos)?;
+
+    // Transport per peer: shared memory on this host (unless tcp is forced), tcp otherwise.
+    let local: Vec<u32> = (0..nranks)
+        .filter(|&r| infos[r as usize].host == me.host)
+        .collect();
+    if config.transport == TransportChoice::Shm && local.len() != nranks as usize {
+        let other = infos.iter().position(|i| i.host != me.host).unwrap_or(0);
+        return Err(Error::Config {
+            knob: "OXCCL_TRANSPORT",
+            detail: format!(
+                "shm was forced but rank {other} is on host {:?}, this rank on {:?}",
+                infos[other].host, me.host
+            ),
+        });
+    }
+    let use_shm = |p: u32| config.transport != TransportChoice::Tcp && local.contains(&p);
+    let shm_peers: Vec<u32> = (0..nranks).filter(|&p| p != rank && use_shm(p)).collect();
+    let tcp_peers: Vec<u32> = (0..nranks).filter(|&p| p != rank && !use_shm(p)).collect();
+    let nch = config.nchannels as usize;
+    let fifo = FifoConfig {
+        slot_size: config.slot_size,
+        nslots: config.nslots,
+    };
+
+    let pids: Vec<u32> = infos.iter().map(|i| i.pid).collect();
+    let plan = shm::ShmPlan {
+        rank,
+        local: &local,
+        peers: &shm_peers,
+        pids: &pids,
+        host: &me.host,
+    };
+    let shm = shm::setup(&plan, &id.secret, &mut boot, nch as u32, fifo)?;
+    let key = id.secret.subkey(DATA_KEY);
+    let streams = tcp::connect_all(
+        listener, key, &tcp_peers, &infos, rank, nranks, nch, deadline,
+    )?;
+    boot.close();
+
+    let mut send: Vec<Vec<Option<Box<dyn SendChannel>>>> = table(nranks, nch);
+    let mut recv: Vec<Vec<Option<Box<dyn RecvChannel>>>> = table(nranks, nch);
+    for (p, ch, s) in streams {
+        let label = format!("rank {p} ({})", infos[p as usize].data_addr);
+        let (tx, rx) = oxccl_transports::tcp::channel_pair(s, label, fifo)
+            .map_err(transport_error(rank, p, "set up tcp channel"))?;
+        send[p as usize][ch] = Some(Box::new(tx));
+        recv[p as usize][ch] = Some(Box::new(rx));
+    }
+    if let Some(ctx) = shm.as_ref() {
+        for &p in &shm_peers {
+            let pl = plan.local_index(p);
+            for ch in 0..nch {
+                let tx = ctx.sender(pl, ch as u32);
+                let tx = tx.map_err(transport_error(rank, p, "set up shm channel"))?;
+                let rx = ctx.receiver(pl, ch as u32);
+                let rx = rx.map_err(transport_error(rank, p, "set up shm channel"))?;
+                send[p as usize][ch] = Some(Box::new(tx));
+                recv[p as usize][ch] = Some(Box::new(rx));
+            }
+        }
+    }
+    tracing::info!(
+        target: "oxccl::init",
+        "rank {rank}/{nranks} ready in {:?}: {} shm peers, {} tcp peers, {nch} channels, host {:?}",
+        start.elapsed(),
+        shm_peers.len(),
+        tcp_peers.len(),
+        me.host
+    );
+    Ok(Communicator {
+        rank,
+        nranks,
+        engine: Engine {
+            links: Links {
+                rank,
+                nranks,
+                slot_size: fifo.slot_size,
+                chunk_bytes: fifo.slot_size * (fifo.nslots / 2).max(1),
+                send,
+                recv,
+                shm,
+            },
+            timeout: config.timeout,
+            spin: config.spin.unwrap_or_else(|| spin::auto_spin(local.len())),
+            abort: Arc::new(AtomicBool::new(false)),
+        },
+        advertised_ip: ip,
+        config,
+        failed: None,
+        tags: super::tags::TagCounter::new(nranks),
+    })
+}

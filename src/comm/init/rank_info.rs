@@ -1,0 +1,100 @@
+//! What ranks tell each other at creation, and the checks on it.
+
+use crate::bootstrap::wire::{Dec, Enc};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use std::net::SocketAddr;
+
+/// What each rank tells the others during the rendezvous.
+pub(super) struct RankInfo {
+    pub host: String,
+    pub pid: u32,
+    pub data_addr: SocketAddr,
+    /// The settings every rank must share, as `name=value` pairs.
+    pub shared_config: String,
+}
+
+impl RankInfo {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::default();
+        e.str(&self.host)
+            .u32(self.pid)
+            .str(&self.data_addr.to_string())
+            .str(&self.shared_config);
+        e.0
+    }
+
+    pub fn decode(b: &[u8], rank: usize) -> Result<Self> {
+        let mut d = Dec(b);
+        let bad = |why: &str| Error::Bootstrap {
+            rank: rank as u32,
+            detail: format!("malformed rank info from rank {rank}: {why}"),
+        };
+        let host = d.str().map_err(|m| bad(m.0))?;
+        let pid = d.u32().map_err(|m| bad(m.0))?;
+        let addr = d.str().map_err(|m| bad(m.0))?;
+        let data_addr = addr.parse().map_err(|_| bad("bad address"))?;
+        let shared_config = d.str().map_err(|m| bad(m.0))?;
+        Ok(RankInfo {
+            host,
+            pid,
+            data_addr,
+            shared_config,
+        })
+    }
+}
+
+/// This host's identity: `OXCCL_HOSTNAME`, else the kernel hostname plus the boot id (two
+/// containers with the same hostname on different machines must not try shared memory).
+pub(super) fn host_identity(config: &Config) -> String {
+    if let Some(h) = &config.hostname {
+        return h.clone();
+    }
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "{}/{}",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id")
+    )
+}
+
+/// The settings that decide byte counts and connections; every rank must agree on them.
+pub(super) fn shared_config(c: &Config) -> String {
+    format!(
+        "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={}",
+        c.nchannels,
+        c.slot_size,
+        c.nslots,
+        c.transport,
+        c.algorithm.map_or("auto".into(), |a| a.to_string())
+    )
+}
+
+/// Fails, naming the setting and both ranks, when some rank's shared settings differ from
+/// rank 0's (they would otherwise surface later as hangs or protocol errors).
+pub(super) fn check_same_config(rank: u32, infos: &[RankInfo]) -> Result<()> {
+    let reference = &infos[0].shared_config;
+    for (r, info) in infos.iter().enumerate().skip(1) {
+        if &info.shared_config != reference {
+            let diff: Vec<String> = reference
+                .split(' ')
+                .zip(info.shared_config.split(' '))
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| format!("rank 0 has {a}, rank {r} has {b}"))
+                .collect();
+            return Err(Error::Config {
+                knob: "OXCCL_*",
+                detail: format!(
+                    "rank {rank} found that the ranks' settings differ: {}; set the same values \
+                     on every rank",
+                    diff.join("; ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}

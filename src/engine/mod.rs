@@ -243,7 +243,7 @@ impl Engine {
             r.map_err(|e| Error::Transport {
                 rank,
                 peer,
-                op: o.name().into(),
+                op: o.at(ch),
                 source: e,
             })?;
         }
@@ -261,7 +261,7 @@ impl Engine {
                     waiting_for: d.to_string(),
                     channel: ch as u32,
                     step: st.step,
-                    step_desc: format!("{:?}, round {}", o.plan.channels[ch][st.step], st.round),
+                    step_desc: format!("{}, round {}", o.plan.channels[ch][st.step], st.round),
                     waited,
                 }
             }

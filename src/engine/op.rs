@@ -124,6 +124,20 @@ impl<'a> OpRun<'a> {
         self.spec.collective.name()
     }
 
+    /// The op and where channel `ch` stands, for error messages.
+    pub fn at(&self, ch: usize) -> String {
+        let st = &self.chans[ch];
+        match self.plan.channels[ch].get(st.step) {
+            Some(step) => format!(
+                "{} (channel {ch}, round {}, step {}: {step})",
+                self.name(),
+                st.round,
+                st.step
+            ),
+            None => self.name().into(),
+        }
+    }
+
     /// Whether channel `ch` of this op shares a connection direction with `other`'s.
     pub fn conflicts(&self, other: &OpRun<'_>, ch: usize) -> bool {
         let (a, b) = (

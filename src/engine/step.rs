@@ -34,17 +34,14 @@ pub(crate) fn advance(op: &mut OpRun<'_>, ch: usize, links: &mut Links) -> Resul
             op.chans[ch].done = true;
             return Ok(true);
         }
-        let (step, round, index) = (op.plan.channels[ch][st.step], st.round, st.step);
+        let (step, round) = (op.plan.channels[ch][st.step], st.round);
         let status = run_step(op, ch, round, step, links, &mut moved).map_err(|e| match e {
             Error::Transport {
-                rank,
-                peer,
-                op,
-                source,
+                rank, peer, source, ..
             } => Error::Transport {
                 rank,
                 peer,
-                op: format!("{op} (channel {ch}, round {round}, step {index}: {step})"),
+                op: op.at(ch),
                 source,
             },
             e => e,

@@ -75,3 +75,34 @@ fn unaligned_slices_take_the_copying_path() {
     reduce_to(DataType::Uint32, ReduceOp::Sum, &mut sd, &sa, &sb);
     assert_eq!(&d[1..17], &sd[..]);
 }
+
+#[test]
+fn blocked_half_path_matches_element_wise_reference() {
+    // Lengths around the block size, every op, values that round.
+    for len in [0usize, 1, 255, 256, 257, 1000] {
+        let a: Vec<f16> = (0..len)
+            .map(|i| f16::from_f32(i as f32 * 0.37 - 50.0))
+            .collect();
+        let b: Vec<f16> = (0..len)
+            .map(|i| f16::from_f32(i as f32 * -0.91 + 3.0))
+            .collect();
+        for op in ReduceOp::ALL {
+            let mut d = vec![0u8; 2 * len];
+            reduce_to(DataType::Float16, op, &mut d, &bytes(&a), &bytes(&b));
+            let got: Vec<f16> = bytemuck::pod_collect_to_vec(&d);
+            for i in 0..len {
+                let (x, y) = (a[i].to_f32(), b[i].to_f32());
+                let want = match op {
+                    ReduceOp::Prod => x * y,
+                    ReduceOp::Max => x.max(y),
+                    ReduceOp::Min => x.min(y),
+                    _ => x + y,
+                };
+                assert_eq!(got[i], f16::from_f32(want), "{op} {i}");
+            }
+            let mut acc = bytes(&a);
+            reduce_into(DataType::Float16, op, &mut acc, &bytes(&b));
+            assert_eq!(acc, d);
+        }
+    }
+}

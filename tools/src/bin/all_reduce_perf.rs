@@ -1,0 +1,7 @@
+//! `all_reduce_perf`: nccl-tests' binary name for `oxccl-perf all_reduce` (same flags).
+#![forbid(unsafe_code)]
+
+fn main() {
+    use oxccl_tools::perf::{coll::Coll, main_with};
+    std::process::exit(main_with(Some(Coll::AllReduce)));
+}

@@ -1,0 +1,7 @@
+//! `broadcast_perf`: nccl-tests' binary name for `oxccl-perf broadcast` (same flags).
+#![forbid(unsafe_code)]
+
+fn main() {
+    use oxccl_tools::perf::{coll::Coll, main_with};
+    std::process::exit(main_with(Some(Coll::Broadcast)));
+}

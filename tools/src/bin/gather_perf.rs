@@ -1,0 +1,7 @@
+//! `gather_perf`: nccl-tests' binary name for `oxccl-perf gather` (same flags).
+#![forbid(unsafe_code)]
+
+fn main() {
+    use oxccl_tools::perf::{coll::Coll, main_with};
+    std::process::exit(main_with(Some(Coll::Gather)));
+}

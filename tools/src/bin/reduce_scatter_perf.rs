@@ -1,0 +1,7 @@
+//! `reduce_scatter_perf`: nccl-tests' binary name for `oxccl-perf reduce_scatter` (same flags).
+#![forbid(unsafe_code)]
+
+fn main() {
+    use oxccl_tools::perf::{coll::Coll, main_with};
+    std::process::exit(main_with(Some(Coll::ReduceScatter)));
+}

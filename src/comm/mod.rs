@@ -62,15 +62,20 @@ impl Communicator {
     /// a launcher does (`OXCCL_ROOT_EXTERNAL=1`).
     pub fn from_env() -> Result<Self> {
         crate::logging::init();
-        let env = LaunchEnv::from_env()?;
-        let config = Config::from_env()?;
+        Self::from_launch(&LaunchEnv::from_env()?, Config::from_env()?)
+    }
+
+    /// Joins the job described by `env` with `config` (what [`Communicator::from_env`] does,
+    /// for programs that build their configuration themselves, e.g. from flags).
+    pub fn from_launch(env: &LaunchEnv, config: Config) -> Result<Self> {
+        crate::logging::init();
         if env.hosts_root {
             let root = RootServer::start(env.id.root, env.id.secret, env.nranks, config.timeout)
-                .or_else(|_| {
+                .or_else(|first| {
                     // The advertised address may not be local (a NAT or a name); listen on
-                    // every interface at that port instead.
-                    let any =
-                        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), env.id.root.port());
+                    // every interface at that port instead, and say so.
+                    let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), env.id.root.port());
+                    tracing::warn!(target: "oxccl::bootstrap", "{first}; listening on {any} instead");
                     RootServer::start(any, env.id.secret, env.nranks, config.timeout)
                 })?;
             root.detach();

@@ -205,7 +205,7 @@ pub fn run(opts: &Options) -> i32 {
             min_bw,
             launch: format!("processes started by {}", env.source),
         };
-        return match world::join_env(&env, config) {
+        return match Communicator::from_launch(&env, config) {
             Ok(comm) => rank_main(comm, &shared),
             Err(e) => failure(Some(env.rank), &e),
         };

@@ -3,11 +3,11 @@
 //! header.
 
 use super::report::RankInfo;
-use oxccl::bootstrap::{LaunchEnv, RootServer};
-use oxccl::{Communicator, Config, Result, UniqueId};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-/// The rank variables of the launch conventions [`LaunchEnv`] reads.
+use oxccl::{Communicator, Config, Result, UniqueId};
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// The rank variables of the launch conventions [`oxccl::LaunchEnv`] reads.
 const RANK_VARS: [&str; 5] = [
     "OXCCL_RANK",
     "RANK",
@@ -21,23 +21,6 @@ pub fn launched() -> bool {
     RANK_VARS
         .iter()
         .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
-}
-
-/// Joins the job of the launch environment with `config` (what
-/// [`Communicator::from_env`] does, with the flags' settings instead of the environment's).
-pub fn join_env(env: &LaunchEnv, config: Config) -> Result<Communicator> {
-    oxccl::logging::init();
-    if env.hosts_root {
-        let root = RootServer::start(env.id.root, env.id.secret, env.nranks, config.timeout)
-            .or_else(|_| {
-                // The advertised address may not be local (a NAT or a name): listen on
-                // every interface at that port instead.
-                let any = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), env.id.root.port());
-                RootServer::start(any, env.id.secret, env.nranks, config.timeout)
-            })?;
-        root.detach();
-    }
-    Communicator::init(env.id, env.nranks, env.rank, config)
 }
 
 /// A communicator id for `-t` threads, its root on loopback.

@@ -29,7 +29,8 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_NCHANNELS", default: "2", unit: "count (1-64)", doc: "Channels per operation; each has its own connection (TCP: its own socket stream) to every peer and handles 1/n of the data." },
     Knob { name: "OXCCL_SLOT_SIZE", default: "128K", unit: "bytes (K/M suffix)", doc: "Bytes per FIFO slot: the unit in which data moves and pipelines between ranks." },
     Knob { name: "OXCCL_NSLOTS", default: "8", unit: "count (2-1024)", doc: "Slots per one-way connection. A plan chunk is half the FIFO, so consecutive steps overlap." },
-    Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "ring", doc: "Force an algorithm for every collective." },
+    Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "ring, one_shot", doc: "Force an algorithm for every collective it supports (one_shot: all-reduce only); the others keep the tuner's choice." },
+    Knob { name: "OXCCL_ONE_SHOT_MAX", default: "32K", unit: "bytes (K/M suffix)", doc: "The tuner runs an all-reduce one-shot rather than ring while (ranks − 1) × its bytes is at most this." },
     Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
     Knob { name: "OXCCL_HOSTNAME", default: "(hostname + boot id)", unit: "text", doc: "Host identity: ranks with the same identity use shared memory. Set per network namespace to emulate several hosts." },
     Knob { name: "OXCCL_SPIN", default: "(auto)", unit: "iterations", doc: "Polls before a waiting rank yields the CPU, then sleeps on a futex or poll. Auto: 2000 when this host's ranks fit its CPUs, 0 when they outnumber them (spinning would steal the CPU from the rank being waited for)." },
@@ -74,6 +75,8 @@ pub struct Config {
     pub socket_addr: Option<IpAddr>,
     /// `OXCCL_HOSTNAME`.
     pub hostname: Option<String>,
+    /// `OXCCL_ONE_SHOT_MAX`.
+    pub one_shot_max: usize,
     /// `OXCCL_SPIN` (`None`: decided from ranks per host and CPUs).
     pub spin: Option<u32>,
 }
@@ -90,6 +93,7 @@ impl Default for Config {
             socket_addr: None,
             hostname: None,
             spin: None,
+            one_shot_max: 32 * 1024,
         }
     }
 }
@@ -151,6 +155,15 @@ impl Config {
         }
         if let Some(v) = get("OXCCL_SOCKET_ADDR") {
             c.socket_addr = Some(parse(&v, "OXCCL_SOCKET_ADDR")?);
+        }
+        if let Some(v) = get("OXCCL_ONE_SHOT_MAX") {
+            c.one_shot_max = parse_size(&v).ok_or_else(|| {
+                bad(
+                    "OXCCL_ONE_SHOT_MAX",
+                    &v,
+                    "expected bytes with optional K/M suffix",
+                )
+            })?;
         }
         c.hostname = get("OXCCL_HOSTNAME");
         if let Some(v) = get("OXCCL_SPIN") {

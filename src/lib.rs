@@ -26,6 +26,7 @@ mod engine;
 pub mod error;
 pub mod logging;
 pub mod reduce;
+pub mod tuner;
 pub mod types;
 
 pub use bootstrap::{LaunchEnv, UniqueId};

@@ -6,38 +6,55 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{ring, Collective, Plan};
+use crate::{one_shot, ring, Collective, Plan, Shape};
 
 /// An algorithm that can build plans.
 ///
 /// Names (see [`Algorithm::name`]) are what logs, configuration and the tuner use; parsing
-/// ([`FromStr`]) is case-insensitive.
+/// ([`FromStr`]) is case-insensitive and also accepts the aliases documented on each
+/// algorithm.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// The ring (see [`crate::ring`]): `r -> r+1 mod p` on every channel. Supports every
     /// collective; all-to-all and point-to-point are direct exchanges.
     Ring,
+    /// One-shot all-reduce (see [`crate::one_shot`]), for small messages: every rank sends its
+    /// whole input to every other rank at once, then reduces what it receives in rank order
+    /// (so every rank's result is bit-identical). Per rank, `p-1` messages sent and received
+    /// concurrently: `α + (p-1)·n·β + (p-1)·n·γ`, against the ring's
+    /// `2(p-1)α + 2(p-1)/p·n·β + (p-1)/p·n·γ`; it wins while
+    /// `(p-1)·n·((β+γ) - (2β+γ)/p) < (2p-3)·α`, roughly `n < 2α/(β+γ)`. Supports
+    /// [`Collective::AllReduce`] only. Name `one_shot`; also parsed from `oneshot` and
+    /// `one-shot`.
+    OneShot,
 }
 
 impl Algorithm {
     /// Every algorithm, in the order the tuner should consider them.
-    pub const ALL: &'static [Algorithm] = &[Algorithm::Ring];
+    pub const ALL: &'static [Algorithm] = &[Algorithm::Ring, Algorithm::OneShot];
 
     /// The lower-case name, as accepted by [`FromStr`].
     pub fn name(&self) -> &'static str {
         match self {
             Algorithm::Ring => "ring",
+            Algorithm::OneShot => "one_shot",
+        }
+    }
+
+    /// Other spellings [`FromStr`] accepts.
+    fn aliases(&self) -> &'static [&'static str] {
+        match self {
+            Algorithm::Ring => &[],
+            Algorithm::OneShot => &["oneshot", "one-shot"],
         }
     }
 
     /// Whether this algorithm can build a plan for `collective`.
     pub fn supports(&self, collective: Collective) -> bool {
         match self {
-            Algorithm::Ring => {
-                let _ = collective;
-                true
-            }
+            Algorithm::Ring => true,
+            Algorithm::OneShot => collective == Collective::AllReduce,
         }
     }
 }
@@ -73,10 +90,15 @@ impl FromStr for Algorithm {
     type Err = ParseAlgorithmError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim();
         Algorithm::ALL
             .iter()
             .copied()
-            .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
+            .find(|a| {
+                std::iter::once(a.name())
+                    .chain(a.aliases().iter().copied())
+                    .any(|known| known.eq_ignore_ascii_case(name))
+            })
             .ok_or_else(|| ParseAlgorithmError { name: s.to_owned() })
     }
 }
@@ -166,8 +188,9 @@ fn peer_words(collective: &Collective) -> String {
 /// `nchannels` channels.
 ///
 /// The plan's buffer shapes are exactly [`Collective::input_blocks`] and
-/// [`Collective::output_blocks`]; every channel gets the same step list unless the algorithm's
-/// doc says otherwise. Plans of all ranks built with the same arguments fit together (the
+/// [`Collective::output_blocks`]; the scratch is the algorithm's (none for the ring, at most
+/// one block for one-shot); every channel gets the same step list unless the algorithm's doc
+/// says otherwise. Plans of all ranks built with the same arguments fit together (the
 /// tests prove it with [`crate::verify`]).
 pub fn build(
     algorithm: Algorithm,
@@ -205,22 +228,30 @@ pub fn build(
             collective,
         });
     }
-    let steps = match algorithm {
-        Algorithm::Ring => ring::steps(collective, nranks, rank),
+    let (splits, scratch, steps) = match algorithm {
+        Algorithm::Ring => {
+            let ring = ring::steps(collective, nranks, rank);
+            (ring.splits, 0, ring.steps)
+        }
+        Algorithm::OneShot => (
+            1,
+            one_shot::scratch_blocks(nranks, rank),
+            one_shot::all_reduce(nranks, rank),
+        ),
     };
     Ok(Plan {
         collective,
         nranks,
         rank,
-        input: crate::Shape {
+        input: Shape {
             blocks: collective.input_blocks(nranks, rank),
         },
-        output: crate::Shape {
+        output: Shape {
             blocks: collective.output_blocks(nranks, rank),
         },
-        scratch: crate::Shape { blocks: 0 },
-        splits: steps.splits,
-        channels: vec![steps.steps; nchannels as usize],
+        scratch: Shape { blocks: scratch },
+        splits,
+        channels: vec![steps; nchannels as usize],
     })
 }
 
@@ -235,9 +266,51 @@ mod tests {
             assert_eq!(a.to_string(), a.name());
         }
         assert_eq!("RiNg".parse::<Algorithm>(), Ok(Algorithm::Ring));
-        let err = "tree!".parse::<Algorithm>().unwrap_err();
-        assert_eq!(err.name, "tree!");
-        assert!(err.to_string().contains("ring"));
+        for alias in ["one_shot", "oneshot", "One-Shot", " ONESHOT "] {
+            assert_eq!(
+                alias.parse::<Algorithm>(),
+                Ok(Algorithm::OneShot),
+                "{alias}"
+            );
+        }
+        for wrong in ["tree!", "one shot", "one__shot", "r-ing"] {
+            let err = wrong.parse::<Algorithm>().unwrap_err();
+            assert_eq!(err.name, wrong);
+        }
+        let message = "tree!".parse::<Algorithm>().unwrap_err().to_string();
+        assert!(message.contains("ring, one_shot"), "{message}");
+    }
+
+    #[test]
+    fn one_shot_supports_only_all_reduce() {
+        let os = Algorithm::OneShot;
+        for c in [
+            Collective::AllGather,
+            Collective::ReduceScatter,
+            Collective::Broadcast { root: 0 },
+            Collective::Reduce { root: 1 },
+            Collective::AllToAll,
+            Collective::Send { peer: 1 },
+            Collective::Recv { peer: 1 },
+        ] {
+            assert!(!os.supports(c));
+            let err = build(os, c, 3, 0, 1).unwrap_err();
+            assert_eq!(
+                err,
+                PlanError::Unsupported {
+                    algorithm: os,
+                    collective: c
+                }
+            );
+            assert!(err.to_string().contains("one_shot"), "{err}");
+        }
+        let plan = build(os, Collective::AllReduce, 4, 2, 3).unwrap();
+        assert_eq!((plan.splits, plan.scratch.blocks), (1, 1));
+        assert_eq!((plan.input.blocks, plan.output.blocks), (1, 1));
+        assert_eq!(plan.channels.len(), 3);
+        assert_eq!(plan.channels[0], plan.channels[2]);
+        let root = build(os, Collective::AllReduce, 4, 0, 1).unwrap();
+        assert_eq!(root.scratch.blocks, 0);
     }
 
     #[test]

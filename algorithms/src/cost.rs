@@ -1,13 +1,18 @@
 //! The α–β–γ cost of a plan, for the tuner and the simulator.
 //!
 //! # Model
-//! - α: latency of one message (per sending step that moves a non-empty chunk; the engine
-//!   skips empty ones).
+//! - α: latency of one message, counted once per message on the channel's critical path
+//!   ([`Traffic::latencies`]): a sending step that moves a non-empty chunk (the engine skips
+//!   empty ones) adds an α when it is the channel's first, or when a non-empty chunk was
+//!   received since the last one that added an α. A fused step's own receive counts (it
+//!   sends what it received); a `SendRecv`'s does not (its halves are independent). So the
+//!   ring's steps, each waiting on its predecessor's message, add up, while sends issued back
+//!   to back to different peers (one-shot) overlap their latencies: one α.
 //! - β: seconds per byte on the rank's link.
-//! - γ: seconds per byte reduced.
+//! - γ: seconds per byte reduced (by a reducing receive or a local `Reduce`).
 //!
 //! [`estimate`] walks one rank's plan: the channels run concurrently, so their latencies
-//! overlap (α counts the sending steps of the busiest channel) while they share the link
+//! overlap (α counts the latencies of the busiest channel) while they share the link
 //! and the reducer (β and γ count the bytes of all channels). Chunk sizes are those the
 //! engine gives each region for a block of `bytes_per_rank` bytes (NCCL's `count` times the
 //! element size: the whole buffer of all-reduce, broadcast and reduce, one rank's block of
@@ -18,6 +23,8 @@
 //! - all-gather: `(p-1)α + (p-1)nβ` (with `N = p·n` the output: `(p-1)/p·Nβ`);
 //! - reduce-scatter: `(p-1)α + (p-1)nβ + (p-1)nγ`;
 //! - all-to-all: `(p-1)α + (p-1)nβ`.
+//!
+//! For one-shot all-reduce ([`crate::one_shot`]): `α + (p-1)nβ + (p-1)nγ` (`0` for one rank).
 //!
 //! For the chains of broadcast and reduce, one rank's plan holds only its own hop
 //! (`α + nβ`, plus `nγ` for reduce): the chain's latency `(p-1)α` and its pipelining over
@@ -40,6 +47,9 @@ pub struct LinkCost {
 /// What one plan moves and computes, in one round covering the whole op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Traffic {
+    /// Message latencies on the critical path of the busiest channel (the α count; see the
+    /// module doc).
+    pub latencies: u64,
     /// Sending steps with a non-empty chunk on the busiest channel.
     pub messages: u64,
     /// Bytes sent, all channels.
@@ -51,7 +61,7 @@ pub struct Traffic {
 impl Traffic {
     /// The time this traffic takes on `link`, seconds.
     pub fn seconds(&self, link: &LinkCost) -> f64 {
-        self.messages as f64 * link.alpha_s
+        self.latencies as f64 * link.alpha_s
             + self.bytes_sent as f64 * link.beta_s_per_byte
             + self.bytes_reduced as f64 * link.gamma_s_per_byte
     }
@@ -71,22 +81,36 @@ pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
             let range = split_range(window, plan.splits, region.split);
             (range.end - range.start) * elem
         };
-        let mut messages = 0;
+        let (mut messages, mut latencies) = (0, 0);
+        // A non-empty chunk was received since the last send that added an α (the first
+        // send always adds one).
+        let mut waited = true;
         for step in steps {
-            let (sent, reduced) = match *step {
-                Step::Send { src, .. } | Step::SendRecv { src, .. } => (Some(src), None),
-                Step::RecvReduceSend { src, .. } => (Some(src), Some(src)),
-                Step::RecvReduceCopySend { dst, .. } => (Some(dst), Some(dst)),
-                Step::RecvCopySend { dst, .. } => (Some(dst), None),
-                Step::RecvReduce { dst, .. } => (None, Some(dst)),
-                Step::Recv { .. } | Step::Copy { .. } => (None, None),
+            // (sent, received before sending, received independently, reduced)
+            let (sent, fused, received, reduced) = match *step {
+                Step::Send { src, .. } => (Some(src), None, None, None),
+                Step::SendRecv { src, dst, .. } => (Some(src), None, Some(dst), None),
+                Step::RecvReduceSend { src, .. } => (Some(src), Some(src), None, Some(src)),
+                Step::RecvReduceCopySend { dst, .. } => (Some(dst), Some(dst), None, Some(dst)),
+                Step::RecvCopySend { dst, .. } => (Some(dst), Some(dst), None, None),
+                Step::RecvReduce { dst, .. } => (None, None, Some(dst), Some(dst)),
+                Step::Recv { dst, .. } => (None, None, Some(dst), None),
+                Step::Reduce { dst, .. } => (None, None, None, Some(dst)),
+                Step::Copy { .. } => (None, None, None, None),
             };
-            if let Some(bytes) = sent.map(bytes).filter(|&b| b > 0) {
+            let nonempty = |region: Option<Region>| region.map(bytes).filter(|&b| b > 0);
+            waited |= nonempty(fused).is_some();
+            if let Some(bytes) = nonempty(sent) {
                 messages += 1;
                 total.bytes_sent += bytes;
+                if std::mem::take(&mut waited) {
+                    latencies += 1;
+                }
             }
+            waited |= nonempty(received).is_some();
             total.bytes_reduced += reduced.map_or(0, bytes);
         }
+        total.latencies = total.latencies.max(latencies);
         total.messages = total.messages.max(messages);
     }
     total
@@ -149,6 +173,59 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn one_shot_matches_its_formula() {
+        let (a, b, g) = (LINK.alpha_s, LINK.beta_s_per_byte, LINK.gamma_s_per_byte);
+        for p in 1..=16u32 {
+            for channels in [1, 2, 3] {
+                let n = u64::from(channels * 4) * 1000;
+                let (q, nf) = (f64::from(p - 1), n as f64);
+                let want = if p == 1 { 0.0 } else { a + q * nf * (b + g) };
+                for r in [0, p / 2, p - 1] {
+                    let plan = build(Algorithm::OneShot, Collective::AllReduce, p, r, channels);
+                    let plan = plan.unwrap();
+                    let t = traffic(&plan, n, 4);
+                    assert_eq!(t.latencies, u64::from(p > 1), "p={p} r={r}");
+                    assert_eq!(t.messages, u64::from(p - 1));
+                    assert_eq!(
+                        (t.bytes_sent, t.bytes_reduced),
+                        (q as u64 * n, q as u64 * n)
+                    );
+                    let got = estimate(&plan, n, 4, &LINK);
+                    assert!(
+                        close(got, want),
+                        "p={p} r={r} ch={channels}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_shot_beats_the_ring_only_for_small_messages() {
+        let all_reduce = |alg, p, n| {
+            estimate(
+                &build(alg, Collective::AllReduce, p, 1, 1).unwrap(),
+                n,
+                4,
+                &LINK,
+            )
+        };
+        for p in [2, 4, 8, 64] {
+            // The crossover from the module doc of `one_shot`.
+            let (pf, b, g) = (f64::from(p), LINK.beta_s_per_byte, LINK.gamma_s_per_byte);
+            let cross =
+                (2.0 * pf - 3.0) * LINK.alpha_s / ((pf - 1.0) * (b + g - (2.0 * b + g) / pf));
+            let (below, above) = ((cross * 0.9) as u64 / 4 * 4, (cross * 1.1) as u64 / 4 * 4);
+            assert!(
+                all_reduce(Algorithm::OneShot, p, below) < all_reduce(Algorithm::Ring, p, below)
+            );
+            assert!(
+                all_reduce(Algorithm::OneShot, p, above) > all_reduce(Algorithm::Ring, p, above)
+            );
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! # Nomenclature
 //! - **buffer**: one of the op's memory areas: [`Buf::Input`], [`Buf::Output`], or
-//!   [`Buf::Scratch`] (engine-owned, same shape as declared in [`Plan::scratch`]).
+//!   [`Buf::Scratch`] (engine-owned, as many blocks as declared in [`Plan::scratch`], each as
+//!   long as the op's blocks).
 //! - **block**: a buffer is `blocks` equal blocks of `block_len` elements. Per-rank data of
 //!   all-gather, reduce-scatter and all-to-all are blocks; all-reduce, broadcast and reduce
 //!   buffers are one block.
@@ -85,8 +86,9 @@ pub struct Shape {
     pub blocks: u32,
 }
 
-/// One step of a channel, NCCL's primitive vocabulary. "incoming" is the chunk received from
-/// `from`; every step that sends sends exactly one chunk to `to`; `⊕` is the op's reduction.
+/// One step of a channel, NCCL's primitive vocabulary plus a local reduction. "incoming" is
+/// the chunk received from `from`; every step that sends sends exactly one chunk to `to`; `⊕`
+/// is the op's reduction.
 ///
 /// A step completes when all of its parts completed; the next step of the channel starts
 /// only then. The two halves of [`Step::SendRecv`] progress independently of each other.
@@ -151,6 +153,17 @@ pub enum Step {
         /// Destination.
         dst: Region,
     },
+    /// Local reduction `dst = dst ⊕ src`, no communication. `src` and `dst` must be different
+    /// memory (for an in-place op, an output chunk on top of an input chunk is the same
+    /// memory as that input chunk). `dst`, the accumulator, is the left operand, as `src` is
+    /// in the reducing receives (`src ⊕ incoming`): a fold chained through both keeps one
+    /// operand order. For floating point the fold order decides the result's bits.
+    Reduce {
+        /// The operand added in.
+        src: Region,
+        /// The accumulator: read, then overwritten with the result.
+        dst: Region,
+    },
     /// Send `src` to `to` and receive from `from` into `dst`, both at once (pairwise
     /// exchange: neither half waits for the other).
     SendRecv {
@@ -203,6 +216,7 @@ impl fmt::Display for Step {
                 write!(f, "recv_copy_send from {from} into {dst} to {to}")
             }
             Step::Copy { src, dst } => write!(f, "copy {src} into {dst}"),
+            Step::Reduce { src, dst } => write!(f, "reduce {src} into {dst}"),
             Step::SendRecv { to, src, from, dst } => {
                 write!(f, "send_recv {src} to {to}, from {from} into {dst}")
             }
@@ -219,7 +233,10 @@ impl Step {
             | Step::RecvReduceCopySend { to, .. }
             | Step::RecvCopySend { to, .. }
             | Step::SendRecv { to, .. } => Some(to),
-            Step::Recv { .. } | Step::RecvReduce { .. } | Step::Copy { .. } => None,
+            Step::Recv { .. }
+            | Step::RecvReduce { .. }
+            | Step::Copy { .. }
+            | Step::Reduce { .. } => None,
         }
     }
 
@@ -232,7 +249,7 @@ impl Step {
             | Step::RecvReduceCopySend { from, .. }
             | Step::RecvCopySend { from, .. }
             | Step::SendRecv { from, .. } => Some(from),
-            Step::Send { .. } | Step::Copy { .. } => None,
+            Step::Send { .. } | Step::Copy { .. } | Step::Reduce { .. } => None,
         }
     }
 }

@@ -4,7 +4,7 @@ use super::Communicator;
 use crate::engine::{OpRun, OpSpec, UserBufs, Waiter};
 use crate::error::{Error, Result};
 use crate::types::{DataType, ReduceOp};
-use oxccl_algorithms::{Algorithm, Collective};
+use oxccl_algorithms::Collective;
 
 /// Ops collected to run together (NCCL's `ncclGroupStart`/`ncclGroupEnd`).
 ///
@@ -126,12 +126,21 @@ impl Communicator {
 
     /// The plan for one op on this communicator.
     fn plan_for(&self, spec: &OpSpec) -> Result<oxccl_algorithms::Plan> {
-        let algorithm = self.config.algorithm.unwrap_or(Algorithm::Ring);
-        // Small blocks use fewer channels: each channel adds a message per step.
-        let block_bytes = spec.count * spec.dtype.size();
-        let nch = (block_bytes / (64 * 1024)).clamp(1, self.config.nchannels as usize) as u32;
-        oxccl_algorithms::build(algorithm, spec.collective, self.nranks, self.rank, nch)
-            .map_err(|e| Error::invalid(spec.collective.name(), e.to_string()))
+        let choice = crate::tuner::choose(
+            &self.config,
+            spec.collective,
+            spec.dtype,
+            spec.count,
+            self.nranks,
+        );
+        oxccl_algorithms::build(
+            choice.algorithm,
+            spec.collective,
+            self.nranks,
+            self.rank,
+            choice.nchannels,
+        )
+        .map_err(|e| Error::invalid(spec.collective.name(), e.to_string()))
     }
 }
 

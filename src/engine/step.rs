@@ -140,6 +140,19 @@ fn run_step(
             }
             Ok(Status::Done)
         }
+        Step::Reduce { src, dst } => {
+            let (rs, rd) = (range(src), range(dst));
+            let (dtype, redop) = (op.spec.dtype, op.spec.redop);
+            match op.mem.pair((src.buf, rs), (dst.buf, rd))? {
+                Pair::Two(s, d) => reduce::reduce_into(dtype, redop, d, s),
+                Pair::Same(_) => {
+                    return Err(Error::Internal(format!(
+                        "reduce step {step} names the same memory twice"
+                    )))
+                }
+            }
+            Ok(Status::Done)
+        }
         Step::Send { to, src } => send_half(op, ch, links, to, src.buf, range(src), moved),
         Step::Recv { from, dst } => recv_half(
             op,
@@ -349,10 +362,7 @@ fn fused(
                         reduce::reduce_into(dtype, redop, d, msg);
                         out.copy_from_slice(d);
                     }
-                    Pair::Two(s, d) => {
-                        reduce::reduce_to(dtype, redop, d, s, msg);
-                        out.copy_from_slice(d);
-                    }
+                    Pair::Two(s, d) => reduce::reduce_to_both(dtype, redop, d, out, s, msg),
                 }
             }
             Fused::Copy(dst) => {

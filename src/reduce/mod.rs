@@ -1,5 +1,8 @@
 //! Reduction kernels on byte slices, dispatched on [`DataType`] × [`ReduceOp`].
 //!
+//! Loops are compiled once per instruction set (AVX-512, AVX2+FMA on x86-64; NEON on
+//! aarch64; scalar elsewhere) through `pulp` and the best one is chosen at run time.
+//!
 //! Integers wrap on overflow (sum, product), as NCCL. `f16` and `bf16` are widened to `f32`,
 //! combined, and rounded back to nearest-even once per pairwise combination; a ring reduction
 //! of `p` ranks therefore rounds `p-1` times, exactly like a sequential left fold in the
@@ -94,20 +97,126 @@ impl NanMinMax for f32 {
     }
 }
 
-/// `dst[i] = f(a[i], b[i])`, written so the compiler can vectorise it.
-#[inline(always)]
-fn zip2<T: Pod>(dst: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
-    for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-        *d = f(x, y);
+/// The best instruction set of this CPU (AVX-512, AVX2+FMA, NEON, or scalar), detected once.
+fn arch() -> pulp::Arch {
+    static ARCH: std::sync::OnceLock<pulp::Arch> = std::sync::OnceLock::new();
+    *ARCH.get_or_init(pulp::Arch::new)
+}
+
+/// `dst[i] = f(a[i], b[i])`.
+struct Zip2<'a, T, F> {
+    dst: &'a mut [T],
+    a: &'a [T],
+    b: &'a [T],
+    f: F,
+}
+
+impl<T: Pod, F: Fn(T, T) -> T> pulp::WithSimd for Zip2<'_, T, F> {
+    type Output = ();
+    // Inlined into pulp's per-instruction-set entry points, so the plain loop below is
+    // compiled (and auto-vectorised) once for each instruction set and picked at run time.
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for ((d, &x), &y) in self.dst.iter_mut().zip(self.a).zip(self.b) {
+            *d = (self.f)(x, y);
+        }
+    }
+}
+
+/// `dst[i] = out[i] = f(a[i], b[i])`: one pass for a step that keeps its result and sends it.
+struct Zip2Both<'a, T, F> {
+    dst: &'a mut [T],
+    out: &'a mut [T],
+    a: &'a [T],
+    b: &'a [T],
+    f: F,
+}
+
+impl<T: Pod, F: Fn(T, T) -> T> pulp::WithSimd for Zip2Both<'_, T, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let it = self.dst.iter_mut().zip(self.out.iter_mut());
+        for (((d, o), &x), &y) in it.zip(self.a).zip(self.b) {
+            let v = (self.f)(x, y);
+            *d = v;
+            *o = v;
+        }
     }
 }
 
 /// `acc[i] = f(acc[i], b[i])`.
+struct Zip1<'a, T, F> {
+    acc: &'a mut [T],
+    b: &'a [T],
+    f: F,
+}
+
+impl<T: Pod, F: Fn(T, T) -> T> pulp::WithSimd for Zip1<'_, T, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        for (d, &y) in self.acc.iter_mut().zip(self.b) {
+            *d = (self.f)(*d, y);
+        }
+    }
+}
+
+/// `dst[i] = f(a[i], b[i])` with runtime SIMD dispatch.
+#[inline(always)]
+fn zip2<T: Pod>(dst: &mut [T], a: &[T], b: &[T], f: impl Fn(T, T) -> T) {
+    arch().dispatch(Zip2 { dst, a, b, f });
+}
+
+fn reduce_to_both_typed<T: Arith>(
+    op: ReduceOp,
+    dst: &mut [u8],
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+) {
+    let (a, b) = (view::<T>(a), view::<T>(b));
+    with_mut::<T>(dst, |dst| {
+        with_mut::<T>(out, |out| {
+            let (a, b): (&[T], &[T]) = (&a, &b);
+            match op {
+                ReduceOp::Sum | ReduceOp::Avg => arch().dispatch(Zip2Both {
+                    dst,
+                    out,
+                    a,
+                    b,
+                    f: T::sum,
+                }),
+                ReduceOp::Prod => arch().dispatch(Zip2Both {
+                    dst,
+                    out,
+                    a,
+                    b,
+                    f: T::prod,
+                }),
+                ReduceOp::Max => arch().dispatch(Zip2Both {
+                    dst,
+                    out,
+                    a,
+                    b,
+                    f: T::max,
+                }),
+                ReduceOp::Min => arch().dispatch(Zip2Both {
+                    dst,
+                    out,
+                    a,
+                    b,
+                    f: T::min,
+                }),
+            }
+        })
+    });
+}
+
+/// `acc[i] = f(acc[i], b[i])` with runtime SIMD dispatch.
 #[inline(always)]
 fn zip1<T: Pod>(acc: &mut [T], b: &[T], f: impl Fn(T, T) -> T) {
-    for (d, &y) in acc.iter_mut().zip(b) {
-        *d = f(*d, y);
-    }
+    arch().dispatch(Zip1 { acc, b, f });
 }
 
 /// Typed view of a byte slice, or an owned aligned copy when it is unaligned.
@@ -241,6 +350,26 @@ pub fn reduce_to(dtype: DataType, op: ReduceOp, dst: &mut [u8], a: &[u8], b: &[u
         DataType::Float16 => reduce_to_half::<f16>(op, dst, a, b),
         DataType::Bfloat16 => reduce_to_half::<bf16>(op, dst, a, b),
         _ => dispatch!(dtype, reduce_to_typed, op, dst, a, b),
+    }
+}
+
+/// `dst = out = a ⊕ b` in one pass (the recv-reduce-copy-send step keeps the result and
+/// sends it). 16-bit floats take the blocked path and then copy.
+pub fn reduce_to_both(
+    dtype: DataType,
+    op: ReduceOp,
+    dst: &mut [u8],
+    out: &mut [u8],
+    a: &[u8],
+    b: &[u8],
+) {
+    debug_assert!(dst.len() == a.len() && a.len() == b.len() && out.len() == dst.len());
+    match dtype {
+        DataType::Float16 | DataType::Bfloat16 => {
+            reduce_to(dtype, op, dst, a, b);
+            out.copy_from_slice(dst);
+        }
+        _ => dispatch!(dtype, reduce_to_both_typed, op, dst, out, a, b),
     }
 }
 

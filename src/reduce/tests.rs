@@ -106,3 +106,17 @@ fn blocked_half_path_matches_element_wise_reference() {
         }
     }
 }
+
+#[test]
+fn fused_reduce_writes_both_outputs() {
+    for dtype in DataType::ALL {
+        let n = 37 * dtype.size();
+        let a: Vec<u8> = (0..n).map(|i| (i % 7) as u8).collect();
+        let b: Vec<u8> = (0..n).map(|i| (i % 5) as u8).collect();
+        let (mut d1, mut d2, mut out) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
+        reduce_to(dtype, ReduceOp::Sum, &mut d1, &a, &b);
+        reduce_to_both(dtype, ReduceOp::Sum, &mut d2, &mut out, &a, &b);
+        assert_eq!(d1, d2, "{dtype}");
+        assert_eq!(d1, out, "{dtype}");
+    }
+}

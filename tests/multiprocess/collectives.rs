@@ -2,22 +2,37 @@
 //! ≥ 16 Mi elements, on 1..=8 real processes started by `oxccl-run`, over shared memory and
 //! over TCP, each result compared with a sequential reference by `oxccl-selftest`.
 //!
+//! The default runs leave the choice to the tuner (one-shot for small all-reduces, ring
+//! otherwise); the `ring_*` and `one_shot_*` runs force each algorithm at the small counts.
+//!
 //! Odd rank counts run with a small FIFO (4 KiB × 4 slots) so that every op spans many rounds
 //! and slices; even ones with the defaults.
 
 mod common;
 
 fn check(n: u32, transport: &str) {
+    run(n, transport, None, &["--large"]);
+}
+
+/// The matrix with an algorithm forced (where it applies), at the small counts.
+fn check_forced(n: u32, transport: &str, algo: &str) {
+    run(n, transport, Some(algo), &["--counts", "0,1,7,1031"]);
+}
+
+fn run(n: u32, transport: &str, algo: Option<&str>, args: &[&str]) {
     let small_fifo = n % 2 == 1;
     let mut env = vec![("OXCCL_TRANSPORT", transport), ("OXCCL_TIMEOUT", "120")];
     if small_fifo {
         env.extend([("OXCCL_SLOT_SIZE", "4K"), ("OXCCL_NSLOTS", "4")]);
     }
-    let ran = common::run_job(n, &["--grace", "5"], common::selftest(), &["--large"], &env);
+    if let Some(a) = algo {
+        env.push(("OXCCL_ALGO", a));
+    }
+    let ran = common::run_job(n, &["--grace", "5"], common::selftest(), args, &env);
     let ok = ran.output.matches("selftest OK").count();
     assert!(
         ran.code == Some(0) && ok == n as usize,
-        "{n} ranks over {transport}: exit {:?}, {ok} ranks OK after {:?}\n{}",
+        "{n} ranks over {transport}, algorithm {algo:?}: exit {:?}, {ok} ranks OK after {:?}\n{}",
         ran.code,
         ran.elapsed,
         ran.output
@@ -50,4 +65,36 @@ suite! {
     tcp_6_ranks: 6, "tcp";
     tcp_7_ranks: 7, "tcp";
     tcp_8_ranks: 8, "tcp";
+}
+
+macro_rules! forced {
+    ($($name:ident: $n:expr, $t:expr, $a:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            check_forced($n, $t, $a);
+        }
+    )*};
+}
+
+forced! {
+    ring_shm_1: 1, "shm", "ring";
+    ring_shm_2: 2, "shm", "ring";
+    ring_shm_3: 3, "shm", "ring";
+    ring_shm_4: 4, "shm", "ring";
+    ring_shm_5: 5, "shm", "ring";
+    ring_shm_6: 6, "shm", "ring";
+    ring_shm_7: 7, "shm", "ring";
+    ring_shm_8: 8, "shm", "ring";
+    ring_tcp_3: 3, "tcp", "ring";
+    ring_tcp_8: 8, "tcp", "ring";
+    one_shot_shm_1: 1, "shm", "one_shot";
+    one_shot_shm_2: 2, "shm", "one_shot";
+    one_shot_shm_3: 3, "shm", "one_shot";
+    one_shot_shm_4: 4, "shm", "one_shot";
+    one_shot_shm_5: 5, "shm", "one_shot";
+    one_shot_shm_6: 6, "shm", "one_shot";
+    one_shot_shm_7: 7, "shm", "one_shot";
+    one_shot_shm_8: 8, "shm", "one_shot";
+    one_shot_tcp_3: 3, "tcp", "one_shot";
+    one_shot_tcp_8: 8, "tcp", "one_shot";
 }

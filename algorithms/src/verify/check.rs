@@ -115,6 +115,7 @@ pub(super) fn regions(step: &Step) -> (Option<Region>, Option<Region>) {
         Step::RecvReduce { src, dst, .. }
         | Step::RecvReduceCopySend { src, dst, .. }
         | Step::Copy { src, dst }
+        | Step::Reduce { src, dst }
         | Step::SendRecv { src, dst, .. } => (Some(src), Some(dst)),
     }
 }

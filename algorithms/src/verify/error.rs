@@ -132,11 +132,12 @@ pub enum VerifyError {
         /// The region the receiving step names.
         received: Region,
     },
-    /// The two halves of a `SendRecv` name the same memory, which they would race on.
+    /// A step's source and destination are the same memory where they must differ: the two
+    /// halves of a `SendRecv` would race on it, a `Reduce` would combine a chunk with itself.
     Race {
         /// The step.
         at: StepAt,
-        /// The chunk both halves touch.
+        /// The chunk both sides name (the destination, as the step names it).
         region: Region,
     },
     /// An output chunk does not hold what the collective's reference semantics define.
@@ -215,7 +216,10 @@ impl fmt::Display for VerifyError {
                  in round {sent_round}: splits or rounds differ"
             ),
             VerifyError::Race { at, region } => {
-                write!(f, "{at}: both halves touch {region}")
+                write!(
+                    f,
+                    "{at}: source and destination are the same memory ({region})"
+                )
             }
             VerifyError::WrongResult {
                 rank,

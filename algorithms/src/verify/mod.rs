@@ -5,8 +5,10 @@
 //! - **Contents.** A chunk holds a multiset of [`Contribution`]s. At the start of every round,
 //!   rank `r`'s input chunk `(b, s)` holds `{r.b.s}`; output and scratch chunks are
 //!   uninitialised and reading one is an error. `Copy` and receives overwrite; reducing steps
-//!   take the union, and a contribution on both sides is an error (it would be counted twice).
-//!   Writing the input buffer is an error: it is the user's read-only send buffer.
+//!   (the local `Reduce` too: `dst = dst ⊕ src`, both read) take the union, and a
+//!   contribution on both sides is an error (it would be counted twice). Writing the input
+//!   buffer is an error: it is the user's read-only send buffer. The two halves of a
+//!   `SendRecv`, and the operands of a `Reduce`, must be different memory.
 //! - **Connections.** Per channel and ordered pair `(from, to)`, a FIFO that holds
 //!   [`VerifyOptions::fifo_chunks`] messages (chunks; two by default, see below). A step that
 //!   sends needs room in the FIFO, a step that receives needs a message in it. A received message must name the same split (and round) as the region

@@ -65,12 +65,14 @@ pub(super) fn host_identity(config: &Config) -> String {
 /// The settings that decide byte counts and connections; every rank must agree on them.
 pub(super) fn shared_config(c: &Config) -> String {
     format!(
-        "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={}",
+        "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={} \
+         OXCCL_ONE_SHOT_MAX={}",
         c.nchannels,
         c.slot_size,
         c.nslots,
         c.transport,
-        c.algorithm.map_or("auto".into(), |a| a.to_string())
+        c.algorithm.map_or("auto".into(), |a| a.to_string()),
+        c.one_shot_max
     )
 }
 

@@ -219,9 +219,26 @@ impl Sim<'_, '_> {
                 let content = self.read(at, src)?;
                 self.write(at, dst, content)?;
             }
+            Step::Reduce { src, dst } => {
+                self.distinct(at, src, dst)?;
+                let acc = self.read(at, dst)?;
+                let content = self.reduce(at, src, &acc)?;
+                self.write(at, dst, content)?;
+            }
             Step::SendRecv { to, src, from, dst } => return self.send_recv(at, to, src, from, dst),
         }
         Ok(Progress::Done)
+    }
+
+    /// `src` and `dst` are different memory (else [`VerifyError::Race`]).
+    fn distinct(&self, at: &StepAt, src: Region, dst: Region) -> Result<(), VerifyError> {
+        if self.canonical(at.rank, src) == self.canonical(at.rank, dst) {
+            return Err(VerifyError::Race {
+                at: at.clone(),
+                region: dst,
+            });
+        }
+        Ok(())
     }
 
     /// The two halves of a `SendRecv`, each when it can.
@@ -234,12 +251,7 @@ impl Sim<'_, '_> {
         dst: Region,
     ) -> Result<Progress, VerifyError> {
         let me = at.rank as usize;
-        if self.canonical(at.rank, src) == self.canonical(at.rank, dst) {
-            return Err(VerifyError::Race {
-                at: at.clone(),
-                region: dst,
-            });
-        }
+        self.distinct(at, src, dst)?;
         let mut moved = false;
         if !self.ranks[me].sent && self.has_room(at.rank, to) {
             let content = self.read(at, src)?;

@@ -10,7 +10,7 @@ mod elem;
 use cases::Tally;
 use clap::Parser;
 use elem::TestElem;
-use oxccl::{bf16, f16, Communicator, DataType, ReduceOp, Result};
+use oxccl::{bf16, Communicator, DataType, ReduceOp, Result};
 use std::time::Instant;
 
 /// Command-line options.
@@ -32,24 +32,6 @@ struct Args {
     /// Number of all-reduces before the kill.
     #[arg(long, default_value_t = 3)]
     kill_after: usize,
-}
-
-macro_rules! for_dtype {
-    ($dt:expr, $f:ident, $($arg:expr),*) => {
-        match $dt {
-            DataType::Int8 => $f::<i8>($($arg),*),
-            DataType::Uint8 => $f::<u8>($($arg),*),
-            DataType::Int32 => $f::<i32>($($arg),*),
-            DataType::Uint32 => $f::<u32>($($arg),*),
-            DataType::Int64 => $f::<i64>($($arg),*),
-            DataType::Uint64 => $f::<u64>($($arg),*),
-            DataType::Float16 => $f::<f16>($($arg),*),
-            DataType::Float32 => $f::<f32>($($arg),*),
-            DataType::Float64 => $f::<f64>($($arg),*),
-            DataType::Bfloat16 => $f::<bf16>($($arg),*),
-            _ => Ok(()),
-        }
-    };
 }
 
 fn matrix<T: TestElem>(c: &mut Communicator, t: &mut Tally, counts: &[usize]) -> Result<()> {
@@ -215,7 +197,7 @@ fn run(args: &Args) -> Result<Tally> {
         .filter(|d| args.dtypes.is_empty() || args.dtypes.iter().any(|n| n == d.name()))
         .collect();
     for d in dtypes {
-        for_dtype!(d, matrix, &mut c, &mut t, &args.counts)?;
+        oxccl_tools::for_dtype!(d, Ok(()), matrix, &mut c, &mut t, &args.counts)?;
     }
     bad_arguments(&mut c, &mut t)?;
     split(&mut c, &mut t)?;

@@ -20,6 +20,34 @@ fn bytes_mut<T: Element>(s: &mut [T]) -> &mut [u8] {
     bytemuck::cast_slice_mut(s)
 }
 
+/// Separate input and output buffers.
+fn split<'a, T: Element>(input: &'a [T], output: &'a mut [T]) -> UserBufs<'a> {
+    UserBufs::Split {
+        input: bytes(input),
+        output: bytes_mut(output),
+    }
+}
+
+/// One buffer holding input and output, at the given byte offsets.
+fn in_place<T: Element>(buf: &mut [T], input_at: usize, output_at: usize) -> UserBufs<'_> {
+    UserBufs::InPlace {
+        buf: bytes_mut(buf),
+        input_at,
+        output_at,
+    }
+}
+
+/// Checks that the `which` buffer of `len` elements holds `n` blocks of `count`.
+fn holds_all_blocks(op: &'static str, which: &str, len: usize, count: usize, n: u32) -> Result<()> {
+    if count.checked_mul(n as usize) != Some(len) {
+        return Err(Error::invalid(
+            op,
+            format!("{which} buffer has {len} elements; it must hold {n} ranks × {count}"),
+        ));
+    }
+    Ok(())
+}
+
 fn blocks(op: &'static str, what: &str, len: usize, n: u32) -> Result<usize> {
     if len % n as usize != 0 {
         return Err(Error::invalid(
@@ -67,10 +95,7 @@ impl<'a> Group<'a> {
     ) -> Result<()> {
         same_len("all_reduce", send.len(), recv.len())?;
         let count = send.len();
-        let bufs = UserBufs::Split {
-            input: bytes(send),
-            output: bytes_mut(recv),
-        };
+        let bufs = split(send, recv);
         self.push(Collective::AllReduce, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
@@ -82,11 +107,7 @@ impl<'a> Group<'a> {
         op: ReduceOp,
     ) -> Result<()> {
         let count = buf.len();
-        let bufs = UserBufs::InPlace {
-            buf: bytes_mut(buf),
-            input_at: 0,
-            output_at: 0,
-        };
+        let bufs = in_place(buf, 0, 0);
         self.push(Collective::AllReduce, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
@@ -94,20 +115,8 @@ impl<'a> Group<'a> {
     /// Adds an all-gather: `recv` (`size() * send.len()`) gets every rank's `send` in rank order.
     pub fn all_gather<T: Element>(&mut self, send: &'a [T], recv: &'a mut [T]) -> Result<()> {
         let count = send.len();
-        if count.checked_mul(self.n() as usize) != Some(recv.len()) {
-            return Err(Error::invalid(
-                "all_gather",
-                format!(
-                    "receive buffer has {} elements; it must hold {} ranks × {count}",
-                    recv.len(),
-                    self.n()
-                ),
-            ));
-        }
-        let bufs = UserBufs::Split {
-            input: bytes(send),
-            output: bytes_mut(recv),
-        };
+        holds_all_blocks("all_gather", "receive", recv.len(), count, self.n())?;
+        let bufs = split(send, recv);
         self.push(
             Collective::AllGather,
             T::DATA_TYPE,
@@ -122,11 +131,7 @@ impl<'a> Group<'a> {
     pub fn all_gather_in_place<T: Element>(&mut self, buf: &'a mut [T]) -> Result<()> {
         let count = blocks("all_gather", "the buffer", buf.len(), self.n())?;
         let at = self.comm.rank as usize * count * T::DATA_TYPE.size();
-        let bufs = UserBufs::InPlace {
-            buf: bytes_mut(buf),
-            input_at: at,
-            output_at: 0,
-        };
+        let bufs = in_place(buf, at, 0);
         self.push(
             Collective::AllGather,
             T::DATA_TYPE,
@@ -146,20 +151,8 @@ impl<'a> Group<'a> {
         op: ReduceOp,
     ) -> Result<()> {
         let count = recv.len();
-        if count.checked_mul(self.n() as usize) != Some(send.len()) {
-            return Err(Error::invalid(
-                "reduce_scatter",
-                format!(
-                    "send buffer has {} elements; it must hold {} ranks × {count}",
-                    send.len(),
-                    self.n()
-                ),
-            ));
-        }
-        let bufs = UserBufs::Split {
-            input: bytes(send),
-            output: bytes_mut(recv),
-        };
+        holds_all_blocks("reduce_scatter", "send", send.len(), count, self.n())?;
+        let bufs = split(send, recv);
         self.push(Collective::ReduceScatter, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
@@ -172,11 +165,7 @@ impl<'a> Group<'a> {
     ) -> Result<()> {
         let count = blocks("reduce_scatter", "the buffer", buf.len(), self.n())?;
         let at = self.comm.rank as usize * count * T::DATA_TYPE.size();
-        let bufs = UserBufs::InPlace {
-            buf: bytes_mut(buf),
-            input_at: 0,
-            output_at: at,
-        };
+        let bufs = in_place(buf, 0, at);
         self.push(Collective::ReduceScatter, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
@@ -194,10 +183,7 @@ impl<'a> Group<'a> {
             same_len("broadcast", send.len(), recv.len())?;
         }
         let count = recv.len();
-        let bufs = UserBufs::Split {
-            input: bytes(send),
-            output: bytes_mut(recv),
-        };
+        let bufs = split(send, recv);
         self.push(
             Collective::Broadcast { root },
             T::DATA_TYPE,
@@ -212,11 +198,7 @@ impl<'a> Group<'a> {
     pub fn broadcast_in_place<T: Element>(&mut self, buf: &'a mut [T], root: u32) -> Result<()> {
         self.check_rank("broadcast", "root", root)?;
         let count = buf.len();
-        let bufs = UserBufs::InPlace {
-            buf: bytes_mut(buf),
-            input_at: 0,
-            output_at: 0,
-        };
+        let bufs = in_place(buf, 0, 0);
         self.push(
             Collective::Broadcast { root },
             T::DATA_TYPE,
@@ -241,10 +223,7 @@ impl<'a> Group<'a> {
             same_len("reduce", send.len(), recv.len())?;
         }
         let count = send.len();
-        let bufs = UserBufs::Split {
-            input: bytes(send),
-            output: bytes_mut(recv),
-        };
+        let bufs = split(send, recv);
         self.push(Collective::Reduce { root }, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
@@ -258,11 +237,7 @@ impl<'a> Group<'a> {
     ) -> Result<()> {
         self.check_rank("reduce", "root", root)?;
         let count = buf.len();
-        let bufs = UserBufs::InPlace {
-            buf: bytes_mut(buf),
-            input_at: 0,
-            output_at: 0,
-        };
+        let bufs = in_place(buf, 0, 0);
         self.push(Collective::Reduce { root }, T::DATA_TYPE, op, count, bufs);
         Ok(())
     }
@@ -271,10 +246,7 @@ impl<'a> Group<'a> {
     pub fn all_to_all<T: Element>(&mut self, send: &'a [T], recv: &'a mut [T]) -> Result<()> {
         same_len("all_to_all", send.len(), recv.len())?;
         let count = blocks("all_to_all", "the send buffer", send.len(), self.n())?;
-        let bufs = UserBufs::Split {
-            input: bytes(send),
-            output: bytes_mut(recv),
-        };
+        let bufs = split(send, recv);
         self.push(
             Collective::AllToAll,
             T::DATA_TYPE,
@@ -306,10 +278,7 @@ impl<'a> Group<'a> {
             self.self_sends.push(bytes(buf));
             return Ok(());
         }
-        let bufs = UserBufs::Split {
-            input: bytes(buf),
-            output: &mut [],
-        };
+        let bufs = split(buf, &mut []);
         self.push(
             Collective::Send { peer },
             T::DATA_TYPE,
@@ -328,10 +297,7 @@ impl<'a> Group<'a> {
             return Ok(());
         }
         let count = buf.len();
-        let bufs = UserBufs::Split {
-            input: &[],
-            output: bytes_mut(buf),
-        };
+        let bufs = split(&[], buf);
         self.push(
             Collective::Recv { peer },
             T::DATA_TYPE,

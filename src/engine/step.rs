@@ -162,10 +162,7 @@ fn run_step(
             range(dst),
             Counter::A,
             moved,
-            |mem, sl, msg| {
-                mem.write(dst.buf, sl)?.copy_from_slice(msg);
-                Ok(())
-            },
+            store(dst.buf),
         ),
         Step::RecvReduce { from, src, dst } => {
             let (rs, rd) = (range(src), range(dst));
@@ -216,16 +213,21 @@ fn run_step(
                 range(dst),
                 Counter::B,
                 moved,
-                |mem, sl, msg| {
-                    mem.write(dst.buf, sl)?.copy_from_slice(msg);
-                    Ok(())
-                },
+                store(dst.buf),
             )?;
             Ok(match (sent, received) {
                 (Status::Done, r) => r,
                 (s, _) => s,
             })
         }
+    }
+}
+
+/// A receive sink that stores each message into `buf` at its byte range.
+fn store(buf: Buf) -> impl FnMut(&mut OpMemory<'_>, Range<usize>, &[u8]) -> Result<()> {
+    move |mem, sl, msg| {
+        mem.write(buf, sl)?.copy_from_slice(msg);
+        Ok(())
     }
 }
 

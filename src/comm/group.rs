@@ -1,10 +1,11 @@
 //! Groups of ops that run together, and the handle of ops in flight.
 
 use super::Communicator;
-use crate::engine::{OpRun, OpSpec, UserBufs, Waiter};
+use crate::engine::{OpRun, OpSpec, PreparedPlan, UserBufs, Waiter};
 use crate::error::{Error, Result};
 use crate::types::{DataType, ReduceOp};
 use oxccl_algorithms::Collective;
+use std::sync::Arc;
 
 /// Ops collected to run together (NCCL's `ncclGroupStart`/`ncclGroupEnd`).
 ///
@@ -124,8 +125,8 @@ impl Communicator {
         Group::new(self)
     }
 
-    /// The plan for one op on this communicator.
-    fn plan_for(&self, spec: &OpSpec) -> Result<oxccl_algorithms::Plan> {
+    /// The plan for one op on this communicator, built once per shape and then cached.
+    fn plan_for(&mut self, spec: &OpSpec) -> Result<Arc<PreparedPlan>> {
         let choice = crate::tuner::choose(
             &self.config,
             spec.collective,
@@ -133,14 +134,21 @@ impl Communicator {
             spec.count,
             self.nranks,
         );
-        oxccl_algorithms::build(
+        let key = (choice.algorithm, spec.collective, choice.nchannels);
+        if let Some(p) = self.plans.get(&key) {
+            return Ok(p.clone());
+        }
+        let plan = oxccl_algorithms::build(
             choice.algorithm,
             spec.collective,
             self.nranks,
             self.rank,
             choice.nchannels,
         )
-        .map_err(|e| Error::invalid(spec.collective.name(), e.to_string()))
+        .map_err(|e| Error::invalid(spec.collective.name(), e.to_string()))?;
+        let prepared = Arc::new(PreparedPlan::new(plan));
+        self.plans.insert(key, prepared.clone());
+        Ok(prepared)
     }
 }
 

@@ -35,7 +35,13 @@ pub struct Communicator {
     config: Config,
     failed: Option<String>,
     tags: tags::TagCounter,
+    /// Plans by (algorithm, collective with root/peer, channels): at most a few per root
+    /// and peer, so the cache stays small.
+    plans: std::collections::HashMap<PlanKey, std::sync::Arc<crate::engine::PreparedPlan>>,
 }
+
+/// What a plan depends on besides the communicator's rank and size.
+type PlanKey = (crate::Algorithm, oxccl_algorithms::Collective, u32);
 
 /// Aborts a communicator from another thread: its wait in progress (or next op) fails with
 /// [`Error::Aborted`] within a few milliseconds.

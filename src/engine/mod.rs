@@ -20,7 +20,7 @@ mod step;
 
 pub(crate) use buffers::UserBufs;
 pub(crate) use links::{Dir, Links};
-pub(crate) use op::{OpRun, OpSpec};
+pub(crate) use op::{OpRun, OpSpec, PreparedPlan};
 
 use crate::error::{Error, Result};
 use oxccl_transports::wait::{wait_any, WaitSource};
@@ -127,7 +127,7 @@ impl Engine {
     fn flushed(&mut self, op: &OpRun<'_>) -> Result<bool> {
         let rank = self.links.rank;
         let mut all = true;
-        for (ch, dirs) in op.dirs.iter().enumerate() {
+        for (ch, dirs) in op.plan.dirs.iter().enumerate() {
             for d in dirs {
                 if let Dir::To(p) = *d {
                     let s = self.links.sender(p, ch)?;
@@ -218,7 +218,7 @@ impl Engine {
         }
         // Unflushed senders of finished channels still need the socket to drain.
         for o in ops.iter().filter(|o| !o.done) {
-            for (ch, dirs) in o.dirs.iter().enumerate() {
+            for (ch, dirs) in o.plan.dirs.iter().enumerate() {
                 for d in dirs {
                     if let Dir::To(p) = *d {
                         if let Ok(s) = self.links.sender(p, ch) {

@@ -6,6 +6,7 @@ use super::links::{Dir, Links};
 use crate::error::{Error, Result};
 use crate::types::{DataType, ReduceOp};
 use oxccl_algorithms::{Collective, Plan};
+use std::sync::Arc;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +19,44 @@ pub(crate) struct OpSpec {
     pub redop: ReduceOp,
     /// Elements per block.
     pub count: usize,
+}
+
+/// A plan with what the engine derives from it once: per channel, the connection directions
+/// it uses (sorted). Communicators cache these, so a repeated op builds nothing.
+#[derive(Debug)]
+pub(crate) struct PreparedPlan {
+    /// The plan.
+    pub plan: Plan,
+    /// Per channel, the directions used.
+    pub dirs: Vec<Vec<Dir>>,
+}
+
+impl PreparedPlan {
+    /// Derives the directions of `plan`.
+    pub fn new(plan: Plan) -> Self {
+        let dirs = plan
+            .channels
+            .iter()
+            .map(|steps| {
+                let mut d: Vec<Dir> = steps
+                    .iter()
+                    .flat_map(|s| [s.send_peer().map(Dir::To), s.recv_peer().map(Dir::From)])
+                    .flatten()
+                    .collect();
+                d.sort();
+                d.dedup();
+                d
+            })
+            .collect();
+        PreparedPlan { plan, dirs }
+    }
+}
+
+impl std::ops::Deref for PreparedPlan {
+    type Target = Plan;
+    fn deref(&self) -> &Plan {
+        &self.plan
+    }
 }
 
 /// Progress of one channel of one op.
@@ -43,16 +82,14 @@ pub(crate) struct ChanState {
 pub(crate) struct OpRun<'a> {
     /// What was asked.
     pub spec: OpSpec,
-    /// How it is done.
-    pub plan: Plan,
+    /// How it is done (shared with every op of the same shape).
+    pub plan: Arc<PreparedPlan>,
     /// Its geometry.
     pub layout: Layout,
     /// Its memory.
     pub mem: OpMemory<'a>,
     /// Per-channel progress.
     pub chans: Vec<ChanState>,
-    /// Per channel, the connection directions the plan uses (sorted).
-    pub dirs: Vec<Vec<Dir>>,
     /// Bytes of final output (divided for `Avg`).
     pub output_len: usize,
     /// Finished (including the final pass).
@@ -63,7 +100,12 @@ pub(crate) struct OpRun<'a> {
 
 impl<'a> OpRun<'a> {
     /// Prepares `plan` over `user` memory on `links`.
-    pub fn new(spec: OpSpec, plan: Plan, user: UserBufs<'a>, links: &Links) -> Result<Self> {
+    pub fn new(
+        spec: OpSpec,
+        plan: Arc<PreparedPlan>,
+        user: UserBufs<'a>,
+        links: &Links,
+    ) -> Result<Self> {
         let esize = spec.dtype.size();
         let chunk_elems = (links.chunk_bytes / esize).max(1);
         let nchannels = plan.channels.len();
@@ -92,27 +134,12 @@ impl<'a> OpRun<'a> {
                 ..ChanState::default()
             })
             .collect();
-        let dirs = plan
-            .channels
-            .iter()
-            .map(|steps| {
-                let mut d: Vec<Dir> = steps
-                    .iter()
-                    .flat_map(|s| [s.send_peer().map(Dir::To), s.recv_peer().map(Dir::From)])
-                    .flatten()
-                    .collect();
-                d.sort();
-                d.dedup();
-                d
-            })
-            .collect();
         Ok(OpRun {
             spec,
             plan,
             layout,
             mem: OpMemory::new(user, scratch_len),
             chans,
-            dirs,
             output_len,
             done: false,
             tag: 0,
@@ -141,8 +168,8 @@ impl<'a> OpRun<'a> {
     /// Whether channel `ch` of this op shares a connection direction with `other`'s.
     pub fn conflicts(&self, other: &OpRun<'_>, ch: usize) -> bool {
         let (a, b) = (
-            &self.dirs[ch],
-            other.dirs.get(ch).map_or(&[][..], Vec::as_slice),
+            &self.plan.dirs[ch],
+            other.plan.dirs.get(ch).map_or(&[][..], Vec::as_slice),
         );
         a.iter().any(|d| b.binary_search(d).is_ok())
     }

@@ -173,5 +173,6 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         config,
         failed: None,
         tags: super::tags::TagCounter::new(nranks),
+        plans: Default::default(),
     })
 }

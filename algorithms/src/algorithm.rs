@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{one_shot, ring, Collective, Plan, Shape};
+use crate::{load_store, one_shot, ring, Collective, Plan, Shape};
 
 /// An algorithm that can build plans.
 ///
@@ -28,17 +28,35 @@ pub enum Algorithm {
     /// [`Collective::AllReduce`] only. Name `one_shot`; also parsed from `oneshot` and
     /// `one-shot`.
     OneShot,
+    /// Load/store one-shot (see [`crate::load_store`]): every rank copies its data into its
+    /// peer-readable window once, then every rank reads what it needs straight from the
+    /// others' windows (all-reduce: folds every window into its output, in rank order). For
+    /// ranks that can read each other's memory (one host); every collective but
+    /// point-to-point; always one channel. Name `ls_one_shot`; also `load_store_one_shot`.
+    LoadStoreOneShot,
+    /// Load/store two-shot all-reduce (see [`crate::load_store`]): each rank reduces its
+    /// `1/p` slice straight from the others' windows, then every rank copies the reduced
+    /// slices from their owners. For large messages on one host; always one channel. Name
+    /// `ls_two_shot`; also `load_store_two_shot`.
+    LoadStoreTwoShot,
 }
 
 impl Algorithm {
     /// Every algorithm, in the order the tuner should consider them.
-    pub const ALL: &'static [Algorithm] = &[Algorithm::Ring, Algorithm::OneShot];
+    pub const ALL: &'static [Algorithm] = &[
+        Algorithm::Ring,
+        Algorithm::OneShot,
+        Algorithm::LoadStoreOneShot,
+        Algorithm::LoadStoreTwoShot,
+    ];
 
     /// The lower-case name, as accepted by [`FromStr`].
     pub fn name(&self) -> &'static str {
         match self {
             Algorithm::Ring => "ring",
             Algorithm::OneShot => "one_shot",
+            Algorithm::LoadStoreOneShot => "ls_one_shot",
+            Algorithm::LoadStoreTwoShot => "ls_two_shot",
         }
     }
 
@@ -47,6 +65,8 @@ impl Algorithm {
         match self {
             Algorithm::Ring => &[],
             Algorithm::OneShot => &["oneshot", "one-shot"],
+            Algorithm::LoadStoreOneShot => &["load_store_one_shot", "ls-one-shot"],
+            Algorithm::LoadStoreTwoShot => &["load_store_two_shot", "ls-two-shot"],
         }
     }
 
@@ -54,8 +74,23 @@ impl Algorithm {
     pub fn supports(&self, collective: Collective) -> bool {
         match self {
             Algorithm::Ring => true,
-            Algorithm::OneShot => collective == Collective::AllReduce,
+            Algorithm::OneShot | Algorithm::LoadStoreTwoShot => {
+                collective == Collective::AllReduce
+            }
+            Algorithm::LoadStoreOneShot => !matches!(
+                collective,
+                Collective::Send { .. } | Collective::Recv { .. }
+            ),
         }
+    }
+
+    /// Whether the algorithm's plans read other ranks' windows, so that every rank must be
+    /// reachable by load/store (one host with shared memory).
+    pub fn is_load_store(&self) -> bool {
+        matches!(
+            self,
+            Algorithm::LoadStoreOneShot | Algorithm::LoadStoreTwoShot
+        )
     }
 }
 
@@ -190,7 +225,7 @@ fn peer_words(collective: &Collective) -> String {
 /// The plan's buffer shapes are exactly [`Collective::input_blocks`] and
 /// [`Collective::output_blocks`]; the scratch is the algorithm's (none for the ring, at most
 /// one block for one-shot); every channel gets the same step list unless the algorithm's doc
-/// says otherwise. Plans of all ranks built with the same arguments fit together (the
+/// says otherwise. Load/store algorithms ignore `nchannels` and build one channel. Plans of all ranks built with the same arguments fit together (the
 /// tests prove it with [`crate::verify`]).
 pub fn build(
     algorithm: Algorithm,
@@ -228,16 +263,42 @@ pub fn build(
             collective,
         });
     }
-    let (splits, scratch, steps) = match algorithm {
+    let (splits, scratch, window, steps) = match algorithm {
         Algorithm::Ring => {
             let ring = ring::steps(collective, nranks, rank);
-            (ring.splits, 0, ring.steps)
+            (ring.splits, 0, 0, ring.steps)
         }
         Algorithm::OneShot => (
             1,
             one_shot::scratch_blocks(nranks, rank),
+            0,
             one_shot::all_reduce(nranks, rank),
         ),
+        Algorithm::LoadStoreOneShot | Algorithm::LoadStoreTwoShot => {
+            let plan = if algorithm == Algorithm::LoadStoreOneShot {
+                load_store::one_shot(collective, nranks, rank)
+            } else {
+                load_store::two_shot_all_reduce(nranks, rank)
+            };
+            // The window protocol is one sequence of posts per rank: one channel.
+            return Ok(Plan {
+                collective,
+                nranks,
+                rank,
+                input: Shape {
+                    blocks: collective.input_blocks(nranks, rank),
+                },
+                output: Shape {
+                    blocks: collective.output_blocks(nranks, rank),
+                },
+                scratch: Shape { blocks: 0 },
+                window: Shape {
+                    blocks: plan.window,
+                },
+                splits: plan.splits,
+                channels: vec![plan.steps],
+            });
+        }
     };
     Ok(Plan {
         collective,
@@ -250,6 +311,7 @@ pub fn build(
             blocks: collective.output_blocks(nranks, rank),
         },
         scratch: Shape { blocks: scratch },
+        window: Shape { blocks: window },
         splits,
         channels: vec![steps; nchannels as usize],
     })
@@ -278,7 +340,7 @@ mod tests {
             assert_eq!(err.name, wrong);
         }
         let message = "tree!".parse::<Algorithm>().unwrap_err().to_string();
-        assert!(message.contains("ring, one_shot"), "{message}");
+        assert!(message.contains("ring, one_shot, ls_one_shot"), "{message}");
     }
 
     #[test]

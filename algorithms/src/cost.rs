@@ -26,6 +26,12 @@
 //!
 //! For one-shot all-reduce ([`crate::one_shot`]): `α + (p-1)nβ + (p-1)nγ` (`0` for one rank).
 //!
+//! For the load/store algorithms ([`crate::load_store`]) bytes a rank reads from the others'
+//! windows count as sent (β: they cross the interconnect), each new phase it waits for as
+//! one α, and a `reduce_from_peers` reduces the `p-1` peers' chunks: one-shot all-reduce
+//! costs `α + (p-1)n(β+γ)`, two-shot `2α + 2(p-1)/p·nβ + (p-1)/p·nγ`, the ring's bandwidth
+//! with two latencies instead of `2(p-1)`.
+//!
 //! For the chains of broadcast and reduce, one rank's plan holds only its own hop
 //! (`α + nβ`, plus `nγ` for reduce): the chain's latency `(p-1)α` and its pipelining over
 //! rounds are not visible to one rank, and a tuner must add them itself.
@@ -85,7 +91,28 @@ pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
         // A non-empty chunk was received since the last send that added an α (the first
         // send always adds one).
         let mut waited = true;
+        // The highest phase a one-sided read waited for so far: each new one is an α.
+        let mut phase_waited = 0;
+        let others = u64::from(plan.nranks.saturating_sub(1));
         for step in steps {
+            // One-sided reads: the bytes cross the interconnect as loads (β), every new
+            // phase waited for is one latency (α).
+            let loaded = match *step {
+                Step::ReduceFromPeers { peers, phase, .. } => {
+                    Some((phase, others * bytes(peers), others * bytes(peers)))
+                }
+                Step::CopyFromPeer { src, phase, .. } => Some((phase, bytes(src), 0)),
+                _ => None,
+            };
+            if let Some((phase, moved, reduced)) = loaded {
+                if moved > 0 && phase > phase_waited {
+                    phase_waited = phase;
+                    latencies += 1;
+                }
+                total.bytes_sent += moved;
+                total.bytes_reduced += reduced;
+                continue;
+            }
             // (sent, received before sending, received independently, reduced)
             let (sent, fused, received, reduced) = match *step {
                 Step::Send { src, .. } => (Some(src), None, None, None),
@@ -96,7 +123,10 @@ pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
                 Step::RecvReduce { dst, .. } => (None, None, Some(dst), Some(dst)),
                 Step::Recv { dst, .. } => (None, None, Some(dst), None),
                 Step::Reduce { dst, .. } => (None, None, None, Some(dst)),
-                Step::Copy { .. } => (None, None, None, None),
+                Step::Copy { .. }
+                | Step::Post { .. }
+                | Step::ReduceFromPeers { .. }
+                | Step::CopyFromPeer { .. } => (None, None, None, None),
             };
             let nonempty = |region: Option<Region>| region.map(bytes).filter(|&b| b > 0);
             waited |= nonempty(fused).is_some();
@@ -226,6 +256,22 @@ mod tests {
             assert!(
                 all_reduce(Algorithm::OneShot, p, above) > all_reduce(Algorithm::Ring, p, above)
             );
+        }
+    }
+
+    #[test]
+    fn load_store_costs() {
+        for p in 2..=16u32 {
+            let n = u64::from(p * 4) * 1000;
+            let q = u64::from(p - 1);
+            let two = build(Algorithm::LoadStoreTwoShot, Collective::AllReduce, p, 1, 1);
+            let t = traffic(&two.unwrap(), n, 4);
+            assert_eq!(t.latencies, 2, "p={p}");
+            assert_eq!(t.bytes_sent, 2 * q * n / u64::from(p));
+            assert_eq!(t.bytes_reduced, q * n / u64::from(p));
+            let one = build(Algorithm::LoadStoreOneShot, Collective::AllReduce, p, 1, 1);
+            let t = traffic(&one.unwrap(), n, 4);
+            assert_eq!((t.latencies, t.bytes_sent, t.bytes_reduced), (1, q * n, q * n));
         }
     }
 

@@ -3,7 +3,8 @@
 //! An algorithm is a function from (collective, nranks, rank, nchannels) to a [`Plan`]: per
 //! channel, the ordered steps the rank performs, in NCCL's vocabulary of fused primitives
 //! plus a local reduction. [`build`] is the entry point; the algorithms are the [`ring`] (every
-//! collective) and [`one_shot`] all-reduce (small messages). The [`verify`] module runs every rank's plan against the
+//! collective), [`one_shot`] all-reduce (small messages) and the [`load_store`] family for
+//! ranks that read each other's memory. The [`verify`] module runs every rank's plan against the
 //! others with chunks as sets of contributions and proves deadlock freedom and the
 //! collective's result; [`cost`] gives the α–β–γ cost of a plan for the tuner.
 //!
@@ -25,6 +26,7 @@
 mod algorithm;
 pub mod collective;
 pub mod cost;
+pub mod load_store;
 pub mod one_shot;
 pub mod plan;
 pub mod ring;

@@ -13,6 +13,11 @@
 //!   all-reduce cuts it into `nranks`).
 //! - **chunk**: `Region { buf, block, split }`, the unit steps name. Its size is decided by the
 //!   engine (see below); a plan never knows byte counts.
+//! - **window**: [`Buf::Window`], this rank's memory that the other ranks of the node can
+//!   read directly (load/store transports: shared memory, GPU peer access). One-sided steps
+//!   ([`Step::Post`], [`Step::ReduceFromPeers`], [`Step::CopyFromPeer`]) use it; see
+//!   [`crate::load_store`]. Unlike the other buffers a window holds **one round**: block `b`,
+//!   split `s` of the window is split `s` of the round's window of block `b`.
 //! - **round**: the engine runs the channel's step list once per round over successive windows
 //!   of the piece, so that **two** chunks of a round fit the connection FIFO (NCCL's "loop";
 //!   a ring needs one chunk in flight while the next is produced, see [`crate::verify`]).
@@ -59,6 +64,9 @@ pub enum Buf {
     Output,
     /// A buffer the engine allocates for the op, shaped like [`Plan::scratch`].
     Scratch,
+    /// This rank's peer-readable window, shaped like [`Plan::window`], one round deep (see
+    /// the module doc).
+    Window,
 }
 
 /// A chunk of one buffer: `split` of block `block` (see the module doc).
@@ -164,6 +172,41 @@ pub enum Step {
         /// The accumulator: read, then overwritten with the result.
         dst: Region,
     },
+    /// One-sided: make every write to this rank's window so far readable by the other ranks,
+    /// as phase `phase`. A step list's posts are numbered `1, 2, …` in order; readers name
+    /// the phase they need. A window region must not be written again after a post that a
+    /// reader of it relies on (the verifier checks this).
+    Post {
+        /// This post's number within the round, from 1.
+        phase: u32,
+    },
+    /// One-sided: `dst = x_0 ⊕ x_1 ⊕ … ⊕ x_{p-1}` folded in rank order, where `x_j` is
+    /// region `peers` of rank `j`'s window once rank `j` posted phase `phase`, and this
+    /// rank's own term is the local region `own` (which may be the same memory as `dst`: the
+    /// engine reads it before writing). Every rank folding in the same order gets a
+    /// bit-identical result.
+    ReduceFromPeers {
+        /// The window region read on every other rank.
+        peers: Region,
+        /// This rank's own term.
+        own: Region,
+        /// The phase every other rank must have posted.
+        phase: u32,
+        /// Where the result lands.
+        dst: Region,
+    },
+    /// One-sided: `dst = ` region `src` of rank `peer`'s window, once `peer` posted phase
+    /// `phase`.
+    CopyFromPeer {
+        /// The rank whose window is read.
+        peer: u32,
+        /// The window region read.
+        src: Region,
+        /// The phase `peer` must have posted.
+        phase: u32,
+        /// Where the data lands.
+        dst: Region,
+    },
     /// Send `src` to `to` and receive from `from` into `dst`, both at once (pairwise
     /// exchange: neither half waits for the other).
     SendRecv {
@@ -184,6 +227,7 @@ impl fmt::Display for Buf {
             Buf::Input => "input",
             Buf::Output => "output",
             Buf::Scratch => "scratch",
+            Buf::Window => "window",
         })
     }
 }
@@ -220,6 +264,25 @@ impl fmt::Display for Step {
             Step::SendRecv { to, src, from, dst } => {
                 write!(f, "send_recv {src} to {to}, from {from} into {dst}")
             }
+            Step::Post { phase } => write!(f, "post phase {phase}"),
+            Step::ReduceFromPeers {
+                peers,
+                own,
+                phase,
+                dst,
+            } => write!(
+                f,
+                "reduce_from_peers {peers} (phase {phase}) with {own} into {dst}"
+            ),
+            Step::CopyFromPeer {
+                peer,
+                src,
+                phase,
+                dst,
+            } => write!(
+                f,
+                "copy_from_peer {peer} {src} (phase {phase}) into {dst}"
+            ),
         }
     }
 }
@@ -236,7 +299,10 @@ impl Step {
             Step::Recv { .. }
             | Step::RecvReduce { .. }
             | Step::Copy { .. }
-            | Step::Reduce { .. } => None,
+            | Step::Reduce { .. }
+            | Step::Post { .. }
+            | Step::ReduceFromPeers { .. }
+            | Step::CopyFromPeer { .. } => None,
         }
     }
 
@@ -249,14 +315,47 @@ impl Step {
             | Step::RecvReduceCopySend { from, .. }
             | Step::RecvCopySend { from, .. }
             | Step::SendRecv { from, .. } => Some(from),
-            Step::Send { .. } | Step::Copy { .. } | Step::Reduce { .. } => None,
+            Step::Send { .. }
+            | Step::Copy { .. }
+            | Step::Reduce { .. }
+            | Step::Post { .. }
+            | Step::ReduceFromPeers { .. }
+            | Step::CopyFromPeer { .. } => None,
         }
+    }
+
+    /// Whether this step uses the window protocol (posting, or reading peers' windows)
+    /// rather than connections. Copies into or out of the own window are local steps.
+    pub fn is_one_sided(&self) -> bool {
+        matches!(
+            self,
+            Step::Post { .. } | Step::ReduceFromPeers { .. } | Step::CopyFromPeer { .. }
+        )
+    }
+
+    /// Every region the step names, sources first.
+    pub fn regions(&self) -> impl Iterator<Item = Region> {
+        let (a, b, c) = match *self {
+            Step::Send { src, .. } | Step::RecvReduceSend { src, .. } => (Some(src), None, None),
+            Step::Recv { dst, .. } | Step::RecvCopySend { dst, .. } => (Some(dst), None, None),
+            Step::RecvReduce { src, dst, .. }
+            | Step::RecvReduceCopySend { src, dst, .. }
+            | Step::Copy { src, dst }
+            | Step::Reduce { src, dst }
+            | Step::SendRecv { src, dst, .. }
+            | Step::CopyFromPeer { src, dst, .. } => (Some(src), Some(dst), None),
+            Step::ReduceFromPeers { peers, own, dst, .. } => (Some(peers), Some(own), Some(dst)),
+            Step::Post { .. } => (None, None, None),
+        };
+        [a, b, c].into_iter().flatten()
     }
 }
 
 /// What one rank does for one operation: per channel, the ordered steps.
 ///
-/// Call protocol (engine side): allocate scratch if `scratch.blocks > 0`; for every channel
+/// Call protocol (engine side): allocate scratch if `scratch.blocks > 0`; run a plan with a
+/// window (`window.blocks > 0`) only where every rank is reachable by load/store, with the
+/// window protocol of [`crate::load_store`]; for every channel
 /// `c` and every round, run `channels[c]` in order; a channel never waits for another channel.
 /// After the last round, an average reduction divides the rank's final output by `nranks`
 /// (plans only ever sum contributions).
@@ -274,6 +373,9 @@ pub struct Plan {
     pub output: Shape,
     /// Block structure of the scratch buffer (`blocks == 0`: none).
     pub scratch: Shape,
+    /// Block structure of one round of the peer-readable window (`blocks == 0`: the plan
+    /// uses none and runs on connections only).
+    pub window: Shape,
     /// Number of chunks each block's channel piece is cut into.
     pub splits: u32,
     /// The step list of each channel.
@@ -287,6 +389,7 @@ impl Plan {
             Buf::Input => self.input,
             Buf::Output => self.output,
             Buf::Scratch => self.scratch,
+            Buf::Window => self.window,
         }
     }
 }

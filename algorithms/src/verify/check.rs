@@ -2,7 +2,8 @@
 
 use super::error::{StepAt, VerifyError};
 use super::{VerifyOptions, World};
-use crate::{Collective, Plan, Region, Step};
+use crate::load_store::MAX_PHASES;
+use crate::{Buf, Collective, Plan, Step};
 
 fn malformed(rank: Option<u32>, reason: String) -> VerifyError {
     VerifyError::Malformed { rank, reason }
@@ -107,19 +108,6 @@ pub(super) fn p2p_world<'a>(
     Ok(world)
 }
 
-/// The regions a step names: `(source, destination)`.
-pub(super) fn regions(step: &Step) -> (Option<Region>, Option<Region>) {
-    match *step {
-        Step::Send { src, .. } | Step::RecvReduceSend { src, .. } => (Some(src), None),
-        Step::Recv { dst, .. } | Step::RecvCopySend { dst, .. } => (None, Some(dst)),
-        Step::RecvReduce { src, dst, .. }
-        | Step::RecvReduceCopySend { src, dst, .. }
-        | Step::Copy { src, dst }
-        | Step::Reduce { src, dst }
-        | Step::SendRecv { src, dst, .. } => (Some(src), Some(dst)),
-    }
-}
-
 /// Rank `rank`'s plan agrees with the world and every step is in range.
 fn check_plan(world: &World<'_>, rank: u32, plan: &Plan) -> Result<(), VerifyError> {
     let bad = |reason: String| Err(malformed(Some(rank), reason));
@@ -162,6 +150,8 @@ fn check_plan(world: &World<'_>, rank: u32, plan: &Plan) -> Result<(), VerifyErr
         ));
     }
     for (channel, steps) in plan.channels.iter().enumerate() {
+        // Posts so far on this channel (`None`: none yet).
+        let mut posts: Option<u32> = None;
         for (index, step) in steps.iter().enumerate() {
             let at = StepAt {
                 rank,
@@ -170,7 +160,16 @@ fn check_plan(world: &World<'_>, rank: u32, plan: &Plan) -> Result<(), VerifyErr
                 step: index,
                 what: *step,
             };
-            for peer in step.send_peer().into_iter().chain(step.recv_peer()) {
+            let read_peer = match *step {
+                Step::CopyFromPeer { peer, .. } => Some(peer),
+                _ => None,
+            };
+            for peer in step
+                .send_peer()
+                .into_iter()
+                .chain(step.recv_peer())
+                .chain(read_peer)
+            {
                 if peer >= nranks {
                     return bad(format!("{at} names rank {peer}, out of range"));
                 }
@@ -178,22 +177,66 @@ fn check_plan(world: &World<'_>, rank: u32, plan: &Plan) -> Result<(), VerifyErr
                     return Err(VerifyError::SelfMessage { at });
                 }
             }
-            let (src, dst) = regions(step);
-            for region in src.into_iter().chain(dst) {
+            // A region read from another rank's window is checked against that rank's window
+            // when the simulation reads it.
+            let remote = match *step {
+                Step::ReduceFromPeers { peers, .. } => Some(peers),
+                Step::CopyFromPeer { src, .. } => Some(src),
+                _ => None,
+            };
+            for region in step.regions() {
                 let blocks = plan.shape(region.buf).blocks;
-                if region.block >= blocks || region.split >= plan.splits {
+                let local_oob = Some(region) != remote && region.block >= blocks;
+                if local_oob || region.split >= plan.splits {
                     return bad(format!(
                         "{at} names {region}, out of range ({blocks} blocks, {} splits)",
                         plan.splits
                     ));
                 }
             }
-            if let (Some(src), Some(dst)) = (src, dst) {
-                if src.split != dst.split && !matches!(step, Step::SendRecv { .. }) {
+            let mut regions = step.regions();
+            if let Some(first) = regions.next() {
+                if !matches!(step, Step::SendRecv { .. })
+                    && regions.any(|other| other.split != first.split)
+                {
                     return bad(format!("{at} combines chunks of different splits"));
                 }
             }
+            check_one_sided(&at, &mut posts).map_err(|reason| malformed(Some(rank), reason))?;
+        }
+        if posts.is_some_and(|n| n > MAX_PHASES) {
+            return bad(format!(
+                "channel {channel} posts {} phases, at most {MAX_PHASES} fit",
+                posts.unwrap_or(0)
+            ));
         }
     }
     Ok(())
+}
+
+/// Posts are numbered `1, 2, …` in order, one-sided reads read windows, name another rank
+/// and a phase in `1..=MAX_PHASES`.
+fn check_one_sided(at: &StepAt, posts: &mut Option<u32>) -> Result<(), String> {
+    let window_read = |region: crate::Region, phase: u32| {
+        if region.buf != Buf::Window {
+            return Err(format!("{at} reads {region} of another rank, not its window"));
+        }
+        if !(1..=MAX_PHASES).contains(&phase) {
+            return Err(format!("{at} waits for phase {phase}, not in 1..={MAX_PHASES}"));
+        }
+        Ok(())
+    };
+    match at.what {
+        Step::Post { phase } => {
+            let next = posts.unwrap_or(0) + 1;
+            if phase != next {
+                return Err(format!("{at} posts phase {phase}, the next phase is {next}"));
+            }
+            *posts = Some(next);
+            Ok(())
+        }
+        Step::ReduceFromPeers { peers, phase, .. } => window_read(peers, phase),
+        Step::CopyFromPeer { src, phase, .. } => window_read(src, phase),
+        _ => Ok(()),
+    }
 }

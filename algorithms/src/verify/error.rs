@@ -45,6 +45,13 @@ pub enum Wait {
         /// The receiving rank.
         to: u32,
     },
+    /// A one-sided read waits for this rank to post a phase of its window.
+    Posted {
+        /// The rank whose window is read.
+        owner: u32,
+        /// The phase the read needs.
+        phase: u32,
+    },
 }
 
 /// A rank that cannot progress when the verifier finds a deadlock.
@@ -140,6 +147,21 @@ pub enum VerifyError {
         /// The chunk both sides name (the destination, as the step names it).
         region: Region,
     },
+    /// A one-sided read relies on a window region as posted in phase `phase`, but its owner
+    /// writes the region again later in the round (in phase `written`): the reader may see
+    /// either value.
+    WindowRace {
+        /// The reading step.
+        at: StepAt,
+        /// The rank owning the window.
+        owner: u32,
+        /// The window region.
+        region: Region,
+        /// The phase the reader waited for.
+        phase: u32,
+        /// The later phase in which the owner writes the region again.
+        written: u32,
+    },
     /// An output chunk does not hold what the collective's reference semantics define.
     WrongResult {
         /// The rank.
@@ -178,6 +200,11 @@ impl fmt::Display for VerifyError {
                         Wait::Room { to } => write!(
                             f,
                             " {} waits for room on its connection to rank {to};",
+                            b.at
+                        )?,
+                        Wait::Posted { owner, phase } => write!(
+                            f,
+                            " {} waits for rank {owner} to post phase {phase};",
                             b.at
                         )?,
                     }
@@ -221,6 +248,17 @@ impl fmt::Display for VerifyError {
                     "{at}: source and destination are the same memory ({region})"
                 )
             }
+            VerifyError::WindowRace {
+                at,
+                owner,
+                region,
+                phase,
+                written,
+            } => write!(
+                f,
+                "{at} reads {region} of rank {owner}'s window as posted in phase {phase}, \
+                 but rank {owner} writes it again in phase {written}"
+            ),
             VerifyError::WrongResult {
                 rank,
                 channel,

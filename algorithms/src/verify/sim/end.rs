@@ -13,6 +13,13 @@ impl Sim<'_, '_> {
         for rank in 0..self.world.nranks {
             if let Some(at) = self.current(rank) {
                 let state = &self.ranks[rank as usize];
+                if let Some((owner, phase)) = self.posted_wait(&at) {
+                    blocked.push(Blocked {
+                        at,
+                        waiting: Wait::Posted { owner, phase },
+                    });
+                    continue;
+                }
                 let waiting = match at.what.recv_peer() {
                     Some(from) if !state.received && !self.has_message(from, rank) => {
                         Wait::Message { from }
@@ -39,6 +46,28 @@ impl Sim<'_, '_> {
                 round: message.round,
                 region: message.region,
             });
+        }
+        Ok(())
+    }
+
+    /// No one-sided read relies on a window region its owner writes again after the phase
+    /// the read waited for.
+    pub(super) fn check_window_races(&self) -> Result<(), VerifyError> {
+        for (at, owner, region, phase) in &self.window_reads {
+            let written = self
+                .window_writes
+                .get(&(*owner, at.round, *region))
+                .copied()
+                .unwrap_or(0);
+            if written > *phase {
+                return Err(VerifyError::WindowRace {
+                    at: at.clone(),
+                    owner: *owner,
+                    region: *region,
+                    phase: *phase,
+                    written,
+                });
+            }
         }
         Ok(())
     }

@@ -7,19 +7,25 @@ use crate::{Buf, Plan, Region};
 
 /// Chunks of all buffers and rounds of `plan`.
 pub(super) fn slots(plan: &Plan, rounds: u32) -> usize {
-    let blocks = plan.input.blocks + plan.output.blocks + plan.scratch.blocks;
+    let blocks = blocks(plan);
     rounds as usize * blocks as usize * plan.splits as usize
+}
+
+/// Blocks of all buffers of `plan`.
+fn blocks(plan: &Plan) -> u32 {
+    plan.input.blocks + plan.output.blocks + plan.scratch.blocks + plan.window.blocks
 }
 
 impl Sim<'_, '_> {
     /// Index into `rank`'s memory of a canonical, in-range `region` of round `round`.
     pub(super) fn slot(&self, rank: u32, round: u32, region: Region) -> usize {
         let plan = self.plan(rank);
-        let blocks = plan.input.blocks + plan.output.blocks + plan.scratch.blocks;
+        let blocks = blocks(plan);
         let offset = match region.buf {
             Buf::Input => 0,
             Buf::Output => plan.input.blocks,
             Buf::Scratch => plan.input.blocks + plan.output.blocks,
+            Buf::Window => plan.input.blocks + plan.output.blocks + plan.scratch.blocks,
         };
         let block = round as usize * blocks as usize + (offset + region.block) as usize;
         block * plan.splits as usize + region.split as usize
@@ -80,7 +86,22 @@ impl Sim<'_, '_> {
                 region,
             });
         }
-        let slot = self.slot(at.rank, at.round, self.canonical(at.rank, region));
+        let key = self.canonical(at.rank, region);
+        if key.buf == Buf::Window {
+            // Visible from the next post of this round on.
+            let state = &self.ranks[at.rank as usize];
+            let posted = if state.post_round == Some(at.round) {
+                state.posts
+            } else {
+                0
+            };
+            let phase = self
+                .window_writes
+                .entry((at.rank, at.round, key))
+                .or_insert(0);
+            *phase = (*phase).max(posted + 1);
+        }
+        let slot = self.slot(at.rank, at.round, key);
         self.ranks[at.rank as usize].memory[slot] = Some(content);
         Ok(())
     }
@@ -97,5 +118,33 @@ impl Sim<'_, '_> {
                 contribution,
             }
         })
+    }
+}
+
+impl Sim<'_, '_> {
+    /// Region `region` of `owner`'s window in round `at.round`, as a one-sided read by `at`
+    /// that waited for phase `phase` (recorded for the race check at the end).
+    pub(super) fn read_window(
+        &mut self,
+        at: &StepAt,
+        owner: u32,
+        region: Region,
+        phase: u32,
+    ) -> Result<Content, VerifyError> {
+        let blocks = self.plan(owner).window.blocks;
+        if region.block >= blocks {
+            return Err(VerifyError::Malformed {
+                rank: Some(at.rank),
+                reason: format!(
+                    "{at} reads {region} of rank {owner}, whose window has {blocks} blocks"
+                ),
+            });
+        }
+        self.window_reads.push((at.clone(), owner, region, phase));
+        self.get(owner, at.round, region)
+            .ok_or_else(|| VerifyError::ReadUninitialised {
+                at: at.clone(),
+                region,
+            })
     }
 }

@@ -6,7 +6,7 @@ mod memory;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::content::Content;
+use super::content::{union, Content};
 use super::error::{StepAt, VerifyError};
 use super::World;
 use crate::{Region, Step};
@@ -30,6 +30,10 @@ struct RankState {
     received: bool,
     /// Chunks written so far, by [`Sim::slot`] of (round, canonical region).
     memory: Vec<Option<Content>>,
+    /// The round of the last post (`None`: none yet).
+    post_round: Option<u32>,
+    /// The phase of the last post.
+    posts: u32,
 }
 
 /// What one attempt at a step achieved.
@@ -54,6 +58,10 @@ struct Sim<'w, 'a> {
     queue: VecDeque<u32>,
     queued: Vec<bool>,
     stats: ChannelStats,
+    /// Per (owner, round, window region): the latest phase a write of it is published in.
+    window_writes: BTreeMap<(u32, u32, Region), u32>,
+    /// Every one-sided read: (step, owner, window region, phase waited for).
+    window_reads: Vec<(StepAt, u32, Region, u32)>,
 }
 
 /// Runs channel `channel` of every rank to the end and checks the results.
@@ -74,12 +82,15 @@ pub(super) fn run_channel(world: &World<'_>, channel: u32) -> Result<ChannelStat
         queue: (0..world.nranks).collect(),
         queued: vec![true; n],
         stats: ChannelStats::default(),
+        window_writes: BTreeMap::new(),
+        window_reads: Vec::new(),
     };
     while let Some(rank) = sim.queue.pop_front() {
         sim.queued[rank as usize] = false;
         sim.advance(rank)?;
     }
     sim.check_finished()?;
+    sim.check_window_races()?;
     sim.check_results()?;
     Ok(sim.stats)
 }
@@ -180,6 +191,9 @@ impl Sim<'_, '_> {
             from.is_none_or(|f| sim.has_message(f, me)) && to.is_none_or(|t| sim.has_room(me, t))
         };
         let step = at.what;
+        if step.is_one_sided() {
+            return self.exec_one_sided(at);
+        }
         if !matches!(step, Step::SendRecv { .. })
             && !ready(self, step.recv_peer(), step.send_peer())
         {
@@ -226,6 +240,81 @@ impl Sim<'_, '_> {
                 self.write(at, dst, content)?;
             }
             Step::SendRecv { to, src, from, dst } => return self.send_recv(at, to, src, from, dst),
+            Step::Post { .. } | Step::ReduceFromPeers { .. } | Step::CopyFromPeer { .. } => {
+                unreachable!("one-sided steps are run by exec_one_sided")
+            }
+        }
+        Ok(Progress::Done)
+    }
+
+    /// Whether `owner` has posted phase `phase` of round `round` (or anything later).
+    fn has_posted(&self, owner: u32, round: u32, phase: u32) -> bool {
+        let state = &self.ranks[owner as usize];
+        state
+            .post_round
+            .is_some_and(|r| (r, state.posts) >= (round, phase))
+    }
+
+    /// The first rank a one-sided step waits for, with the phase, if it must wait.
+    pub(super) fn posted_wait(&self, at: &StepAt) -> Option<(u32, u32)> {
+        let me = at.rank;
+        match at.what {
+            Step::ReduceFromPeers { phase, .. } => (0..self.world.nranks)
+                .filter(|&j| j != me)
+                .find(|&j| !self.has_posted(j, at.round, phase))
+                .map(|j| (j, phase)),
+            Step::CopyFromPeer { peer, phase, .. } => {
+                (!self.has_posted(peer, at.round, phase)).then_some((peer, phase))
+            }
+            _ => None,
+        }
+    }
+
+    /// `Post`, `ReduceFromPeers` and `CopyFromPeer`: atomic, once every owner posted.
+    fn exec_one_sided(&mut self, at: &StepAt) -> Result<Progress, VerifyError> {
+        if self.posted_wait(at).is_some() {
+            return Ok(Progress::Blocked);
+        }
+        let me = at.rank;
+        match at.what {
+            Step::Post { phase } => {
+                let state = &mut self.ranks[me as usize];
+                state.post_round = Some(at.round);
+                state.posts = phase;
+                for rank in 0..self.world.nranks {
+                    if rank != me {
+                        self.wake(rank);
+                    }
+                }
+            }
+            Step::ReduceFromPeers {
+                peers,
+                own,
+                phase,
+                dst,
+            } => {
+                let mut acc = self.read(at, own)?;
+                for j in (0..self.world.nranks).filter(|&j| j != me) {
+                    let theirs = self.read_window(at, j, peers, phase)?;
+                    acc = union(&acc, &theirs).map_err(|contribution| {
+                        VerifyError::DoubleContribution {
+                            at: at.clone(),
+                            contribution,
+                        }
+                    })?;
+                }
+                self.write(at, dst, acc)?;
+            }
+            Step::CopyFromPeer {
+                peer,
+                src,
+                phase,
+                dst,
+            } => {
+                let content = self.read_window(at, peer, src, phase)?;
+                self.write(at, dst, content)?;
+            }
+            _ => unreachable!("only one-sided steps come here"),
         }
         Ok(Progress::Done)
     }

@@ -29,8 +29,10 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_NCHANNELS", default: "2", unit: "count (1-64)", doc: "Channels per operation; each has its own connection (TCP: its own socket stream) to every peer and handles 1/n of the data." },
     Knob { name: "OXCCL_SLOT_SIZE", default: "128K", unit: "bytes (K/M suffix)", doc: "Bytes per FIFO slot: the unit in which data moves and pipelines between ranks." },
     Knob { name: "OXCCL_NSLOTS", default: "8", unit: "count (2-1024)", doc: "Slots per one-way connection. A plan chunk is half the FIFO, so consecutive steps overlap." },
-    Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "ring, one_shot", doc: "Force an algorithm for every collective it supports (one_shot: all-reduce only); the others keep the tuner's choice." },
+    Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "ring, one_shot, ls_one_shot, ls_two_shot", doc: "Force an algorithm for every collective it supports (one_shot, ls_two_shot: all-reduce only; ls_one_shot: every collective; the ls_ (load/store) algorithms only where every rank is on this host with shared memory); the others keep the tuner's choice." },
     Knob { name: "OXCCL_ONE_SHOT_MAX", default: "32K", unit: "bytes (K/M suffix)", doc: "The tuner runs an all-reduce one-shot rather than ring while (ranks − 1) × its bytes is at most this." },
+    Knob { name: "OXCCL_SHM_WINDOW", default: "4M", unit: "bytes (K/M suffix), 0 or 64K-1G", doc: "Bytes of each of the two halves of a rank's peer-readable shared-memory window, used by the load/store algorithms when every rank is on one host. 0 disables them. Larger windows mean fewer synchronisations per large op; pages are only allocated when touched." },
+    Knob { name: "OXCCL_LS_ONE_SHOT_MAX", default: "64K", unit: "bytes (K/M suffix)", doc: "On one host with a window, an all-reduce of at most this many bytes runs load/store one-shot, a larger one load/store two-shot." },
     Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
     Knob { name: "OXCCL_HOSTNAME", default: "(hostname + boot id)", unit: "text", doc: "Host identity: ranks with the same identity use shared memory. Set per network namespace to emulate several hosts." },
     Knob { name: "OXCCL_SPIN", default: "(auto)", unit: "iterations", doc: "Polls before a waiting rank yields the CPU, then sleeps on a futex or poll. Auto: 2000 when this host's ranks fit its CPUs, 0 when they outnumber them (spinning would steal the CPU from the rank being waited for)." },
@@ -79,6 +81,10 @@ pub struct Config {
     pub one_shot_max: usize,
     /// `OXCCL_SPIN` (`None`: decided from ranks per host and CPUs).
     pub spin: Option<u32>,
+    /// `OXCCL_SHM_WINDOW` (0: no window, no load/store algorithms).
+    pub shm_window: usize,
+    /// `OXCCL_LS_ONE_SHOT_MAX`.
+    pub ls_one_shot_max: usize,
 }
 
 impl Default for Config {
@@ -94,6 +100,8 @@ impl Default for Config {
             hostname: None,
             spin: None,
             one_shot_max: 32 * 1024,
+            shm_window: 4 << 20,
+            ls_one_shot_max: 64 * 1024,
         }
     }
 }
@@ -165,6 +173,15 @@ impl Config {
                 )
             })?;
         }
+        for (knob, field) in [
+            ("OXCCL_SHM_WINDOW", &mut c.shm_window),
+            ("OXCCL_LS_ONE_SHOT_MAX", &mut c.ls_one_shot_max),
+        ] {
+            if let Some(v) = get(knob) {
+                *field = parse_size(&v)
+                    .ok_or_else(|| bad(knob, &v, "expected bytes with optional K/M/G suffix"))?;
+            }
+        }
         c.hostname = get("OXCCL_HOSTNAME");
         if let Some(v) = get("OXCCL_SPIN") {
             c.spin = Some(parse(&v, "OXCCL_SPIN")?);
@@ -190,6 +207,13 @@ impl Config {
                 "OXCCL_SLOT_SIZE",
                 &self.slot_size.to_string(),
                 "must be a multiple of 64 between 64 and 64M",
+            ));
+        }
+        if self.shm_window != 0 && !(64 << 10..=1 << 30).contains(&self.shm_window) {
+            return Err(bad(
+                "OXCCL_SHM_WINDOW",
+                &self.shm_window.to_string(),
+                "must be 0 (off) or between 64K and 1G",
             ));
         }
         if !(2..=1024).contains(&self.nslots) {

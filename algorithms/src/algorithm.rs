@@ -74,9 +74,7 @@ impl Algorithm {
     pub fn supports(&self, collective: Collective) -> bool {
         match self {
             Algorithm::Ring => true,
-            Algorithm::OneShot | Algorithm::LoadStoreTwoShot => {
-                collective == Collective::AllReduce
-            }
+            Algorithm::OneShot | Algorithm::LoadStoreTwoShot => collective == Collective::AllReduce,
             Algorithm::LoadStoreOneShot => !matches!(
                 collective,
                 Collective::Send { .. } | Collective::Recv { .. }

@@ -271,7 +271,10 @@ mod tests {
             assert_eq!(t.bytes_reduced, q * n / u64::from(p));
             let one = build(Algorithm::LoadStoreOneShot, Collective::AllReduce, p, 1, 1);
             let t = traffic(&one.unwrap(), n, 4);
-            assert_eq!((t.latencies, t.bytes_sent, t.bytes_reduced), (1, q * n, q * n));
+            assert_eq!(
+                (t.latencies, t.bytes_sent, t.bytes_reduced),
+                (1, q * n, q * n)
+            );
         }
     }
 

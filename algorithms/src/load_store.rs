@@ -50,6 +50,12 @@
 //! instead of repeated: per rank about `(3 + 1/p)·n` bytes read and `(2 + 1/p)·n` written,
 //! against one-shot's `p·n` read, which is why it wins for large messages and many ranks.
 //!
+//! # Window shape
+//! Every rank's plan declares the same window shape (one block; `p` for reduce-scatter and
+//! all-to-all; two for two-shot), also ranks that never write theirs (broadcast's
+//! receivers, reduce's root): the engine sizes a round so that the window holds it, and all
+//! ranks must agree on the rounds. Pages never written are never allocated.
+//!
 //! # Fold order
 //! [`Step::ReduceFromPeers`] folds `x_0 ⊕ x_1 ⊕ … ⊕ x_{p-1}` in rank order on every rank,
 //! so one-shot results are bit-identical across ranks; two-shot reduces each slice once.
@@ -146,7 +152,6 @@ pub(crate) fn one_shot(collective: Collective, nranks: u32, rank: u32) -> LoadSt
             steps.push(copy(r(In, 0, 0), r(Out, 0, 0)));
         }
         Collective::Broadcast { root } => {
-            window = 0;
             steps.push(Step::CopyFromPeer {
                 peer: root,
                 src: r(W, 0, 0),
@@ -155,7 +160,6 @@ pub(crate) fn one_shot(collective: Collective, nranks: u32, rank: u32) -> LoadSt
             });
         }
         Collective::Reduce { root } if me == root => {
-            window = 0;
             steps.push(Step::ReduceFromPeers {
                 peers: r(W, 0, 0),
                 own: r(In, 0, 0),

@@ -279,10 +279,7 @@ impl fmt::Display for Step {
                 src,
                 phase,
                 dst,
-            } => write!(
-                f,
-                "copy_from_peer {peer} {src} (phase {phase}) into {dst}"
-            ),
+            } => write!(f, "copy_from_peer {peer} {src} (phase {phase}) into {dst}"),
         }
     }
 }
@@ -344,7 +341,9 @@ impl Step {
             | Step::Reduce { src, dst }
             | Step::SendRecv { src, dst, .. }
             | Step::CopyFromPeer { src, dst, .. } => (Some(src), Some(dst), None),
-            Step::ReduceFromPeers { peers, own, dst, .. } => (Some(peers), Some(own), Some(dst)),
+            Step::ReduceFromPeers {
+                peers, own, dst, ..
+            } => (Some(peers), Some(own), Some(dst)),
             Step::Post { .. } => (None, None, None),
         };
         [a, b, c].into_iter().flatten()

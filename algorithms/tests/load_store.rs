@@ -72,7 +72,10 @@ fn load_store_does_not_do_point_to_point() {
     assert!(!Algorithm::LoadStoreTwoShot.supports(Collective::AllGather));
     assert!(!Algorithm::Ring.is_load_store());
     for alias in ["ls_one_shot", "LOAD_STORE_ONE_SHOT", "ls-two-shot"] {
-        assert!(alias.parse::<Algorithm>().unwrap().is_load_store(), "{alias}");
+        assert!(
+            alias.parse::<Algorithm>().unwrap().is_load_store(),
+            "{alias}"
+        );
     }
 }
 
@@ -96,7 +99,10 @@ fn missing_post_deadlocks_and_names_the_owner() {
             .any(|b| b.waiting == Wait::Posted { owner: 1, phase: 1 }),
         "{err}"
     );
-    assert!(err.to_string().contains("waits for rank 1 to post phase 1"), "{err}");
+    assert!(
+        err.to_string().contains("waits for rank 1 to post phase 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -146,7 +152,11 @@ fn rewriting_a_posted_region_is_a_window_race() {
 
 #[test]
 fn reading_a_peer_without_a_window_is_malformed() {
-    let mut plans = plans(Algorithm::LoadStoreOneShot, Collective::Broadcast { root: 0 }, 3);
+    let mut plans = plans(
+        Algorithm::LoadStoreOneShot,
+        Collective::Broadcast { root: 0 },
+        3,
+    );
     // Rank 2 reads rank 1, a non-root, which has no window.
     plans[2].channels[0] = vec![Step::CopyFromPeer {
         peer: 1,
@@ -155,8 +165,12 @@ fn reading_a_peer_without_a_window_is_malformed() {
         dst: Region::new(Buf::Output, 0, 0),
     }];
     plans[1].channels[0].push(Step::Post { phase: 1 });
+    plans[1].window.blocks = 0;
     let err = verify(&plans).unwrap_err();
-    assert!(err.to_string().contains("whose window has 0 blocks"), "{err}");
+    assert!(
+        err.to_string().contains("whose window has 0 blocks"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -195,5 +209,8 @@ fn folding_without_the_own_term_is_caught() {
         }
     }
     let err = verify(&plans).unwrap_err();
-    assert!(matches!(err, VerifyError::ReadUninitialised { .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::ReadUninitialised { .. }),
+        "{err}"
+    );
 }

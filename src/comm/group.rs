@@ -93,7 +93,7 @@ impl<'a> Group<'a> {
         let mut runs = Vec::with_capacity(colls.len() + p2p.len());
         for (spec, bufs) in colls.into_iter().chain(p2p) {
             let plan = comm.plan_for(&spec)?;
-            runs.push(OpRun::new(spec, plan, bufs, &comm.engine.links)?);
+            runs.push(OpRun::new(spec, plan, bufs, &mut comm.engine.links)?);
         }
         for run in &mut runs {
             run.tag = comm.tags.next(run.spec.collective);
@@ -133,6 +133,7 @@ impl Communicator {
             spec.dtype,
             spec.count,
             self.nranks,
+            self.engine.links.window.is_some(),
         );
         let key = (choice.algorithm, spec.collective, choice.nchannels);
         if let Some(p) = self.plans.get(&key) {

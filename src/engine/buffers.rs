@@ -84,6 +84,9 @@ impl<'a> OpMemory<'a> {
 
     fn locate(&self, buf: Buf, r: Range<usize>) -> (Phys, Range<usize>) {
         match (buf, self.in_place) {
+            // Window regions live in shared memory and go through `engine::window`; an
+            // empty range of scratch makes any access to one here fail its bounds check.
+            (Buf::Window, _) => (Phys::Scratch, usize::MAX..usize::MAX),
             (Buf::Scratch, _) => (Phys::Scratch, r),
             (Buf::Input, None) => (Phys::Input, r),
             (Buf::Output, None) => (Phys::Main, r),

@@ -3,7 +3,7 @@
 //! See `oxccl_algorithms::plan` for the scheme. All of it depends only on the block length,
 //! element size and FIFO sizes, so every rank computes the same sizes for matched chunks.
 
-use oxccl_algorithms::Region;
+use oxccl_algorithms::{Buf, Region};
 use std::ops::Range;
 
 /// The geometry of one op on this communicator.
@@ -35,7 +35,9 @@ impl Layout {
         len.div_ceil(self.splits * self.chunk_elems)
     }
 
-    /// Byte range of `region` within its buffer, for channel `ch` in round `round`.
+    /// Byte range of `region` within its buffer, for channel `ch` in round `round`. A
+    /// window holds one round (of a one-channel plan): block `b` starts at `b` rounds' worth
+    /// of elements.
     pub fn bytes(&self, region: Region, ch: usize, round: usize) -> Range<usize> {
         let (pstart, plen) = self.piece(ch);
         let round_len = self.splits * self.chunk_elems;
@@ -44,7 +46,11 @@ impl Layout {
         let s = region.split as usize;
         let sub_start = wlen * s / self.splits;
         let sub_end = wlen * (s + 1) / self.splits;
-        let elem = region.block as usize * self.count + pstart + wstart + sub_start;
+        let elem = if region.buf == Buf::Window {
+            region.block as usize * round_len + sub_start
+        } else {
+            region.block as usize * self.count + pstart + wstart + sub_start
+        };
         elem * self.esize..(elem + sub_end - sub_start) * self.esize
     }
 }
@@ -52,7 +58,6 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxccl_algorithms::Buf;
 
     #[test]
     fn chunks_tile_every_block_exactly_once() {

@@ -11,6 +11,12 @@ pub(crate) enum Dir {
     To(u32),
     /// Receiving from a peer.
     From(u32),
+    /// The window protocol (every load/store op uses it, so such ops run in issue order).
+    Window,
+    /// Waiting for a peer to post its window.
+    Posted(u32),
+    /// Waiting for a peer to finish reading this rank's window.
+    Acked(u32),
 }
 
 impl std::fmt::Display for Dir {
@@ -18,6 +24,13 @@ impl std::fmt::Display for Dir {
         match self {
             Dir::To(p) => write!(f, "a free slot towards rank {p}"),
             Dir::From(p) => write!(f, "data from rank {p}"),
+            Dir::Window => f.write_str("the shared-memory window"),
+            Dir::Posted(p) => write!(f, "rank {p} to post its shared-memory window"),
+            Dir::Acked(p) => write!(
+                f,
+                "rank {p} to finish reading this rank's shared-memory window (from the \
+                 op before last)"
+            ),
         }
     }
 }
@@ -38,6 +51,8 @@ pub(crate) struct Links {
     pub recv: Vec<Vec<Option<Box<dyn RecvChannel>>>>,
     /// Shared-memory context (owns this rank's doorbell), if any peer is local.
     pub shm: Option<ShmContext>,
+    /// The peer-readable window, when every rank is on this host (load/store algorithms).
+    pub window: Option<super::window::Window>,
 }
 
 impl Links {

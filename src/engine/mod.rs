@@ -17,10 +17,12 @@ mod layout;
 mod links;
 mod op;
 mod step;
+mod window;
 
 pub(crate) use buffers::UserBufs;
 pub(crate) use links::{Dir, Links};
 pub(crate) use op::{OpRun, OpSpec, PreparedPlan};
+pub(crate) use window::Window;
 
 use crate::error::{Error, Result};
 use oxccl_transports::wait::{wait_any, WaitSource};
@@ -213,6 +215,8 @@ impl Engine {
             let src = match d {
                 Dir::To(p) => self.links.sender(p, ch).map(|s| s.wait_source()),
                 Dir::From(p) => self.links.receiver(p, ch).map(|r| r.wait_source()),
+                // Window waits are woken by the doorbell, which every wait includes.
+                Dir::Window | Dir::Posted(_) | Dir::Acked(_) => continue,
             };
             v.extend(src.ok());
         }
@@ -239,6 +243,11 @@ impl Engine {
             let (peer, r) = match d {
                 Dir::To(p) => (p, self.links.sender(p, ch)?.check_alive()),
                 Dir::From(p) => (p, self.links.receiver(p, ch)?.check_alive()),
+                Dir::Posted(p) | Dir::Acked(p) => match self.links.window.as_ref() {
+                    Some(w) => (p, w.shm.check_alive(p)),
+                    None => continue,
+                },
+                Dir::Window => continue,
             };
             r.map_err(|e| Error::Transport {
                 rank,

@@ -5,7 +5,7 @@ use super::layout::Layout;
 use super::links::{Dir, Links};
 use crate::error::{Error, Result};
 use crate::types::{DataType, ReduceOp};
-use oxccl_algorithms::{Collective, Plan};
+use oxccl_algorithms::{Buf, Collective, Plan, Step};
 use std::sync::Arc;
 
 /// What the user asked for.
@@ -27,13 +27,23 @@ pub(crate) struct OpSpec {
 pub(crate) struct PreparedPlan {
     /// The plan.
     pub plan: Plan,
-    /// Per channel, the directions used.
+    /// Per channel, the directions used ([`Dir::Window`] for a load/store plan).
     pub dirs: Vec<Vec<Dir>>,
+    /// Whether the plan uses the window protocol (epochs, acks).
+    pub load_store: bool,
+    /// Whether the plan writes this rank's window (so a round waits for the half to be free).
+    pub writes_window: bool,
 }
 
 impl PreparedPlan {
     /// Derives the directions of `plan`.
     pub fn new(plan: Plan) -> Self {
+        let steps = || plan.channels.iter().flatten();
+        let load_store = plan.window.blocks > 0 || steps().any(|s| s.is_one_sided());
+        let writes_window = steps().any(|s| match *s {
+            Step::Copy { dst, .. } | Step::ReduceFromPeers { dst, .. } => dst.buf == Buf::Window,
+            _ => false,
+        });
         let dirs = plan
             .channels
             .iter()
@@ -42,13 +52,19 @@ impl PreparedPlan {
                     .iter()
                     .flat_map(|s| [s.send_peer().map(Dir::To), s.recv_peer().map(Dir::From)])
                     .flatten()
+                    .chain(load_store.then_some(Dir::Window))
                     .collect();
                 d.sort();
                 d.dedup();
                 d
             })
             .collect();
-        PreparedPlan { plan, dirs }
+        PreparedPlan {
+            plan,
+            dirs,
+            load_store,
+            writes_window,
+        }
     }
 }
 
@@ -96,6 +112,8 @@ pub(crate) struct OpRun<'a> {
     pub done: bool,
     /// The tag every message of this op carries (see `comm::tags`).
     pub tag: u32,
+    /// The window epoch of round 0 (load/store plans; see `engine::window`).
+    pub epoch_base: u64,
 }
 
 impl<'a> OpRun<'a> {
@@ -104,10 +122,23 @@ impl<'a> OpRun<'a> {
         spec: OpSpec,
         plan: Arc<PreparedPlan>,
         user: UserBufs<'a>,
-        links: &Links,
+        links: &mut Links,
     ) -> Result<Self> {
         let esize = spec.dtype.size();
-        let chunk_elems = (links.chunk_bytes / esize).max(1);
+        let chunk_elems = if plan.load_store {
+            // A round's window blocks, each `splits` chunks, fill one window half.
+            let half = links.window.as_ref().map_or(0, |w| w.half_len());
+            let per_round = plan.window.blocks.max(1) as usize * plan.splits.max(1) as usize;
+            let elems = half / (per_round * esize);
+            if elems == 0 {
+                return Err(Error::Internal(format!(
+                    "a {half}-byte window cannot hold {per_round} chunks of {esize}-byte                      elements (OXCCL_SHM_WINDOW too small?)"
+                )));
+            }
+            elems
+        } else {
+            (links.chunk_bytes / esize).max(1)
+        };
         let nchannels = plan.channels.len();
         if nchannels == 0 || nchannels > links.nchannels().max(1) {
             return Err(Error::Internal(format!(
@@ -124,6 +155,25 @@ impl<'a> OpRun<'a> {
         };
         let scratch_len = plan.scratch.blocks as usize * spec.count * esize;
         let output_len = plan.output.blocks as usize * spec.count * esize;
+        let nrounds_ls = if plan.load_store {
+            layout.rounds(0) as u64
+        } else {
+            0
+        };
+        let epoch_base = match links.window.as_mut() {
+            Some(w) if plan.load_store => {
+                let base = w.next_epoch;
+                w.next_epoch += nrounds_ls;
+                base
+            }
+            None if plan.load_store => {
+                return Err(Error::Internal(format!(
+                    "rank {} got a load/store plan without a shared-memory window",
+                    links.rank
+                )))
+            }
+            _ => 0,
+        };
         let chans = (0..nchannels)
             .map(|ch| ChanState {
                 nrounds: if plan.channels[ch].is_empty() {
@@ -143,6 +193,7 @@ impl<'a> OpRun<'a> {
             output_len,
             done: false,
             tag: 0,
+            epoch_base,
         })
     }
 

@@ -34,7 +34,13 @@ pub(crate) fn advance(op: &mut OpRun<'_>, ch: usize, links: &mut Links) -> Resul
             op.chans[ch].done = true;
             return Ok(true);
         }
-        let (step, round) = (op.plan.channels[ch][st.step], st.round);
+        let (step, round, index) = (op.plan.channels[ch][st.step], st.round, st.step);
+        if op.plan.load_store && index == 0 {
+            if let Some(d) = super::window::begin_round(op, round, links)? {
+                op.chans[ch].blocked = Some(d);
+                return Ok(moved);
+            }
+        }
         let status = run_step(op, ch, round, step, links, &mut moved).map_err(|e| match e {
             Error::Transport {
                 rank, peer, source, ..
@@ -57,6 +63,9 @@ pub(crate) fn advance(op: &mut OpRun<'_>, ch: usize, links: &mut Links) -> Resul
                 if st.step == op.plan.channels[ch].len() {
                     st.step = 0;
                     st.round += 1;
+                    if op.plan.load_store {
+                        super::window::end_round(op, round, links)?;
+                    }
                 }
             }
             Status::Blocked(d) => {
@@ -132,6 +141,13 @@ fn run_step(
 ) -> Result<Status> {
     let layout = op.layout;
     let range = |r: Region| layout.bytes(r, ch, round);
+    let window_copy =
+        matches!(step, Step::Copy { src, dst } if src.buf == Buf::Window || dst.buf == Buf::Window);
+    if step.is_one_sided() || window_copy {
+        let status = super::window::run_step(op, ch, round, step, links)?;
+        *moved |= matches!(status, Status::Done);
+        return Ok(status);
+    }
     match step {
         Step::Copy { src, dst } => {
             let (rs, rd) = (range(src), range(dst));
@@ -220,6 +236,9 @@ fn run_step(
                 (s, _) => s,
             })
         }
+        Step::Post { .. } | Step::ReduceFromPeers { .. } | Step::CopyFromPeer { .. } => Err(
+            Error::Internal(format!("{step} reached the connection engine")),
+        ),
     }
 }
 

@@ -7,8 +7,15 @@
 //! everything else uses ring. Measured crossovers on the 2-core development machine
 //! (oxccl-perf, f32 sum): about 32 KiB at 2 ranks, 8 KiB at 4, 4 KiB at 8 — all near
 //! (p−1) × bytes = 32 KiB.
-//! `OXCCL_ALGO` forces an algorithm wherever it supports the collective; elsewhere the
-//! default choice stands. Every input to the decision (collective, count, datatype, ranks,
+//!
+//! When every rank is on this host and the communicator has a shared-memory window
+//! (`OXCCL_SHM_WINDOW`), the load/store algorithms replace both for every collective but
+//! point-to-point: an all-reduce of at most `OXCCL_LS_ONE_SHOT_MAX` bytes runs
+//! load/store one-shot, a larger one two-shot; the other collectives run load/store
+//! one-shot (a direct copy from the owner's window, which is already the least traffic).
+//!
+//! `OXCCL_ALGO` forces an algorithm wherever it supports the collective (for the load/store
+//! algorithms: and the communicator has a window); elsewhere the default choice stands. Every input to the decision (collective, count, datatype, ranks,
 //! shared settings) is the same on every rank, so all ranks choose alike.
 
 use crate::config::Config;
@@ -28,16 +35,28 @@ pub struct Choice {
     pub nchannels: u32,
 }
 
-/// Chooses the algorithm and channel count for `count` elements of `dtype` per block.
+/// Chooses the algorithm and channel count for `count` elements of `dtype` per block;
+/// `window`: every rank is on this host and has a shared-memory window.
 pub fn choose(
     config: &Config,
     collective: Collective,
     dtype: DataType,
     count: usize,
     nranks: u32,
+    window: bool,
 ) -> Choice {
     let block_bytes = count.saturating_mul(dtype.size());
-    let default = if collective == Collective::AllReduce
+    let p2p = matches!(
+        collective,
+        Collective::Send { .. } | Collective::Recv { .. }
+    );
+    let default = if window && nranks > 1 && !p2p {
+        if collective == Collective::AllReduce && block_bytes > config.ls_one_shot_max {
+            Algorithm::LoadStoreTwoShot
+        } else {
+            Algorithm::LoadStoreOneShot
+        }
+    } else if collective == Collective::AllReduce
         && nranks > 1
         && block_bytes <= config.one_shot_max
     {
@@ -46,7 +65,9 @@ pub fn choose(
         Algorithm::Ring
     };
     let algorithm = match config.algorithm {
-        Some(forced) if forced.supports(collective) => forced,
+        Some(forced) if forced.supports(collective) && (window || !forced.is_load_store()) => {
+            forced
+        }
         _ => default,
     };
     let nchannels =
@@ -64,12 +85,13 @@ mod tests {
     #[test]
     fn small_all_reduce_goes_one_shot_and_forcing_respects_support() {
         let mut c = Config::default();
-        let pick = |c: &Config, coll, count| choose(c, coll, DataType::Float32, count, 4).algorithm;
+        let pick =
+            |c: &Config, coll, count| choose(c, coll, DataType::Float32, count, 4, false).algorithm;
         assert_eq!(pick(&c, Collective::AllReduce, 16), Algorithm::OneShot);
         assert_eq!(pick(&c, Collective::AllReduce, 16 << 20), Algorithm::Ring);
         assert_eq!(pick(&c, Collective::AllGather, 16), Algorithm::Ring);
         assert_eq!(
-            choose(&c, Collective::AllReduce, DataType::Float32, 16, 1).algorithm,
+            choose(&c, Collective::AllReduce, DataType::Float32, 16, 1, false).algorithm,
             Algorithm::Ring
         );
         c.algorithm = Some(Algorithm::Ring);
@@ -84,8 +106,41 @@ mod tests {
             Algorithm::Ring
         );
         assert_eq!(
-            choose(&c, Collective::AllReduce, DataType::Float32, 1 << 20, 4).nchannels,
+            choose(
+                &c,
+                Collective::AllReduce,
+                DataType::Float32,
+                1 << 20,
+                4,
+                false
+            )
+            .nchannels,
             2
         );
+    }
+
+    #[test]
+    fn one_host_with_a_window_goes_load_store() {
+        let mut c = Config::default();
+        let pick = |c: &Config, coll, count, window| {
+            choose(c, coll, DataType::Float32, count, 4, window).algorithm
+        };
+        let ar = Collective::AllReduce;
+        assert_eq!(pick(&c, ar, 16, true), Algorithm::LoadStoreOneShot);
+        assert_eq!(pick(&c, ar, 16 << 20, true), Algorithm::LoadStoreTwoShot);
+        assert_eq!(
+            pick(&c, Collective::AllToAll, 16 << 20, true),
+            Algorithm::LoadStoreOneShot
+        );
+        assert_eq!(
+            pick(&c, Collective::Send { peer: 1 }, 16, true),
+            Algorithm::Ring
+        );
+        // Forcing a load/store algorithm without a window keeps the default.
+        c.algorithm = Some(Algorithm::LoadStoreTwoShot);
+        assert_eq!(pick(&c, ar, 16 << 20, false), Algorithm::Ring);
+        assert_eq!(pick(&c, ar, 16, true), Algorithm::LoadStoreTwoShot);
+        c.algorithm = Some(Algorithm::Ring);
+        assert_eq!(pick(&c, ar, 16, true), Algorithm::Ring);
     }
 }

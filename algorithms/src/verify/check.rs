@@ -219,10 +219,14 @@ fn check_plan(world: &World<'_>, rank: u32, plan: &Plan) -> Result<(), VerifyErr
 fn check_one_sided(at: &StepAt, posts: &mut Option<u32>) -> Result<(), String> {
     let window_read = |region: crate::Region, phase: u32| {
         if region.buf != Buf::Window {
-            return Err(format!("{at} reads {region} of another rank, not its window"));
+            return Err(format!(
+                "{at} reads {region} of another rank, not its window"
+            ));
         }
         if !(1..=MAX_PHASES).contains(&phase) {
-            return Err(format!("{at} waits for phase {phase}, not in 1..={MAX_PHASES}"));
+            return Err(format!(
+                "{at} waits for phase {phase}, not in 1..={MAX_PHASES}"
+            ));
         }
         Ok(())
     };
@@ -230,7 +234,9 @@ fn check_one_sided(at: &StepAt, posts: &mut Option<u32>) -> Result<(), String> {
         Step::Post { phase } => {
             let next = posts.unwrap_or(0) + 1;
             if phase != next {
-                return Err(format!("{at} posts phase {phase}, the next phase is {next}"));
+                return Err(format!(
+                    "{at} posts phase {phase}, the next phase is {next}"
+                ));
             }
             *posts = Some(next);
             Ok(())

@@ -202,11 +202,9 @@ impl fmt::Display for VerifyError {
                             " {} waits for room on its connection to rank {to};",
                             b.at
                         )?,
-                        Wait::Posted { owner, phase } => write!(
-                            f,
-                            " {} waits for rank {owner} to post phase {phase};",
-                            b.at
-                        )?,
+                        Wait::Posted { owner, phase } => {
+                            write!(f, " {} waits for rank {owner} to post phase {phase};", b.at)?
+                        }
                     }
                 }
                 Ok(())

@@ -115,7 +115,13 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         pids: &pids,
         host: &me.host,
     };
-    let shm = shm::setup(&plan, &id.secret, &mut boot, nch as u32, fifo)?;
+    // The load/store algorithms read every rank's window: only when all ranks share memory.
+    let window_len = if shm_peers.len() + 1 == nranks as usize && nranks > 1 {
+        config.shm_window
+    } else {
+        0
+    };
+    let shm = shm::setup(&plan, &id.secret, &mut boot, nch as u32, fifo, window_len)?;
     let key = id.secret.subkey(DATA_KEY);
     let streams = tcp::connect_all(
         listener, key, &tcp_peers, &infos, rank, nranks, nch, deadline,
@@ -144,6 +150,14 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
             }
         }
     }
+    let window = match shm.as_ref() {
+        Some(ctx) if window_len > 0 => Some(ctx.window().map_err(transport_error(
+            rank,
+            rank,
+            "set up shm window",
+        ))?),
+        _ => None,
+    };
     tracing::info!(
         target: "oxccl::init",
         "rank {rank}/{nranks} ready in {:?}: {} shm peers, {} tcp peers, {nch} channels, host {:?}",
@@ -164,6 +178,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
                 send,
                 recv,
                 shm,
+                window: window.map(crate::engine::Window::new),
             },
             timeout: config.timeout,
             spin: config.spin.unwrap_or_else(|| spin::auto_spin(local.len())),

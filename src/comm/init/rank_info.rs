@@ -66,13 +66,15 @@ pub(super) fn host_identity(config: &Config) -> String {
 pub(super) fn shared_config(c: &Config) -> String {
     format!(
         "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={} \
-         OXCCL_ONE_SHOT_MAX={}",
+         OXCCL_ONE_SHOT_MAX={} OXCCL_SHM_WINDOW={} OXCCL_LS_ONE_SHOT_MAX={}",
         c.nchannels,
         c.slot_size,
         c.nslots,
         c.transport,
         c.algorithm.map_or("auto".into(), |a| a.to_string()),
-        c.one_shot_max
+        c.one_shot_max,
+        c.shm_window,
+        c.ls_one_shot_max
     )
 }
 

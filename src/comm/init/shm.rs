@@ -39,6 +39,7 @@ pub(super) fn setup(
     boot: &mut BootstrapClient,
     nchannels: u32,
     fifo: FifoConfig,
+    window_len: usize,
 ) -> Result<Option<ShmContext>> {
     let rank = plan.rank;
     let mut ctx = None;
@@ -55,6 +56,7 @@ pub(super) fn setup(
             plan.local.len() as u32,
             nchannels,
             fifo,
+            window_len,
         )
         .map_err(transport_error(rank, rank, "create shared memory"))?;
         ctx = Some(c);

@@ -9,6 +9,7 @@ use rustix::process::Pid;
 
 use super::fifo::{ShmReceiver, ShmSender};
 use super::layout::{shm_path, FifoOffsets, Layout, Mapping};
+use super::window::ShmWindow;
 use crate::wait::Doorbell;
 use crate::{Error, FifoConfig, Result};
 
@@ -25,9 +26,10 @@ const NAME_PREFIX: &str = "oxccl-";
 /// 3. [`ShmContext::map_peer`] for every local peer, with the name and pid it published.
 /// 4. Once every peer has mapped this inbox (a bootstrap barrier), [`ShmContext::unlink`]
 ///    removes the name, so nothing is left in `/dev/shm` if a process crashes later.
-/// 5. [`ShmContext::sender`] / [`ShmContext::receiver`] once per (peer, channel).
+/// 5. [`ShmContext::sender`] / [`ShmContext::receiver`] once per (peer, channel), and
+///    [`ShmContext::window`] once if the inbox has a window.
 ///
-/// The senders and receivers keep the mappings alive; the context may be dropped before
+/// The senders, receivers and window keep the mappings alive; the context may be dropped before
 /// them. Dropping the context unlinks the name if step 4 did not happen.
 #[derive(Debug)]
 pub struct ShmContext {
@@ -40,6 +42,8 @@ pub struct ShmContext {
     /// Which (peer, channel) senders/receivers were handed out; each FIFO has one of each.
     senders_taken: Vec<AtomicBool>,
     receivers_taken: Vec<AtomicBool>,
+    /// Whether the window was handed out (there is one per context).
+    window_taken: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -52,6 +56,11 @@ impl ShmContext {
     /// Creates this rank's inbox for a communicator with `nlocal` ranks on this node, each
     /// pair connected by `nchannels` FIFOs per direction of `fifo`'s sizes.
     ///
+    /// `window_len` is the length in bytes of each of the two halves of this rank's window
+    /// (see [`ShmContext::window`]), rounded up to a page; 0 for no window. At most
+    /// [`MAX_WINDOW_LEN`](super::MAX_WINDOW_LEN). Every local rank must pass the same value
+    /// ([`ShmContext::map_peer`] checks it).
+    ///
     /// `tag` must be unique per communicator on this node (the caller mixes in randomness)
     /// and made of ASCII letters, digits, `-`, `_` and `.`. The file is created with
     /// `O_EXCL` and mode 0600, and sized sparsely: pages are allocated only when touched.
@@ -61,8 +70,9 @@ impl ShmContext {
         nlocal: u32,
         nchannels: u32,
         fifo: FifoConfig,
+        window_len: usize,
     ) -> Result<Self> {
-        let layout = Layout::new(nlocal, nchannels, fifo)?;
+        let layout = Layout::new(nlocal, nchannels, fifo, window_len)?;
         if local_rank >= nlocal {
             return Err(Error::Config(format!(
                 "local rank {local_rank} out of range for {nlocal} local ranks"
@@ -97,6 +107,7 @@ impl ShmContext {
             peers,
             senders_taken: (0..nfifos).map(|_| AtomicBool::new(false)).collect(),
             receivers_taken: (0..nfifos).map(|_| AtomicBool::new(false)).collect(),
+            window_taken: AtomicBool::new(false),
         })
     }
 
@@ -196,6 +207,40 @@ impl ShmContext {
             self.layout,
             peer.map.clone(),
             peer.process.clone(),
+        ))
+    }
+
+    /// This rank's view of the node's windows: its own (to write) and every local peer's (to
+    /// read). Once per context; every local peer must be mapped first.
+    ///
+    /// Fails with [`Error::Config`] if the context was created with `window_len == 0`, if a
+    /// peer is not mapped yet, or on a second call.
+    pub fn window(&self) -> Result<ShmWindow> {
+        if !self.layout.has_window() {
+            return Err(Error::Config(
+                "this shm context has no window (created with window_len 0)".into(),
+            ));
+        }
+        let mut maps = Vec::with_capacity(self.peers.len());
+        let mut processes = Vec::with_capacity(self.peers.len());
+        for (rank, peer) in self.peers.iter().enumerate() {
+            let peer = peer.as_ref().ok_or_else(|| {
+                Error::Config(format!(
+                    "local rank {rank}'s shm segment is not mapped yet (call map_peer for \
+                     every local peer before window)"
+                ))
+            })?;
+            maps.push(peer.map.clone());
+            processes.push(peer.process.clone());
+        }
+        if self.window_taken.swap(true, Ordering::AcqRel) {
+            return Err(Error::Config("shm window was already created".into()));
+        }
+        Ok(ShmWindow::new(
+            self.layout,
+            self.local_rank,
+            maps,
+            processes,
         ))
     }
 

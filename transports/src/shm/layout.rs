@@ -4,7 +4,17 @@
 //! offset 0      SegmentHeader   magic, version, owner pid, sizes (64 B), Doorbell (64 B)
 //! offset 4096   FIFO 0          tail | head | closed | meta[nslots] | pad to 4096 | slots
 //! ...           FIFO i          at 4096 + i * fifo_stride, i = sender_local * nchannels + channel
+//! window_offset window control  posted[0] | posted[1] | done[0] | ... | done[nlocal-1] | pad to 4096
+//! + ctrl_len    window half 0   half_len bytes (window_len rounded up to 4096)
+//! + half_len    window half 1   half_len bytes
 //! ```
+//!
+//! The window (control area and halves) exists only when `window_len > 0`; it starts right
+//! after the last FIFO, `window_offset = 4096 + nlocal * nchannels * fifo_stride`. Every
+//! control entry is a 64-byte line: `posted[h]` is an 8-byte flag the owner stores followed
+//! by [`INLINE_LEN`] inline payload bytes in the same cache line; `done[r]` is an 8-byte
+//! counter that local rank `r` stores (the rest of its line is padding). See `window.rs`
+//! for the protocol.
 //!
 //! Each FIFO starts with its control block, every field on its own 64-byte line:
 //! `tail` (written by the sender only), `head` (written by the receiver only), `closed`
@@ -15,7 +25,7 @@
 //! cache-line aligned; page-aligned too when `slot_size` is a multiple of 4096).
 //!
 //! Everything the peer can write is read through atomics and checked before use; only slot
-//! bytes are plain memory, and those are never interpreted here.
+//! and window bytes are plain memory, and those are never interpreted here.
 
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
@@ -24,13 +34,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use rustix::fs::{Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 
+use super::window::{INLINE_LEN, MAX_WINDOW_LEN};
 use crate::wait::Doorbell;
 use crate::{Error, FifoConfig, Result};
 
 /// "OXCCLSHM", little-endian.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"OXCCLSHM");
-/// Bumped on any change of this layout (2: per-slot tags next to the lengths).
-pub(crate) const VERSION: u32 = 2;
+/// Bumped on any change of this layout (2: per-slot tags next to the lengths; 3: the
+/// peer-readable window after the FIFOs, and its length in the header).
+pub(crate) const VERSION: u32 = 3;
 const PAGE: usize = 4096;
 const LINE: usize = 64;
 /// Directory where POSIX shared-memory objects live on Linux.
@@ -49,6 +61,10 @@ const META_OFFSET: usize = 3 * LINE;
 /// Bytes per `meta` entry.
 const META_LEN: usize = 8;
 
+/// Window control lines before the `done` lines: `posted[0]`, `posted[1]`.
+const POSTED_LINES: usize = 2;
+const _: () = assert!(8 + INLINE_LEN == LINE);
+
 /// The first bytes of a segment.
 #[repr(C)]
 pub(crate) struct SegmentHeader {
@@ -62,12 +78,15 @@ pub(crate) struct SegmentHeader {
     slot_size: AtomicU64,
     fifo_stride: AtomicU64,
     total_len: AtomicU64,
+    /// The window length the owner asked for (each half; 0 = no window), before rounding.
+    window_len: AtomicU64,
     /// The owner's doorbell, on its own cache line (`Doorbell` is 64-byte aligned).
     pub(crate) doorbell: Doorbell,
 }
 
 const _: () = assert!(std::mem::size_of::<SegmentHeader>() <= PAGE);
 const _: () = assert!(std::mem::align_of::<SegmentHeader>() <= PAGE);
+const _: () = assert!(std::mem::offset_of!(SegmentHeader, doorbell) == LINE);
 
 /// Sizes and offsets of one segment, computed from the communicator's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,14 +99,35 @@ pub(crate) struct Layout {
     slots_offset: usize,
     /// Bytes from one FIFO to the next.
     fifo_stride: usize,
+    /// The window length asked for (bytes per half, 0 = no window), as recorded in the header.
+    pub(crate) window_len: usize,
+    /// Bytes per window half: `window_len` rounded up to a page (0 without a window).
+    pub(crate) half_len: usize,
+    /// Offset of the window's control area: right after the FIFOs, page-aligned.
+    window_offset: usize,
+    /// Bytes of the control area, whole pages (0 without a window).
+    ctrl_len: usize,
     /// Bytes in the whole segment.
     pub(crate) total_len: usize,
 }
 
 impl Layout {
     /// Computes the layout, rejecting sizes that overflow or cannot be described.
-    pub(crate) fn new(nlocal: u32, nchannels: u32, fifo: FifoConfig) -> Result<Self> {
+    ///
+    /// `window_len` is the length of each of the two window halves (0: no window); it is
+    /// rounded up to a page, and at most [`MAX_WINDOW_LEN`].
+    pub(crate) fn new(
+        nlocal: u32,
+        nchannels: u32,
+        fifo: FifoConfig,
+        window_len: usize,
+    ) -> Result<Self> {
         fifo.validate()?;
+        if window_len > MAX_WINDOW_LEN {
+            return Err(Error::Config(format!(
+                "shm window_len {window_len} is larger than the maximum {MAX_WINDOW_LEN}"
+            )));
+        }
         if nlocal == 0 || nchannels == 0 {
             return Err(Error::Config(format!(
                 "shm needs nlocal >= 1 and nchannels >= 1 (got {nlocal}, {nchannels})"
@@ -96,7 +136,7 @@ impl Layout {
         let overflow = || {
             Error::Config(format!(
                 "shm segment for {nlocal} local ranks x {nchannels} channels x {} slots x {} B \
-                 is too large",
+                 plus a window of 2 x {window_len} B is too large",
                 fifo.nslots, fifo.slot_size
             ))
         };
@@ -114,9 +154,25 @@ impl Layout {
         let nfifos = (nlocal as usize)
             .checked_mul(nchannels as usize)
             .ok_or_else(overflow)?;
-        let total_len = nfifos
+        let window_offset = nfifos
             .checked_mul(fifo_stride)
             .and_then(|n| n.checked_add(PAGE))
+            .ok_or_else(overflow)?;
+        let (half_len, ctrl_len) = if window_len == 0 {
+            (0, 0)
+        } else {
+            let half_len = round_up(window_len, PAGE).ok_or_else(overflow)?;
+            let ctrl_len = (nlocal as usize)
+                .checked_add(POSTED_LINES)
+                .and_then(|n| n.checked_mul(LINE))
+                .and_then(|n| round_up(n, PAGE))
+                .ok_or_else(overflow)?;
+            (half_len, ctrl_len)
+        };
+        let total_len = half_len
+            .checked_mul(2)
+            .and_then(|n| n.checked_add(ctrl_len))
+            .and_then(|n| n.checked_add(window_offset))
             .filter(|&n| n <= isize::MAX as usize && u64::try_from(n).is_ok())
             .ok_or_else(overflow)?;
         Ok(Self {
@@ -126,15 +182,60 @@ impl Layout {
             nslots: fifo.nslots,
             slots_offset,
             fifo_stride,
+            window_len,
+            half_len,
+            window_offset,
+            ctrl_len,
             total_len,
         })
     }
 
     /// Most bytes of the segment that can ever be touched (and so allocated, the file being
-    /// sparse): the header page and the FIFOs from the other local ranks.
+    /// sparse): the header page, the FIFOs from the other local ranks and the window (its
+    /// control area and both halves).
     pub(crate) fn touched_len(&self) -> u64 {
         let peers = u64::from(self.nlocal - 1) * u64::from(self.nchannels);
-        (PAGE as u64).saturating_add(peers.saturating_mul(self.fifo_stride as u64))
+        let window = (self.half_len as u64)
+            .saturating_mul(2)
+            .saturating_add(self.ctrl_len as u64);
+        (PAGE as u64)
+            .saturating_add(peers.saturating_mul(self.fifo_stride as u64))
+            .saturating_add(window)
+    }
+
+    /// Whether the segment has a window.
+    pub(crate) fn has_window(&self) -> bool {
+        self.half_len > 0
+    }
+
+    /// Offset of the window's control area (page-aligned, right after the FIFOs).
+    #[cfg(test)]
+    pub(crate) fn window_offset(&self) -> usize {
+        debug_assert!(self.has_window());
+        self.window_offset
+    }
+
+    /// Offset of the `posted[half & 1]` flag (a `u64` at the start of its own line).
+    pub(crate) fn posted_offset(&self, half: usize) -> usize {
+        debug_assert!(self.has_window());
+        self.window_offset + (half & 1) * LINE
+    }
+
+    /// Offset of the [`INLINE_LEN`] inline bytes that follow `posted[half & 1]` in its line.
+    pub(crate) fn inline_offset(&self, half: usize) -> usize {
+        self.posted_offset(half) + 8
+    }
+
+    /// Offset of `done[reader]` (a `u64` at the start of its own line).
+    pub(crate) fn done_offset(&self, reader: u32) -> usize {
+        debug_assert!(self.has_window() && reader < self.nlocal);
+        self.window_offset + (POSTED_LINES + reader as usize) * LINE
+    }
+
+    /// Offset of window half `half & 1` (page-aligned, `half_len` bytes).
+    pub(crate) fn half_offset(&self, half: usize) -> usize {
+        debug_assert!(self.has_window());
+        self.window_offset + self.ctrl_len + (half & 1) * self.half_len
     }
 
     /// Offset of FIFO `index` (`sender_local * nchannels + channel`) in the segment.
@@ -225,13 +326,14 @@ impl Mapping {
         if u64::try_from(stat.st_size).ok() != Some(layout.total_len as u64) {
             return Err(Error::Config(format!(
                 "shared memory segment {path} is {} bytes, expected {} (do the local ranks \
-                 agree on nlocal={}, nchannels={}, slot_size={}, nslots={}?)",
+                 agree on nlocal={}, nchannels={}, slot_size={}, nslots={}, window_len={}?)",
                 stat.st_size,
                 layout.total_len,
                 layout.nlocal,
                 layout.nchannels,
                 layout.slot_size,
-                layout.nslots
+                layout.nslots,
+                layout.window_len
             )));
         }
         Self::map(fd, name, layout.total_len)
@@ -337,9 +439,10 @@ fn check_space(layout: &Layout) -> Result<()> {
     if free < need {
         return Err(Error::Config(format!(
             "{SHM_DIR} has {free} bytes free, but this rank's shared memory inbox may use \
-             {need} ({} local ranks x {} channels x {} slots x {} B); enlarge {SHM_DIR} \
-             (e.g. `docker run --shm-size`), or use fewer channels or smaller FIFOs",
-            layout.nlocal, layout.nchannels, layout.nslots, layout.slot_size
+             {need} ({} local ranks x {} channels x {} slots x {} B, window 2 x {} B); \
+             enlarge {SHM_DIR} (e.g. `docker run --shm-size`), or use fewer channels, smaller \
+             FIFOs or a smaller window",
+            layout.nlocal, layout.nchannels, layout.nslots, layout.slot_size, layout.half_len
         )));
     }
     let need_all = need.saturating_mul(u64::from(layout.nlocal));
@@ -373,6 +476,7 @@ impl SegmentHeader {
         self.slot_size.store(layout.slot_size as u64, r);
         self.fifo_stride.store(layout.fifo_stride as u64, r);
         self.total_len.store(layout.total_len as u64, r);
+        self.window_len.store(layout.window_len as u64, r);
         self.magic.store(MAGIC, Ordering::Release);
     }
 
@@ -392,7 +496,7 @@ impl SegmentHeader {
             )));
         }
         let r = Ordering::Relaxed;
-        let checks: [(&str, u64, u64); 9] = [
+        let checks: [(&str, u64, u64); 10] = [
             (
                 "layout version",
                 self.version.load(r).into(),
@@ -416,6 +520,11 @@ impl SegmentHeader {
                 "fifo stride",
                 self.fifo_stride.load(r),
                 layout.fifo_stride as u64,
+            ),
+            (
+                "window_len",
+                self.window_len.load(r),
+                layout.window_len as u64,
             ),
             (
                 "total length",

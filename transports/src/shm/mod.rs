@@ -2,13 +2,16 @@
 //!
 //! Every rank creates one POSIX shared-memory segment per communicator, its *inbox*, in
 //! `/dev/shm`. The inbox holds a header with the rank's [`Doorbell`](crate::Doorbell) and one
-//! FIFO per (local sender, channel); `shm/layout.rs` describes the bytes. A sender writes straight
-//! into the receiver's inbox, so a message is copied once on each side (into the slot, out
-//! of it) and never passes through the kernel.
+//! FIFO per (local sender, channel), then optionally a window that every local peer reads in
+//! place; `shm/layout.rs` describes the bytes. A sender writes straight into the receiver's
+//! inbox, so a message is copied once on each side (into the slot, out of it) and never
+//! passes through the kernel.
 //!
 //! - `connect.rs`: [`ShmContext`] creates the inbox, maps the peers', hands out channel ends.
 //! - `fifo.rs`: [`ShmSender`] and [`ShmReceiver`], the [`SendChannel`](crate::SendChannel) and
 //!   [`RecvChannel`](crate::RecvChannel) implementations.
+//! - `window.rs`: [`ShmWindow`], an optional area of each inbox that only its owner writes and
+//!   every local peer reads in place, for one-sided (load/store) collectives.
 //!
 //! Trust: local peers are processes of the same job (they learned the segment name through
 //! the authenticated bootstrap). Everything read from shared memory is bounds-checked, so a
@@ -18,9 +21,11 @@
 mod connect;
 mod fifo;
 mod layout;
+mod window;
 
 #[cfg(test)]
 mod tests;
 
 pub use connect::ShmContext;
 pub use fifo::{ShmReceiver, ShmSender};
+pub use window::{PeerHalves, ShmWindow, INLINE_LEN, MAX_WINDOW_LEN};

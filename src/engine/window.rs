@@ -1,0 +1,278 @@
+//! The window protocol: running load/store plans (`oxccl_algorithms::load_store`).
+//!
+//! Every round of a load/store op is one **epoch** of the communicator's window (epochs
+//! count from 1 over all load/store rounds, in op order, identically on every rank). Epoch
+//! `e` uses half `e % 2` of every rank's window:
+//! - at the start of the round, a rank whose plan writes its window waits until every
+//!   other rank acknowledged epoch `e-2` (finished reading the half it is about to reuse);
+//! - `post phase k` publishes `e·16 + k`; a one-sided read of phase `k` waits until the
+//!   owner's posted value for the half is at least that;
+//! - after the round's last step, the rank acknowledges `e` to every other rank.
+//!
+//! So a rank can run one round ahead of the slowest reader without any barrier. Waiting
+//! happens in the engine's usual way: a blocked step reports [`Dir::Posted`] or
+//! [`Dir::Acked`], and the rank sleeps on its doorbell, which posts and acks ring.
+
+use super::buffers::OpMemory;
+use super::links::{Dir, Links};
+use super::op::OpRun;
+use super::step::Status;
+use crate::error::{Error, Result};
+use crate::reduce;
+use crate::types::{DataType, ReduceOp};
+use oxccl_algorithms::load_store::MAX_PHASES;
+use oxccl_algorithms::{Buf, Region, Step};
+use oxccl_transports::shm::ShmWindow;
+use std::ops::Range;
+
+/// Bits of a posted value that hold the phase.
+const PHASE_BITS: u32 = 4;
+const _: () = assert!(MAX_PHASES < 1 << PHASE_BITS);
+
+/// Bytes folded at a time by `reduce_from_peers`: the partial result stays in the L1 cache
+/// while every peer's term is added to it.
+const FOLD_BLOCK: usize = 16 * 1024;
+
+/// This rank's window and the communicator's epoch counter.
+pub(crate) struct Window {
+    /// The shared-memory window (local rank = rank: every rank is on this host).
+    pub shm: ShmWindow,
+    /// The epoch the next load/store round will use.
+    pub next_epoch: u64,
+}
+
+impl Window {
+    /// Wraps a freshly created window; epochs start at 1 (all flags start at 0).
+    pub fn new(shm: ShmWindow) -> Self {
+        Window { shm, next_epoch: 1 }
+    }
+
+    /// Bytes of one half.
+    pub fn half_len(&self) -> usize {
+        self.shm.half_len()
+    }
+}
+
+fn posted_value(epoch: u64, phase: u32) -> u64 {
+    (epoch << PHASE_BITS) | u64::from(phase)
+}
+
+fn window_err(rank: u32, peer: u32, op: &OpRun<'_>, e: oxccl_transports::Error) -> Error {
+    Error::Transport {
+        rank,
+        peer,
+        op: op.name().into(),
+        source: e,
+    }
+}
+
+fn no_window(rank: u32) -> Error {
+    Error::Internal(format!(
+        "rank {rank} runs a load/store plan but has no shared-memory window"
+    ))
+}
+
+/// The epoch round `round` of `op` uses.
+fn epoch(op: &OpRun<'_>, round: usize) -> u64 {
+    op.epoch_base + round as u64
+}
+
+/// Before round `round`: may this rank write its window half? `Some(dir)` names the peer
+/// still reading the half from two epochs ago.
+pub(crate) fn begin_round(op: &OpRun<'_>, round: usize, links: &Links) -> Result<Option<Dir>> {
+    if !op.plan.writes_window {
+        return Ok(None);
+    }
+    let (rank, nranks) = (links.rank, links.nranks);
+    let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
+    let e = epoch(op, round);
+    for peer in (0..nranks).filter(|&p| p != rank) {
+        let acked = w
+            .shm
+            .acked(peer)
+            .map_err(|e| window_err(rank, peer, op, e))?;
+        if acked.saturating_add(2) < e {
+            return Ok(Some(Dir::Acked(peer)));
+        }
+    }
+    Ok(None)
+}
+
+/// After round `round`: tell every other rank this one is done reading its window.
+pub(crate) fn end_round(op: &OpRun<'_>, round: usize, links: &Links) -> Result<()> {
+    let (rank, nranks) = (links.rank, links.nranks);
+    let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
+    let e = epoch(op, round);
+    for peer in (0..nranks).filter(|&p| p != rank) {
+        w.shm
+            .ack(peer, e)
+            .map_err(|e| window_err(rank, peer, op, e))?;
+    }
+    Ok(())
+}
+
+/// The first rank among `peers` that has not posted `phase` of round `round`.
+fn unposted(
+    op: &OpRun<'_>,
+    round: usize,
+    links: &Links,
+    phase: u32,
+    peers: impl Iterator<Item = u32>,
+) -> Result<Option<u32>> {
+    let rank = links.rank;
+    let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
+    let e = epoch(op, round);
+    let need = posted_value(e, phase);
+    let half = (e & 1) as usize;
+    for p in peers {
+        let posted = w
+            .shm
+            .posted(p, half)
+            .map_err(|e| window_err(rank, p, op, e))?;
+        if posted < need {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// Runs a one-sided step, or a copy into or out of the own window.
+pub(crate) fn run_step(
+    op: &mut OpRun<'_>,
+    ch: usize,
+    round: usize,
+    step: Step,
+    links: &mut Links,
+) -> Result<Status> {
+    let layout = op.layout;
+    let range = |r: Region| layout.bytes(r, ch, round);
+    let (rank, nranks) = (links.rank, links.nranks);
+    let e = epoch(op, round);
+    let half = (e & 1) as usize;
+    match step {
+        Step::Post { phase } => {
+            let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
+            w.shm.post(half, posted_value(e, phase));
+        }
+        Step::Copy { src, dst } => {
+            let w = links.window.as_mut().ok_or_else(|| no_window(rank))?;
+            let own = w.shm.own_mut(half);
+            let (rs, rd) = (range(src), range(dst));
+            match (src.buf, dst.buf) {
+                (Buf::Window, Buf::Window) => own.copy_within(rs, rd.start),
+                (Buf::Window, _) => op.mem.write(dst.buf, rd)?.copy_from_slice(&own[rs]),
+                (_, _) => own[rd].copy_from_slice(op.mem.read(src.buf, rs)?),
+            }
+        }
+        Step::CopyFromPeer {
+            peer,
+            src,
+            phase,
+            dst,
+        } => {
+            if unposted(op, round, links, phase, std::iter::once(peer))?.is_some() {
+                return Ok(Status::Blocked(Dir::Posted(peer)));
+            }
+            let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
+            let theirs = w
+                .shm
+                .peer(peer, half)
+                .map_err(|e| window_err(rank, peer, op, e))?;
+            let bytes = theirs
+                .get(range(src))
+                .ok_or_else(|| Error::Internal(format!("{step} is outside the window")))?;
+            op.mem.write(dst.buf, range(dst))?.copy_from_slice(bytes);
+        }
+        Step::ReduceFromPeers {
+            peers,
+            own,
+            phase,
+            dst,
+        } => {
+            let others = (0..nranks).filter(|&p| p != rank);
+            if let Some(p) = unposted(op, round, links, phase, others)? {
+                return Ok(Status::Blocked(Dir::Posted(p)));
+            }
+            let (dtype, redop) = (op.spec.dtype, op.spec.redop);
+            let w = links.window.as_mut().ok_or_else(|| no_window(rank))?;
+            let (own_half, halves) = w.shm.split_mut(half);
+            let rp = range(peers);
+            let mut terms = Vec::with_capacity(nranks as usize);
+            for p in 0..nranks {
+                terms.push(if p == rank {
+                    None
+                } else {
+                    let h = halves.get(p).map_err(|e| window_err(rank, p, op, e))?;
+                    Some(h.get(rp.clone()).ok_or_else(|| {
+                        Error::Internal(format!("{step} is outside rank {p}'s window"))
+                    })?)
+                });
+            }
+            let fold = Fold {
+                dtype,
+                redop,
+                terms: &terms,
+                own: (own, range(own)),
+                dst: (dst, range(dst)),
+            };
+            fold.run(&mut op.mem, own_half)?;
+        }
+        other => return Err(Error::Internal(format!("{other} is not a window step"))),
+    }
+    Ok(Status::Done)
+}
+
+/// `dst = x_0 ⊕ … ⊕ x_{p-1}` in rank order, `FOLD_BLOCK` bytes at a time.
+struct Fold<'t> {
+    dtype: DataType,
+    redop: ReduceOp,
+    /// Per rank its term, `None` for this rank (its term is `own`).
+    terms: &'t [Option<&'t [u8]>],
+    own: (Region, Range<usize>),
+    dst: (Region, Range<usize>),
+}
+
+impl Fold<'_> {
+    fn run(&self, mem: &mut OpMemory<'_>, own_half: &mut [u8]) -> Result<()> {
+        let (own, rown) = (self.own.0, self.own.1.clone());
+        let (dst, rdst) = (self.dst.0, self.dst.1.clone());
+        let len = rdst.len();
+        if rown.len() != len || self.terms.iter().flatten().any(|t| t.len() != len) {
+            return Err(Error::Internal(
+                "reduce_from_peers operands differ in length".into(),
+            ));
+        }
+        // The own term is copied aside first: it may be the very memory the result goes to
+        // (in place), and the fold writes the result before it reaches the own term.
+        let mut mine = [0u8; FOLD_BLOCK];
+        let mut off = 0;
+        while off < len {
+            let n = FOLD_BLOCK.min(len - off);
+            let own_bytes = match own.buf {
+                Buf::Window => own_half.get(rown.start + off..rown.start + off + n),
+                b => mem.read(b, rown.start + off..rown.start + off + n).ok(),
+            }
+            .ok_or_else(|| Error::Internal("reduce_from_peers own term out of range".into()))?;
+            mine[..n].copy_from_slice(own_bytes);
+            let out: &mut [u8] = match dst.buf {
+                Buf::Window => own_half
+                    .get_mut(rdst.start + off..rdst.start + off + n)
+                    .ok_or_else(|| Error::Internal("reduce_from_peers out of range".into()))?,
+                b => mem.write(b, rdst.start + off..rdst.start + off + n)?,
+            };
+            let mine = &mine[..n];
+            let mut terms = self.terms.iter().map(|t| match *t {
+                Some(bytes) => &bytes[off..off + n],
+                None => mine,
+            });
+            if let (Some(a), Some(b)) = (terms.next(), terms.next()) {
+                reduce::reduce_to(self.dtype, self.redop, out, a, b);
+                for t in terms {
+                    reduce::reduce_into(self.dtype, self.redop, out, t);
+                }
+            }
+            off += n;
+        }
+        Ok(())
+    }
+}

@@ -63,8 +63,8 @@ fn transports(c: &mut Criterion) {
     let mut g = c.benchmark_group("transport_round_trip");
     // shm: two contexts in one process, as two local ranks.
     let tag = format!("bench{}", std::process::id());
-    let mut a = ShmContext::create(&tag, 0, 2, 1, fifo).unwrap();
-    let mut b = ShmContext::create(&tag, 1, 2, 1, fifo).unwrap();
+    let mut a = ShmContext::create(&tag, 0, 2, 1, fifo, 0).unwrap();
+    let mut b = ShmContext::create(&tag, 1, 2, 1, fifo, 0).unwrap();
     let (an, bn) = (a.name().to_owned(), b.name().to_owned());
     let pid = std::process::id();
     a.map_peer(1, &bn, pid).unwrap();

@@ -2,11 +2,14 @@
 //! ≥ 16 Mi elements, on 1..=8 real processes started by `oxccl-run`, over shared memory and
 //! over TCP, each result compared with a sequential reference by `oxccl-selftest`.
 //!
-//! The default runs leave the choice to the tuner (one-shot for small all-reduces, ring
-//! otherwise); the `ring_*` and `one_shot_*` runs force each algorithm at the small counts.
+//! The default runs leave the choice to the tuner (over shared memory the load/store
+//! algorithms; over TCP one-shot for small all-reduces, ring otherwise); the `ring_*`,
+//! `one_shot_*`, `ls_one_shot_*` and `ls_two_shot_*` runs force each algorithm at the small
+//! counts. Every run also checks that no shared-memory segment is left behind.
 //!
-//! Odd rank counts run with a small FIFO (4 KiB × 4 slots) so that every op spans many rounds
-//! and slices; even ones with the defaults.
+//! Odd rank counts run with a small FIFO (4 KiB × 4 slots) and the smallest window (64 KiB)
+//! so that every op spans many rounds, slices and window epochs; even ones with the
+//! defaults.
 
 mod common;
 
@@ -23,11 +26,16 @@ fn run(n: u32, transport: &str, algo: Option<&str>, args: &[&str]) {
     let small_fifo = n % 2 == 1;
     let mut env = vec![("OXCCL_TRANSPORT", transport), ("OXCCL_TIMEOUT", "120")];
     if small_fifo {
-        env.extend([("OXCCL_SLOT_SIZE", "4K"), ("OXCCL_NSLOTS", "4")]);
+        env.extend([
+            ("OXCCL_SLOT_SIZE", "4K"),
+            ("OXCCL_NSLOTS", "4"),
+            ("OXCCL_SHM_WINDOW", "64K"),
+        ]);
     }
     if let Some(a) = algo {
         env.push(("OXCCL_ALGO", a));
     }
+    let since = std::time::SystemTime::now();
     let ran = common::run_job(n, &["--grace", "5"], common::selftest(), args, &env);
     let ok = ran.output.matches("selftest OK").count();
     assert!(
@@ -37,6 +45,7 @@ fn run(n: u32, transport: &str, algo: Option<&str>, args: &[&str]) {
         ran.elapsed,
         ran.output
     );
+    common::assert_no_segments_left(since);
 }
 
 macro_rules! suite {
@@ -97,4 +106,21 @@ forced! {
     one_shot_shm_8: 8, "shm", "one_shot";
     one_shot_tcp_3: 3, "tcp", "one_shot";
     one_shot_tcp_8: 8, "tcp", "one_shot";
+    ls_one_shot_shm_1: 1, "shm", "ls_one_shot";
+    ls_one_shot_shm_2: 2, "shm", "ls_one_shot";
+    ls_one_shot_shm_3: 3, "shm", "ls_one_shot";
+    ls_one_shot_shm_4: 4, "shm", "ls_one_shot";
+    ls_one_shot_shm_5: 5, "shm", "ls_one_shot";
+    ls_one_shot_shm_6: 6, "shm", "ls_one_shot";
+    ls_one_shot_shm_7: 7, "shm", "ls_one_shot";
+    ls_one_shot_shm_8: 8, "shm", "ls_one_shot";
+    ls_two_shot_shm_1: 1, "shm", "ls_two_shot";
+    ls_two_shot_shm_2: 2, "shm", "ls_two_shot";
+    ls_two_shot_shm_3: 3, "shm", "ls_two_shot";
+    ls_two_shot_shm_4: 4, "shm", "ls_two_shot";
+    ls_two_shot_shm_5: 5, "shm", "ls_two_shot";
+    ls_two_shot_shm_6: 6, "shm", "ls_two_shot";
+    ls_two_shot_shm_7: 7, "shm", "ls_two_shot";
+    ls_two_shot_shm_8: 8, "shm", "ls_two_shot";
+    ls_tcp_forced_falls_back_3: 3, "tcp", "ls_two_shot";
 }

@@ -81,3 +81,37 @@ pub fn run_job(
 pub fn selftest() -> &'static str {
     env!("CARGO_BIN_EXE_oxccl-selftest")
 }
+
+/// Fails if a shared-memory segment of oxccl created since `since` stays in /dev/shm.
+///
+/// Other tests' jobs may run at the same time; their segments exist only between a rank's
+/// creation of its inbox and the end of that communicator's setup (milliseconds), so a
+/// segment still there after a few seconds was leaked.
+#[allow(dead_code)] // not every test binary that includes this module uses it
+pub fn assert_no_segments_left(since: std::time::SystemTime) {
+    let leaked = || -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter(|e| {
+                // Communicators' segments; the transport crate's unit tests use `oxccl-test-`.
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("oxccl-") && !name.starts_with("oxccl-test-")
+            })
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= since)
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    for _ in 0..50 {
+        if leaked().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("shared-memory segments left in /dev/shm: {:?}", leaked());
+}

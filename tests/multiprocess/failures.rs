@@ -6,6 +6,7 @@ mod common;
 fn killed_rank(transport: &str) {
     // The deadline is long, so an error here comes from detecting the dead peer.
     let env = [("OXCCL_TRANSPORT", transport), ("OXCCL_TIMEOUT", "60")];
+    let since = std::time::SystemTime::now();
     let ran = common::run_job(
         4,
         &["--grace", "30"],
@@ -42,6 +43,8 @@ fn killed_rank(transport: &str) {
         "took {:?}",
         ran.elapsed
     );
+    // The killed rank's segment (and everyone else's) was unlinked once all had mapped it.
+    common::assert_no_segments_left(since);
 }
 
 #[test]

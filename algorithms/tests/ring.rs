@@ -15,7 +15,14 @@ fn check(c: Collective, p: u32) -> Report {
     let mut first = None;
     for nchannels in [1, 2] {
         let plans = plans(c, p, nchannels);
-        for in_place in [false, true] {
+        // In place, the ring's all-to-all would overwrite blocks it has yet to send: the
+        // engine gives it a private copy of the input instead (load/store plans need none).
+        let modes: &[bool] = if c == Collective::AllToAll {
+            &[false]
+        } else {
+            &[false, true]
+        };
+        for &in_place in modes {
             let options = VerifyOptions {
                 in_place,
                 ..VerifyOptions::default()

@@ -93,6 +93,16 @@ impl<'a> Group<'a> {
         let mut runs = Vec::with_capacity(colls.len() + p2p.len());
         for (spec, bufs) in colls.into_iter().chain(p2p) {
             let plan = comm.plan_for(&spec)?;
+            // A load/store all-to-all stages every block in the window before it writes any
+            // output (verified in place), so it needs no private copy of the input.
+            let bufs = match bufs {
+                UserBufs::Staged(buf) if plan.load_store => UserBufs::InPlace {
+                    buf,
+                    input_at: 0,
+                    output_at: 0,
+                },
+                other => other,
+            };
             runs.push(OpRun::new(spec, plan, bufs, &mut comm.engine.links)?);
         }
         for run in &mut runs {

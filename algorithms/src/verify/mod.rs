@@ -24,7 +24,8 @@
 //!   verifier runs [`VerifyOptions::rounds`] rounds back to back (two by default), so a
 //!   plan whose round `k+1` can collide with the tail of round `k` is caught.
 //! - **In-place** ([`VerifyOptions::in_place`]): output chunks that NCCL's in-place
-//!   convention puts on top of input chunks ([`crate::Collective::in_place_blocks`]) are the
+//!   convention puts on top of input chunks ([`crate::Collective::in_place_blocks`]; for
+//!   all-to-all every output block is the input block of the same index) are the
 //!   same memory, so a plan that overwrites input it still needs gets a wrong result.
 //!
 //! The simulation is a work list: a rank runs until it blocks and is woken when a

@@ -57,7 +57,12 @@ impl Sim<'_, '_> {
         if !self.world.options.in_place || region.buf != Buf::Output {
             return region;
         }
-        match self.plan(rank).collective.in_place_blocks(rank) {
+        let collective = self.plan(rank).collective;
+        if collective == crate::Collective::AllToAll {
+            // In place, all-to-all's send and receive buffers are one: every block aliases.
+            return Region::new(Buf::Input, region.block, region.split);
+        }
+        match collective.in_place_blocks(rank) {
             Some((input, output)) if output == region.block => {
                 Region::new(Buf::Input, input, region.split)
             }

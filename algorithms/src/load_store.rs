@@ -50,6 +50,17 @@
 //! instead of repeated: per rank about `(3 + 1/p)·n` bytes read and `(2 + 1/p)·n` written,
 //! against one-shot's `p·n` read, which is why it wins for large messages and many ranks.
 //!
+//! # Registered inputs
+//! Every plan here stages input block `b` in window block `b` (same split) and writes
+//! nothing else into those window blocks. So when a rank's input lies in memory its peers
+//! have mapped (`Communicator::alloc_shared`), the engine skips the staging copies,
+//! publishes where the input is, and peers read the input itself: one pass over the data
+//! less. The verifier checks this with [`crate::verify::VerifyOptions::registered_input`]:
+//! every plan verifies out of place; in place the output overwrites an input that peers may
+//! still be reading, so the engine reads registered inputs only out of place, and a rank
+//! whose input peers read waits, before its op completes, until they acknowledged the last
+//! round (the caller may reuse the input as soon as the op returns).
+//!
 //! # Window shape
 //! Every rank's plan declares the same window shape (one block; `p` for reduce-scatter and
 //! all-to-all; two for two-shot), also ranks that never write theirs (broadcast's

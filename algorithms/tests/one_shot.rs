@@ -36,6 +36,7 @@ fn check(p: u32) {
                     in_place,
                     fifo_chunks,
                     rounds,
+                    ..VerifyOptions::default()
                 };
                 let report = verify_with(&plans, &options).unwrap_or_else(|e| {
                     panic!("p={p} ch={nchannels} {options:?}: {e}");

@@ -81,6 +81,11 @@ pub struct VerifyOptions {
     pub in_place: bool,
     /// Chunks a connection holds before a send must wait (at least 1; see the module doc).
     pub fifo_chunks: u32,
+    /// Model registered (peer-readable) input buffers for load/store plans: window block `b`
+    /// of a rank with `b` below its input block count *is* its input block `b` (the engine
+    /// skips the copy into the window and peers read the input directly), so a plan that
+    /// overwrites such input (in place) after posting it is a [`VerifyError::WindowRace`].
+    pub registered_input: bool,
 }
 
 impl Default for VerifyOptions {
@@ -90,6 +95,7 @@ impl Default for VerifyOptions {
             rounds: 2,
             in_place: false,
             fifo_chunks: 2,
+            registered_input: false,
         }
     }
 }

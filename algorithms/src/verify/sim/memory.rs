@@ -52,8 +52,19 @@ impl Sim<'_, '_> {
         self.world.plans[rank as usize].expect("a rank with steps has a plan")
     }
 
+    /// With registered input, whether `region` is a window block of `rank` that stands for
+    /// its input block of the same index.
+    pub(super) fn staged(&self, rank: u32, region: Region) -> bool {
+        self.world.options.registered_input
+            && region.buf == Buf::Window
+            && region.block < self.plan(rank).input.blocks
+    }
+
     /// The memory `region` names on `rank` (output chunks of an in-place op are input chunks).
     pub(super) fn canonical(&self, rank: u32, region: Region) -> Region {
+        if self.staged(rank, region) {
+            return Region::new(Buf::Input, region.block, region.split);
+        }
         if !self.world.options.in_place || region.buf != Buf::Output {
             return region;
         }
@@ -91,8 +102,18 @@ impl Sim<'_, '_> {
                 region,
             });
         }
+        if self.staged(at.rank, region) {
+            return Err(VerifyError::Malformed {
+                rank: Some(at.rank),
+                reason: format!(
+                    "{at} writes {region}, which a registered input makes the input itself \
+                     (a load/store plan may only stage input block b in window block b)"
+                ),
+            });
+        }
         let key = self.canonical(at.rank, region);
-        if key.buf == Buf::Window {
+        // Peers may read the window, and with registered input the input too.
+        if key.buf == Buf::Window || key.buf == Buf::Input {
             // Visible from the next post of this round on.
             let state = &self.ranks[at.rank as usize];
             let posted = if state.post_round == Some(at.round) {
@@ -145,8 +166,9 @@ impl Sim<'_, '_> {
                 ),
             });
         }
-        self.window_reads.push((at.clone(), owner, region, phase));
-        self.get(owner, at.round, region)
+        let key = self.canonical(owner, region);
+        self.window_reads.push((at.clone(), owner, key, phase));
+        self.get(owner, at.round, key)
             .ok_or_else(|| VerifyError::ReadUninitialised {
                 at: at.clone(),
                 region,

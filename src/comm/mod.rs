@@ -3,10 +3,12 @@
 mod api;
 mod group;
 mod init;
+mod shared;
 mod split;
 mod tags;
 
 pub use group::{Group, Pending};
+pub use shared::SharedBuffer;
 pub(crate) use tags::describe as describe_tag;
 
 use crate::bootstrap::{LaunchEnv, RootServer, UniqueId};

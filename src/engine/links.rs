@@ -53,6 +53,8 @@ pub(crate) struct Links {
     pub shm: Option<ShmContext>,
     /// The peer-readable window, when every rank is on this host (load/store algorithms).
     pub window: Option<super::window::Window>,
+    /// Buffers from `alloc_shared` that peers have mapped.
+    pub registry: super::registry::Registry,
 }
 
 impl Links {

@@ -16,12 +16,14 @@ mod buffers;
 mod layout;
 mod links;
 mod op;
+mod registry;
 mod step;
 mod window;
 
 pub(crate) use buffers::UserBufs;
 pub(crate) use links::{Dir, Links};
 pub(crate) use op::{OpRun, OpSpec, PreparedPlan};
+pub(crate) use registry::Registered;
 pub(crate) use window::Window;
 
 use crate::error::{Error, Result};

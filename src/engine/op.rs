@@ -114,6 +114,9 @@ pub(crate) struct OpRun<'a> {
     pub tag: u32,
     /// The window epoch of round 0 (load/store plans; see `engine::window`).
     pub epoch_base: u64,
+    /// The registered buffer (id, byte offset) the op's input lies in, when peers read it
+    /// there instead of a staged copy (load/store plans, out of place only).
+    pub registered: Option<(u64, usize)>,
 }
 
 impl<'a> OpRun<'a> {
@@ -174,6 +177,13 @@ impl<'a> OpRun<'a> {
             }
             _ => 0,
         };
+        // Out of place only: in place the output would overwrite input peers still read.
+        let registered = match &user {
+            UserBufs::Split { input, .. } if plan.load_store && plan.writes_window => {
+                links.registry.find_own(input)
+            }
+            _ => None,
+        };
         let chans = (0..nchannels)
             .map(|ch| ChanState {
                 nrounds: if plan.channels[ch].is_empty() {
@@ -194,6 +204,7 @@ impl<'a> OpRun<'a> {
             done: false,
             tag: 0,
             epoch_base,
+            registered,
         })
     }
 

@@ -31,6 +31,10 @@ pub(crate) fn advance(op: &mut OpRun<'_>, ch: usize, links: &mut Links) -> Resul
             return Ok(moved);
         }
         if st.round >= st.nrounds {
+            if let Some(d) = super::window::input_released(op, links)? {
+                op.chans[ch].blocked = Some(d);
+                return Ok(moved);
+            }
             op.chans[ch].done = true;
             return Ok(true);
         }
@@ -40,6 +44,7 @@ pub(crate) fn advance(op: &mut OpRun<'_>, ch: usize, links: &mut Links) -> Resul
                 op.chans[ch].blocked = Some(d);
                 return Ok(moved);
             }
+            super::window::publish_input(op, round, links)?;
         }
         let status = run_step(op, ch, round, step, links, &mut moved).map_err(|e| match e {
             Error::Transport {

@@ -39,12 +39,18 @@ pub(crate) struct Window {
     pub shm: ShmWindow,
     /// The epoch the next load/store round will use.
     pub next_epoch: u64,
+    /// Every rank's process id (to map the peers' registered buffers).
+    pub pids: Vec<u32>,
 }
 
 impl Window {
     /// Wraps a freshly created window; epochs start at 1 (all flags start at 0).
-    pub fn new(shm: ShmWindow) -> Self {
-        Window { shm, next_epoch: 1 }
+    pub fn new(shm: ShmWindow, pids: Vec<u32>) -> Self {
+        Window {
+            shm,
+            next_epoch: 1,
+            pids,
+        }
     }
 
     /// Bytes of one half.
@@ -96,6 +102,117 @@ pub(crate) fn begin_round(op: &OpRun<'_>, round: usize, links: &Links) -> Result
         }
     }
     Ok(None)
+}
+
+/// Publishes, in the flag line of this round's half, where this rank's staged input is:
+/// `(registered buffer id + 1, byte offset of the op's input in it)`, or zeros for "in the
+/// window". Written after `begin_round` (no reader of the half is left) and before the
+/// round's first post, whose `Release` store makes it visible with the data.
+pub(crate) fn publish_input(op: &OpRun<'_>, round: usize, links: &mut Links) -> Result<()> {
+    if !op.plan.writes_window {
+        return Ok(());
+    }
+    let rank = links.rank;
+    let w = links.window.as_mut().ok_or_else(|| no_window(rank))?;
+    let half = (epoch(op, round) & 1) as usize;
+    let (id, offset) = op
+        .registered
+        .map_or((0, 0), |(id, off)| (id + 1, off as u64));
+    let line = w.shm.own_inline_mut(half);
+    line[..8].copy_from_slice(&id.to_le_bytes());
+    line[8..16].copy_from_slice(&offset.to_le_bytes());
+    Ok(())
+}
+
+/// After the last round of an op whose registered input peers read: has every peer
+/// acknowledged it (so the caller may overwrite the input)? `Some(dir)`: not yet.
+pub(crate) fn input_released(op: &OpRun<'_>, links: &Links) -> Result<Option<Dir>> {
+    let nrounds = op.chans.first().map_or(0, |c| c.nrounds);
+    if op.registered.is_none() || nrounds == 0 {
+        return Ok(None);
+    }
+    let (rank, nranks) = (links.rank, links.nranks);
+    let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
+    let last = epoch(op, nrounds - 1);
+    for peer in (0..nranks).filter(|&p| p != rank) {
+        if w.shm
+            .acked(peer)
+            .map_err(|e| window_err(rank, peer, op, e))?
+            < last
+        {
+            return Ok(Some(Dir::Acked(peer)));
+        }
+    }
+    Ok(None)
+}
+
+/// Where `owner` keeps window region `region` this round: a range of its window half, or of
+/// its registered buffer `id` when it published one (input blocks only).
+enum Source {
+    Window(Range<usize>),
+    Registered(u64, Range<usize>),
+}
+
+fn source(
+    op: &OpRun<'_>,
+    ch: usize,
+    round: usize,
+    links: &Links,
+    owner: u32,
+    region: Region,
+) -> Result<Source> {
+    let rank = links.rank;
+    let layout = op.layout;
+    let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
+    let half = (epoch(op, round) & 1) as usize;
+    let owner_inputs = op.spec.collective.input_blocks(links.nranks, owner);
+    if region.block < owner_inputs {
+        let line = w
+            .shm
+            .peer_inline(owner, half)
+            .map_err(|e| window_err(rank, owner, op, e))?;
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&line[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (id, offset) = (word(0), word(1));
+        if id != 0 {
+            let input = Region::new(Buf::Input, region.block, region.split);
+            let r = layout.bytes(input, ch, round);
+            let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+            let start = offset.saturating_add(r.start);
+            return Ok(Source::Registered(
+                id - 1,
+                start..start.saturating_add(r.len()),
+            ));
+        }
+    }
+    Ok(Source::Window(layout.bytes(region, ch, round)))
+}
+
+/// The bytes of `src`, given `owner`'s window half and the registry.
+fn resolve<'m>(
+    src: &Source,
+    owner: u32,
+    half_bytes: &'m [u8],
+    registry: &'m super::registry::Registry,
+) -> Result<&'m [u8]> {
+    let bad = |what: &str| {
+        Error::Internal(format!(
+            "rank {owner} published {what} outside what this rank mapped (the ranks \
+             disagree on the operation or its buffers)"
+        ))
+    };
+    match src {
+        Source::Window(r) => half_bytes
+            .get(r.clone())
+            .ok_or_else(|| bad("a window range")),
+        Source::Registered(id, r) => registry
+            .peer(owner, *id)
+            .and_then(|m| m.get(r.clone()))
+            .ok_or_else(|| bad(&format!("registered buffer {id} range {r:?}"))),
+    }
 }
 
 /// After round `round`: tell every other rank this one is done reading its window.
@@ -154,6 +271,11 @@ pub(crate) fn run_step(
             let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
             w.shm.post(half, posted_value(e, phase));
         }
+        Step::Copy { src, dst }
+            if op.registered.is_some() && src.buf == Buf::Input && dst.buf == Buf::Window =>
+        {
+            // The input is registered: peers read it where it is (see `publish_input`).
+        }
         Step::Copy { src, dst } => {
             let w = links.window.as_mut().ok_or_else(|| no_window(rank))?;
             let own = w.shm.own_mut(half);
@@ -173,15 +295,18 @@ pub(crate) fn run_step(
             if unposted(op, round, links, phase, std::iter::once(peer))?.is_some() {
                 return Ok(Status::Blocked(Dir::Posted(peer)));
             }
+            let from = source(op, ch, round, links, peer, src)?;
             let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
             let theirs = w
                 .shm
                 .peer(peer, half)
                 .map_err(|e| window_err(rank, peer, op, e))?;
-            let bytes = theirs
-                .get(range(src))
-                .ok_or_else(|| Error::Internal(format!("{step} is outside the window")))?;
-            op.mem.write(dst.buf, range(dst))?.copy_from_slice(bytes);
+            let bytes = resolve(&from, peer, theirs, &links.registry)?;
+            let out = op.mem.write(dst.buf, range(dst))?;
+            if out.len() != bytes.len() {
+                return Err(Error::Internal(format!("{step}: operand lengths differ")));
+            }
+            out.copy_from_slice(bytes);
         }
         Step::ReduceFromPeers {
             peers,
@@ -194,18 +319,26 @@ pub(crate) fn run_step(
                 return Ok(Status::Blocked(Dir::Posted(p)));
             }
             let (dtype, redop) = (op.spec.dtype, op.spec.redop);
-            let w = links.window.as_mut().ok_or_else(|| no_window(rank))?;
+            let sources = (0..nranks)
+                .map(|p| {
+                    (p != rank)
+                        .then(|| source(op, ch, round, links, p, peers))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let Links {
+                window, registry, ..
+            } = links;
+            let w = window.as_mut().ok_or_else(|| no_window(rank))?;
             let (own_half, halves) = w.shm.split_mut(half);
-            let rp = range(peers);
             let mut terms = Vec::with_capacity(nranks as usize);
-            for p in 0..nranks {
-                terms.push(if p == rank {
-                    None
-                } else {
-                    let h = halves.get(p).map_err(|e| window_err(rank, p, op, e))?;
-                    Some(h.get(rp.clone()).ok_or_else(|| {
-                        Error::Internal(format!("{step} is outside rank {p}'s window"))
-                    })?)
+            for (p, src) in (0..nranks).zip(&sources) {
+                terms.push(match src {
+                    None => None,
+                    Some(src) => {
+                        let h = halves.get(p).map_err(|e| window_err(rank, p, op, e))?;
+                        Some(resolve(src, p, h, registry)?)
+                    }
                 });
             }
             let fold = Fold {

@@ -155,6 +155,11 @@ pub struct Flags {
     /// Fail an operation that makes no progress for this many seconds (0: OXCCL_TIMEOUT).
     #[arg(short = 'T', long = "timeout", default_value_t = 0)]
     pub timeout: u64,
+    /// Buffer registration (nccl-tests' -R): 0 ordinary memory; 1 or 2 buffers from
+    /// `alloc_shared`, which the other ranks of the host read in place.
+    #[arg(short = 'R', long = "local_register", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub local_register: u8,
     /// Write the results as JSON to this file.
     #[arg(short = 'J', long = "output_file")]
     pub output_file: Option<PathBuf>,

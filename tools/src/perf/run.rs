@@ -137,9 +137,35 @@ impl<'r> Bench<'r> {
     }
 }
 
+/// A send or receive buffer: ordinary memory, or with `-R 1` a registered buffer from
+/// `Communicator::alloc_shared` that the other ranks of the host read in place.
+enum Mem<T: TestElem> {
+    Heap(Vec<T>),
+    Shared(oxccl::SharedBuffer<T>),
+}
+
+impl<T: TestElem> std::ops::Deref for Mem<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Mem::Heap(v) => v,
+            Mem::Shared(s) => s,
+        }
+    }
+}
+
+impl<T: TestElem> std::ops::DerefMut for Mem<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match self {
+            Mem::Heap(v) => v,
+            Mem::Shared(s) => s,
+        }
+    }
+}
+
 /// Send and receive buffers: one pair per operation aggregated in an iteration (`-m`).
-struct Buffers<T> {
-    pairs: Vec<(Vec<T>, Vec<T>)>,
+struct Buffers<T: TestElem> {
+    pairs: Vec<(Mem<T>, Mem<T>)>,
     /// Elements in each buffer (the largest size's).
     len: usize,
 }
@@ -149,12 +175,18 @@ fn run_type<T: TestElem>(b: &mut Bench<'_>) -> Result<()> {
     let elt = T::DATA_TYPE.size();
     let len = (o.flags.maxbytes as usize / elt).max(1);
     let zero = T::from_i64(0);
-    let mut bufs = Buffers {
-        pairs: (0..o.flags.agg_iters)
-            .map(|_| (vec![zero; len], vec![zero; len]))
-            .collect(),
-        len,
-    };
+    let mut pairs = Vec::with_capacity(o.flags.agg_iters as usize);
+    for _ in 0..o.flags.agg_iters {
+        pairs.push(if o.flags.local_register > 0 {
+            // Collective: every rank allocates the same buffers in the same order.
+            let send = b.comm.alloc_shared::<T>(len)?;
+            let recv = b.comm.alloc_shared::<T>(len)?;
+            (Mem::Shared(send), Mem::Shared(recv))
+        } else {
+            (Mem::Heap(vec![zero; len]), Mem::Heap(vec![zero; len]))
+        });
+    }
+    let mut bufs = Buffers { pairs, len };
     let ops = o.ops.clone();
     for redop in ops {
         for root in b.roots() {

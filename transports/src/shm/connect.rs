@@ -14,9 +14,9 @@ use crate::wait::Doorbell;
 use crate::{Error, FifoConfig, Result};
 
 /// Longest accepted segment name (Linux allows 255; we keep a margin).
-const MAX_NAME_LEN: usize = 200;
+pub(crate) const MAX_NAME_LEN: usize = 200;
 /// Every segment name starts with this.
-const NAME_PREFIX: &str = "oxccl-";
+pub(crate) const NAME_PREFIX: &str = "oxccl-";
 
 /// One rank's shared-memory endpoint within one communicator.
 ///
@@ -149,10 +149,7 @@ impl ShmContext {
                 "local rank {peer_local}'s shm segment is already mapped"
             )));
         }
-        if !name.starts_with(NAME_PREFIX)
-            || name.len() > MAX_NAME_LEN
-            || !name.bytes().all(name_byte_ok)
-        {
+        if !valid_name(name) {
             return Err(Error::Config(format!(
                 "local rank {peer_local} published an invalid shm segment name {name:?}"
             )));
@@ -297,6 +294,13 @@ fn name_byte_ok(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
 }
 
+/// Whether `name` is acceptable as a shared-memory object name: it starts with
+/// [`NAME_PREFIX`], is at most [`MAX_NAME_LEN`] bytes, and holds only ASCII letters, digits,
+/// `-`, `_` and `.` (so no `/`, and never `.` or `..`).
+pub(crate) fn valid_name(name: &str) -> bool {
+    name.starts_with(NAME_PREFIX) && name.len() <= MAX_NAME_LEN && name.bytes().all(name_byte_ok)
+}
+
 /// A local peer's process, as seen from here.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerProcess {
@@ -320,7 +324,12 @@ impl PeerProcess {
 
     /// A peer process, which must exist and be visible (same PID namespace).
     fn new(local_rank: u32, pid: u32) -> Result<Self> {
-        let desc = format!("local rank {local_rank} (pid {pid})");
+        Self::with_desc(format!("local rank {local_rank} (pid {pid})"), pid)
+    }
+
+    /// A peer process described as `desc` in errors ("local rank 3 (pid 1234)"), which must
+    /// exist and be visible (same PID namespace).
+    pub(crate) fn with_desc(desc: String, pid: u32) -> Result<Self> {
         let this = Self {
             pid,
             start_time: proc_stat(pid).map(|s| s.1),

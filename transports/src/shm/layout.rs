@@ -43,7 +43,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"OXCCLSHM");
 /// Bumped on any change of this layout (2: per-slot tags next to the lengths; 3: the
 /// peer-readable window after the FIFOs, and its length in the header).
 pub(crate) const VERSION: u32 = 3;
-const PAGE: usize = 4096;
+pub(crate) const PAGE: usize = 4096;
 const LINE: usize = 64;
 /// Directory where POSIX shared-memory objects live on Linux.
 pub(crate) const SHM_DIR: &str = "/dev/shm";
@@ -260,15 +260,19 @@ impl Layout {
     }
 }
 
-fn round_up(n: usize, align: usize) -> Option<usize> {
+/// `n` rounded up to a multiple of `align` (a power of two), `None` on overflow.
+pub(crate) fn round_up(n: usize, align: usize) -> Option<usize> {
     n.checked_add(align - 1).map(|n| n / align * align)
 }
 
-/// A `MAP_SHARED` mapping of a whole segment; unmapped on drop.
+/// A `MAP_SHARED` mapping of a whole segment (an inbox, or a registered region); unmapped on
+/// drop.
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     name: String,
+    /// Mapped with `PROT_WRITE`; a read-only mapping hands out no atomics (see `u64_at`).
+    writable: bool,
 }
 
 // SAFETY: the mapping is plain shared memory owned by this value; all access to memory a
@@ -283,6 +287,13 @@ impl Mapping {
     /// The header is not written yet. On failure nothing is left behind.
     pub(crate) fn create(name: &str, layout: &Layout) -> Result<Self> {
         check_space(layout)?;
+        Self::create_len(name, layout.total_len)
+    }
+
+    /// Creates `/dev/shm/<name>` (exclusively, mode 0600), sizes it sparsely to `len` bytes
+    /// and maps it read-write. The caller checked `len` (and the free space). On failure
+    /// nothing is left behind.
+    pub(crate) fn create_len(name: &str, len: usize) -> Result<Self> {
         let path = shm_path(name);
         let fd = rustix::fs::open(
             &path,
@@ -290,17 +301,14 @@ impl Mapping {
             Mode::RUSR | Mode::WUSR,
         )
         .map_err(|e| Error::io(format!("creating shared memory segment {path}"), e.into()))?;
-        let mapped = rustix::fs::ftruncate(&fd, layout.total_len as u64)
+        let mapped = rustix::fs::ftruncate(&fd, len as u64)
             .map_err(|e| {
                 Error::io(
-                    format!(
-                        "sizing shared memory segment {path} to {} bytes",
-                        layout.total_len
-                    ),
+                    format!("sizing shared memory segment {path} to {len} bytes"),
                     e.into(),
                 )
             })
-            .and_then(|()| Self::map(fd, name, layout.total_len));
+            .and_then(|()| Self::map_fd(fd, name, len, true));
         if mapped.is_err() {
             let _ = rustix::fs::unlink(&path);
         }
@@ -336,30 +344,33 @@ impl Mapping {
                 layout.window_len
             )));
         }
-        Self::map(fd, name, layout.total_len)
+        Self::map_fd(fd, name, layout.total_len, true)
     }
 
-    fn map(fd: OwnedFd, name: &str, len: usize) -> Result<Self> {
+    /// Maps the first `len` bytes (nonzero) of `fd`, a file the caller checked is at least
+    /// that long, shared; read-write if `writable`, else read-only (then only
+    /// [`Mapping::bytes_at`] may be used, for reading).
+    pub(crate) fn map_fd(fd: OwnedFd, name: &str, len: usize, writable: bool) -> Result<Self> {
+        let prot = if writable {
+            ProtFlags::READ | ProtFlags::WRITE
+        } else {
+            ProtFlags::READ
+        };
         // SAFETY: a fresh mapping (null hint, no MAP_FIXED) of `len` bytes of a file that is
         // at least `len` bytes long; it replaces no existing memory. The fd may be closed
         // afterwards; the mapping keeps the file alive.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &fd,
-                0,
-            )
-        }
-        .map_err(|e| Error::io(format!("mapping shared memory segment {name}"), e.into()))?;
+        let ptr =
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, &fd, 0) }
+                .map_err(|e| {
+                    Error::io(format!("mapping shared memory segment {name}"), e.into())
+                })?;
         let ptr = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| Error::Config(format!("mmap of {name} returned null")))?;
         Ok(Self {
             ptr,
             len,
             name: name.to_owned(),
+            writable,
         })
     }
 
@@ -368,8 +379,9 @@ impl Mapping {
         &self.name
     }
 
-    /// The segment header.
+    /// The segment header (of an inbox).
     pub(crate) fn header(&self) -> &SegmentHeader {
+        debug_assert!(self.writable, "internal: atomic in a read-only mapping");
         // SAFETY: the mapping is page-aligned and at least one page long (Layout::new adds
         // a header page), so a `SegmentHeader` (atomics only, any bit pattern valid) fits
         // at offset 0 and lives as long as `self`.
@@ -378,6 +390,7 @@ impl Mapping {
 
     /// The atomic `u64` at byte offset `off`.
     pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(self.writable, "internal: atomic in a read-only mapping");
         assert!(
             off % 8 == 0 && off + 8 <= self.len,
             "internal: bad shm offset {off}"
@@ -389,6 +402,7 @@ impl Mapping {
 
     /// The atomic `u32` at byte offset `off`.
     pub(crate) fn u32_at(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(self.writable, "internal: atomic in a read-only mapping");
         assert!(
             off % 4 == 0 && off + 4 <= self.len,
             "internal: bad shm offset {off}"
@@ -431,10 +445,9 @@ impl std::fmt::Debug for Mapping {
 /// of a full tmpfs kills the process with `SIGBUS`, so a clear error now is far better.
 /// Warns if it cannot hold every local rank's inbox (the others are checked by their ranks).
 fn check_space(layout: &Layout) -> Result<()> {
-    let Ok(st) = rustix::fs::statvfs(SHM_DIR) else {
+    let Some(free) = shm_free_bytes() else {
         return Ok(());
     };
-    let free = st.f_bavail.saturating_mul(st.f_frsize);
     let need = layout.touched_len();
     if free < need {
         return Err(Error::Config(format!(
@@ -455,6 +468,13 @@ fn check_space(layout: &Layout) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Bytes free in `/dev/shm` for an unprivileged process, or `None` if `statvfs` fails (then
+/// callers skip their check rather than refuse to run).
+pub(crate) fn shm_free_bytes() -> Option<u64> {
+    let st = rustix::fs::statvfs(SHM_DIR).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// `/dev/shm/<name>`.

@@ -12,6 +12,8 @@
 //!   [`RecvChannel`](crate::RecvChannel) implementations.
 //! - `window.rs`: [`ShmWindow`], an optional area of each inbox that only its owner writes and
 //!   every local peer reads in place, for one-sided (load/store) collectives.
+//! - `region.rs`: [`ShmRegion`], user memory a rank registers in a segment of its own, which
+//!   local peers map read-only as [`PeerRegion`]s and read in place (NCCL's `ncclMemAlloc`).
 //!
 //! Trust: local peers are processes of the same job (they learned the segment name through
 //! the authenticated bootstrap). Everything read from shared memory is bounds-checked, so a
@@ -21,6 +23,7 @@
 mod connect;
 mod fifo;
 mod layout;
+mod region;
 mod window;
 
 #[cfg(test)]
@@ -28,4 +31,5 @@ mod tests;
 
 pub use connect::ShmContext;
 pub use fifo::{ShmReceiver, ShmSender};
+pub use region::{PeerRegion, RegionAnchor, ShmRegion, MAX_REGION_LEN};
 pub use window::{PeerHalves, ShmWindow, INLINE_LEN, MAX_WINDOW_LEN};

@@ -18,7 +18,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn compare<T: TestElem>(&mut self, what: &str, got: &[T], want: impl Fn(usize) -> T) {
+    /// Counts one check and every element of `got` that differs from `want`.
+    pub fn compare<T: TestElem>(&mut self, what: &str, got: &[T], want: impl Fn(usize) -> T) {
         self.checks += 1;
         for (i, g) in got.iter().enumerate() {
             let w = want(i);

@@ -6,6 +6,7 @@
 
 mod cases;
 mod elem;
+mod shared;
 
 use cases::Tally;
 use clap::Parser;
@@ -199,6 +200,10 @@ fn run(args: &Args) -> Result<Tally> {
     for d in dtypes {
         oxccl_tools::for_dtype!(d, Ok(()), matrix, &mut c, &mut t, &args.counts)?;
     }
+    shared::shared_inputs::<f32>(&mut c, &mut t, &args.counts)?;
+    shared::shared_inputs::<oxccl::f16>(&mut c, &mut t, &args.counts)?;
+    shared::shared_inputs::<i8>(&mut c, &mut t, &args.counts)?;
+    shared::mismatched_lengths(&mut c, &mut t)?;
     bad_arguments(&mut c, &mut t)?;
     split(&mut c, &mut t)?;
     if args.large {

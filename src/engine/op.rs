@@ -117,6 +117,8 @@ pub(crate) struct OpRun<'a> {
     /// The registered buffer (id, byte offset) the op's input lies in, when peers read it
     /// there instead of a staged copy (load/store plans, out of place only).
     pub registered: Option<(u64, usize)>,
+    /// The op's window fits the flag line (load/store plans of a few bytes).
+    pub inline: bool,
 }
 
 impl<'a> OpRun<'a> {
@@ -128,14 +130,23 @@ impl<'a> OpRun<'a> {
         links: &mut Links,
     ) -> Result<Self> {
         let esize = spec.dtype.size();
+        let mut inline = false;
         let chunk_elems = if plan.load_store {
-            // A round's window blocks, each `splits` chunks, fill one window half.
+            // A round's window blocks, each `splits` chunks, fill one window half, or, for a
+            // tiny op, the flag line itself.
             let half = links.window.as_ref().map_or(0, |w| w.half_len());
             let per_round = plan.window.blocks.max(1) as usize * plan.splits.max(1) as usize;
-            let elems = half / (per_round * esize);
+            let tiny = spec.count.div_ceil(plan.splits.max(1) as usize).max(1);
+            inline = per_round * tiny * esize <= super::window::INLINE_DATA;
+            let elems = if inline {
+                tiny
+            } else {
+                half / (per_round * esize)
+            };
             if elems == 0 {
                 return Err(Error::Internal(format!(
-                    "a {half}-byte window cannot hold {per_round} chunks of {esize}-byte                      elements (OXCCL_SHM_WINDOW too small?)"
+                    "a {half}-byte window cannot hold {per_round} chunks of {esize}-byte elements \
+                     (OXCCL_SHM_WINDOW too small?)"
                 )));
             }
             elems
@@ -205,6 +216,7 @@ impl<'a> OpRun<'a> {
             tag: 0,
             epoch_base,
             registered,
+            inline,
         })
     }
 

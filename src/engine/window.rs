@@ -29,6 +29,14 @@ use std::ops::Range;
 const PHASE_BITS: u32 = 4;
 const _: () = assert!(MAX_PHASES < 1 << PHASE_BITS);
 
+/// Bytes at the start of a flag line's inline area that describe the round: where the staged
+/// input is, and the op's signature (see [`publish_input`]).
+const DESCRIPTOR_LEN: usize = 24;
+
+/// Bytes of the flag line left for a round's whole window when it is that small: the data
+/// then rides in the same cache line as the flag a reader polls (one line transfer).
+pub(crate) const INLINE_DATA: usize = oxccl_transports::shm::INLINE_LEN - DESCRIPTOR_LEN;
+
 /// Bytes folded at a time by `reduce_from_peers`: the partial result stays in the L1 cache
 /// while every peer's term is added to it.
 const FOLD_BLOCK: usize = 16 * 1024;
@@ -104,10 +112,26 @@ pub(crate) fn begin_round(op: &OpRun<'_>, round: usize, links: &Links) -> Result
     Ok(None)
 }
 
-/// Publishes, in the flag line of this round's half, where this rank's staged input is:
-/// `(registered buffer id + 1, byte offset of the op's input in it)`, or zeros for "in the
-/// window". Written after `begin_round` (no reader of the half is left) and before the
-/// round's first post, whose `Release` store makes it visible with the data.
+/// What the ranks must agree on for an op: its tag (position in the op sequence), the
+/// collective with its root, type, reduction and count. Readers compare it with the owner's,
+/// so ranks that issued different ops fail with an error instead of reading each other's
+/// windows wrongly (message transports check tags and lengths instead).
+fn signature(op: &OpRun<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same value in every process.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (op.tag, op.spec.collective, op.spec.dtype, op.spec.count).hash(&mut h);
+    if op.spec.collective.reduces() {
+        op.spec.redop.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Publishes, in the flag line of this round's half: where this rank's staged input is,
+/// `(registered buffer id + 1, byte offset of the op's input in it)` or zeros for "in the
+/// window", then the op's [`signature`]. Written after `begin_round` (no reader of the half
+/// is left) and before the round's first post, whose `Release` store makes it visible with
+/// the data.
 pub(crate) fn publish_input(op: &OpRun<'_>, round: usize, links: &mut Links) -> Result<()> {
     if !op.plan.writes_window {
         return Ok(());
@@ -121,6 +145,7 @@ pub(crate) fn publish_input(op: &OpRun<'_>, round: usize, links: &mut Links) -> 
     let line = w.shm.own_inline_mut(half);
     line[..8].copy_from_slice(&id.to_le_bytes());
     line[8..16].copy_from_slice(&offset.to_le_bytes());
+    line[16..24].copy_from_slice(&signature(op).to_le_bytes());
     Ok(())
 }
 
@@ -165,17 +190,35 @@ fn source(
     let layout = op.layout;
     let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
     let half = (epoch(op, round) & 1) as usize;
+    let line = w
+        .shm
+        .peer_inline(owner, half)
+        .map_err(|e| window_err(rank, owner, op, e))?;
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&line[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
+    if word(2) != signature(op) {
+        return Err(window_err(
+            rank,
+            owner,
+            op,
+            oxccl_transports::Error::Protocol {
+                peer: format!("rank {owner}"),
+                detail: format!(
+                    "rank {owner} posted its window for another operation than this rank's \
+                     {} of {} elements ({}): the ranks disagree on the operation \
+                     (different order, count, datatype, reduction or root?)",
+                    op.name(),
+                    op.spec.count,
+                    crate::comm::describe_tag(op.tag)
+                ),
+            },
+        ));
+    }
     let owner_inputs = op.spec.collective.input_blocks(links.nranks, owner);
     if region.block < owner_inputs {
-        let line = w
-            .shm
-            .peer_inline(owner, half)
-            .map_err(|e| window_err(rank, owner, op, e))?;
-        let word = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&line[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
-        };
         let (id, offset) = (word(0), word(1));
         if id != 0 {
             let input = Region::new(Buf::Input, region.block, region.split);
@@ -278,7 +321,11 @@ pub(crate) fn run_step(
         }
         Step::Copy { src, dst } => {
             let w = links.window.as_mut().ok_or_else(|| no_window(rank))?;
-            let own = w.shm.own_mut(half);
+            let own = if op.inline {
+                &mut w.shm.own_inline_mut(half)[DESCRIPTOR_LEN..]
+            } else {
+                w.shm.own_mut(half)
+            };
             let (rs, rd) = (range(src), range(dst));
             match (src.buf, dst.buf) {
                 (Buf::Window, Buf::Window) => own.copy_within(rs, rd.start),
@@ -297,10 +344,12 @@ pub(crate) fn run_step(
             }
             let from = source(op, ch, round, links, peer, src)?;
             let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
-            let theirs = w
-                .shm
-                .peer(peer, half)
-                .map_err(|e| window_err(rank, peer, op, e))?;
+            let theirs = if op.inline {
+                w.shm.peer_inline(peer, half).map(|l| &l[DESCRIPTOR_LEN..])
+            } else {
+                w.shm.peer(peer, half)
+            }
+            .map_err(|e| window_err(rank, peer, op, e))?;
             let bytes = resolve(&from, peer, theirs, &links.registry)?;
             let out = op.mem.write(dst.buf, range(dst))?;
             if out.len() != bytes.len() {
@@ -330,13 +379,22 @@ pub(crate) fn run_step(
                 window, registry, ..
             } = links;
             let w = window.as_mut().ok_or_else(|| no_window(rank))?;
-            let (own_half, halves) = w.shm.split_mut(half);
+            let (own_half, halves) = if op.inline {
+                let (own, halves) = w.shm.split_inline_mut(half);
+                (&mut own[DESCRIPTOR_LEN..], halves)
+            } else {
+                w.shm.split_mut(half)
+            };
+            let skip = if op.inline { DESCRIPTOR_LEN } else { 0 };
             let mut terms = Vec::with_capacity(nranks as usize);
             for (p, src) in (0..nranks).zip(&sources) {
                 terms.push(match src {
                     None => None,
                     Some(src) => {
-                        let h = halves.get(p).map_err(|e| window_err(rank, p, op, e))?;
+                        let h = halves
+                            .get(p)
+                            .map(|h| &h[skip..])
+                            .map_err(|e| window_err(rank, p, op, e))?;
                         Some(resolve(src, p, h, registry)?)
                     }
                 });

@@ -28,6 +28,8 @@ mod window;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod window_tests;
 
 pub use connect::ShmContext;
 pub use fifo::{ShmReceiver, ShmSender};

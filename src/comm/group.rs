@@ -107,6 +107,7 @@ impl<'a> Group<'a> {
         }
         for run in &mut runs {
             run.tag = comm.tags.next(run.spec.collective);
+            run.signature = crate::engine::signature(run);
         }
         for (s, r) in self_sends.into_iter().zip(self_recvs) {
             r.copy_from_slice(s);
@@ -146,7 +147,7 @@ impl Communicator {
             self.engine.links.window.is_some(),
         );
         let key = (choice.algorithm, spec.collective, choice.nchannels);
-        if let Some(p) = self.plans.get(&key) {
+        if let Some((_, p)) = self.plans.iter().find(|(k, _)| *k == key) {
             return Ok(p.clone());
         }
         let plan = oxccl_algorithms::build(
@@ -158,7 +159,7 @@ impl Communicator {
         )
         .map_err(|e| Error::invalid(spec.collective.name(), e.to_string()))?;
         let prepared = Arc::new(PreparedPlan::new(plan));
-        self.plans.insert(key, prepared.clone());
+        self.plans.push((key, prepared.clone()));
         Ok(prepared)
     }
 }

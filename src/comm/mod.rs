@@ -39,7 +39,8 @@ pub struct Communicator {
     tags: tags::TagCounter,
     /// Plans by (algorithm, collective with root/peer, channels): at most a few per root
     /// and peer, so the cache stays small.
-    plans: std::collections::HashMap<PlanKey, std::sync::Arc<crate::engine::PreparedPlan>>,
+    /// A short list searched linearly: cheaper per op than hashing the key.
+    plans: Vec<(PlanKey, std::sync::Arc<crate::engine::PreparedPlan>)>,
 }
 
 /// What a plan depends on besides the communicator's rank and size.

@@ -24,13 +24,14 @@ pub(crate) use buffers::UserBufs;
 pub(crate) use links::{Dir, Links};
 pub(crate) use op::{OpRun, OpSpec, PreparedPlan};
 pub(crate) use registry::Registered;
-pub(crate) use window::Window;
+pub(crate) use window::{signature, Window};
 
 use crate::error::{Error, Result};
+use oxccl_transports::wait::coarse_now;
 use oxccl_transports::wait::{wait_any, WaitSource};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often a stalled rank asks its connections whether the peer is still alive.
 const ALIVE_CHECK: Duration = Duration::from_millis(100);
@@ -53,19 +54,21 @@ pub(crate) struct Engine {
     pub abort: Arc<AtomicBool>,
 }
 
-/// Waiting state of one group in flight.
+/// Waiting state of one group in flight. Times are [`coarse_now`] readings: a few
+/// milliseconds of resolution is plenty for deadlines and liveness checks, and reading it
+/// costs a fraction of a precise clock on the latency path (every pass of the spin loop).
 pub(crate) struct Waiter {
-    last_poll: Instant,
+    last_poll: Duration,
     idle_passes: u32,
-    last_progress: Instant,
-    last_alive_check: Instant,
+    last_progress: Duration,
+    last_alive_check: Duration,
     seq: Option<u32>,
 }
 
 impl Waiter {
     /// A fresh waiter: the deadline counts from now.
     pub fn new() -> Self {
-        let now = Instant::now();
+        let now = coarse_now();
         Waiter {
             last_poll: now,
             idle_passes: 0,
@@ -81,15 +84,21 @@ impl Engine {
     pub fn poll(&mut self, ops: &mut [OpRun<'_>], w: &mut Waiter) -> Result<bool> {
         // Time between the caller's polls (computing between `test` calls) is not waiting:
         // the deadline only counts time spent here without progress.
-        let now = Instant::now();
-        let gap = now.duration_since(w.last_poll);
+        let now = coarse_now();
+        let gap = now.saturating_sub(w.last_poll);
         if gap > GAP {
             w.last_progress += gap;
             w.last_alive_check += gap;
         }
         w.last_poll = now;
-        // Read the doorbell before looking, so a ring during the pass is not lost.
-        w.seq = self.links.shm.as_ref().map(|s| s.doorbell().seq());
+        // Once the rank may sleep (spinning is over), read the doorbell before looking, so a
+        // ring during the pass is not lost: `idle` sleeps only after a whole pass that began
+        // after this read. While spinning it is not read at all: every read pulls the line
+        // that peers write on each post and release, which would cost a cache-line transfer
+        // per ring on the latency path.
+        if w.idle_passes >= self.spin {
+            w.seq = self.links.shm.as_ref().map(|s| s.doorbell().seq());
+        }
         let mut moved = false;
         let mut all_done = true;
         for i in 0..ops.len() {
@@ -122,7 +131,7 @@ impl Engine {
         }
         if moved {
             w.idle_passes = 0;
-            w.last_progress = Instant::now();
+            w.last_progress = coarse_now();
         }
         Ok(all_done)
     }
@@ -156,17 +165,23 @@ impl Engine {
         if self.abort.load(Ordering::Relaxed) {
             return Err(Error::Aborted { rank });
         }
-        let now = Instant::now();
-        let stalled = now.duration_since(w.last_progress);
+        w.idle_passes = w.idle_passes.saturating_add(1);
+        let spinning = w.idle_passes <= self.spin;
+        // While spinning, the clock is read every 32nd pass only: deadlines are seconds.
+        if spinning && w.idle_passes % 32 != 0 {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        let now = coarse_now();
+        let stalled = now.saturating_sub(w.last_progress);
         if stalled >= self.timeout {
             return Err(self.timeout_error(ops, stalled));
         }
-        if now.duration_since(w.last_alive_check) >= ALIVE_CHECK {
+        if now.saturating_sub(w.last_alive_check) >= ALIVE_CHECK {
             w.last_alive_check = now;
             self.check_alive(ops)?;
         }
-        w.idle_passes = w.idle_passes.saturating_add(1);
-        if w.idle_passes <= self.spin {
+        if spinning {
             std::hint::spin_loop();
             return Ok(());
         }
@@ -175,7 +190,7 @@ impl Engine {
             return Ok(());
         }
         let sources = self.wait_sources(ops);
-        let sleep = MAX_SLEEP.min(self.timeout - stalled);
+        let sleep = MAX_SLEEP.min(self.timeout.saturating_sub(stalled));
         let doorbell = self.links.shm.as_ref().map(|s| s.doorbell());
         wait_any(doorbell, w.seq.unwrap_or(0), &sources, sleep).map_err(|e| Error::Transport {
             rank,

@@ -119,6 +119,9 @@ pub(crate) struct OpRun<'a> {
     pub registered: Option<(u64, usize)>,
     /// The op's window fits the flag line (load/store plans of a few bytes).
     pub inline: bool,
+    /// What the ranks must agree on for this op (`engine::window::signature`), set with
+    /// the tag.
+    pub signature: u64,
 }
 
 impl<'a> OpRun<'a> {
@@ -217,6 +220,7 @@ impl<'a> OpRun<'a> {
             epoch_base,
             registered,
             inline,
+            signature: 0,
         })
     }
 

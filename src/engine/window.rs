@@ -49,6 +49,8 @@ pub(crate) struct Window {
     pub next_epoch: u64,
     /// Every rank's process id (to map the peers' registered buffers).
     pub pids: Vec<u32>,
+    /// `reduce_from_peers`' copy of the own term, allocated once.
+    pub fold_scratch: Vec<u8>,
 }
 
 impl Window {
@@ -58,6 +60,7 @@ impl Window {
             shm,
             next_epoch: 1,
             pids,
+            fold_scratch: vec![0; FOLD_BLOCK],
         }
     }
 
@@ -116,15 +119,38 @@ pub(crate) fn begin_round(op: &OpRun<'_>, round: usize, links: &Links) -> Result
 /// collective with its root, type, reduction and count. Readers compare it with the owner's,
 /// so ranks that issued different ops fail with an error instead of reading each other's
 /// windows wrongly (message transports check tags and lengths instead).
-fn signature(op: &OpRun<'_>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    // Fixed keys: the same value in every process.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (op.tag, op.spec.collective, op.spec.dtype, op.spec.count).hash(&mut h);
-    if op.spec.collective.reduces() {
-        op.spec.redop.hash(&mut h);
-    }
-    h.finish()
+pub(crate) fn signature(op: &OpRun<'_>) -> u64 {
+    use oxccl_algorithms::Collective as C;
+    let (kind, arg) = match op.spec.collective {
+        C::AllReduce => (1, 0),
+        C::AllGather => (2, 0),
+        C::ReduceScatter => (3, 0),
+        C::Broadcast { root } => (4, root),
+        C::Reduce { root } => (5, root),
+        C::AllToAll => (6, 0),
+        C::Send { peer } => (7, peer),
+        C::Recv { peer } => (8, peer),
+    };
+    let redop = if op.spec.collective.reduces() {
+        op.spec.redop as u64
+    } else {
+        0
+    };
+    // A few rounds of a 64-bit mixer (splitmix64's finaliser) over the fields: the same
+    // value in every process, and cheap enough for every op.
+    let mix = |h: u64, v: u64| {
+        let mut z = (h ^ v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let fields = [
+        u64::from(op.tag),
+        (kind << 32) | u64::from(arg),
+        ((op.spec.dtype as u64) << 8) | redop,
+        op.spec.count as u64,
+    ];
+    fields.into_iter().fold(0, mix)
 }
 
 /// Publishes, in the flag line of this round's half: where this rank's staged input is,
@@ -145,7 +171,7 @@ pub(crate) fn publish_input(op: &OpRun<'_>, round: usize, links: &mut Links) -> 
     let line = w.shm.own_inline_mut(half);
     line[..8].copy_from_slice(&id.to_le_bytes());
     line[8..16].copy_from_slice(&offset.to_le_bytes());
-    line[16..24].copy_from_slice(&signature(op).to_le_bytes());
+    line[16..24].copy_from_slice(&op.signature.to_le_bytes());
     Ok(())
 }
 
@@ -199,7 +225,7 @@ fn source(
         b.copy_from_slice(&line[i * 8..i * 8 + 8]);
         u64::from_le_bytes(b)
     };
-    if word(2) != signature(op) {
+    if word(2) != op.signature {
         return Err(window_err(
             rank,
             owner,
@@ -379,11 +405,14 @@ pub(crate) fn run_step(
                 window, registry, ..
             } = links;
             let w = window.as_mut().ok_or_else(|| no_window(rank))?;
+            let Window {
+                shm, fold_scratch, ..
+            } = w;
             let (own_half, halves) = if op.inline {
-                let (own, halves) = w.shm.split_inline_mut(half);
+                let (own, halves) = shm.split_inline_mut(half);
                 (&mut own[DESCRIPTOR_LEN..], halves)
             } else {
-                w.shm.split_mut(half)
+                shm.split_mut(half)
             };
             let skip = if op.inline { DESCRIPTOR_LEN } else { 0 };
             let mut terms = Vec::with_capacity(nranks as usize);
@@ -406,7 +435,7 @@ pub(crate) fn run_step(
                 own: (own, range(own)),
                 dst: (dst, range(dst)),
             };
-            fold.run(&mut op.mem, own_half)?;
+            fold.run(&mut op.mem, own_half, fold_scratch)?;
         }
         other => return Err(Error::Internal(format!("{other} is not a window step"))),
     }
@@ -424,7 +453,8 @@ struct Fold<'t> {
 }
 
 impl Fold<'_> {
-    fn run(&self, mem: &mut OpMemory<'_>, own_half: &mut [u8]) -> Result<()> {
+    /// `mine`: scratch of at least `FOLD_BLOCK` bytes for the own term.
+    fn run(&self, mem: &mut OpMemory<'_>, own_half: &mut [u8], mine: &mut [u8]) -> Result<()> {
         let (own, rown) = (self.own.0, self.own.1.clone());
         let (dst, rdst) = (self.dst.0, self.dst.1.clone());
         let len = rdst.len();
@@ -435,7 +465,6 @@ impl Fold<'_> {
         }
         // The own term is copied aside first: it may be the very memory the result goes to
         // (in place), and the fold writes the result before it reaches the own term.
-        let mut mine = [0u8; FOLD_BLOCK];
         let mut off = 0;
         while off < len {
             let n = FOLD_BLOCK.min(len - off);

@@ -202,6 +202,18 @@ pub(crate) fn timespec(timeout: Duration) -> futex::Timespec {
     }
 }
 
+/// A monotonic clock reading with the resolution of the kernel's tick (a few milliseconds),
+/// as a duration since an arbitrary start. Far cheaper to read than [`std::time::Instant`]
+/// on some virtual machines, which matters in a spin loop; use it for deadlines and
+/// liveness checks, not for timing operations.
+pub fn coarse_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

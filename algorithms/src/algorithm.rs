@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{load_store, one_shot, ring, Collective, Plan, Shape};
+use crate::{binomial, bruck, doubling, linear, load_store, one_shot, ring, tree, Collective, Plan, Shape};
 
 /// An algorithm that can build plans.
 ///
@@ -39,6 +39,31 @@ pub enum Algorithm {
     /// slices from their owners. For large messages on one host; always one channel. Name
     /// `ls_two_shot`; also `load_store_two_shot`.
     LoadStoreTwoShot,
+    /// Double binary tree all-reduce (see [`crate::tree`]): two complementary binary trees,
+    /// each reducing then broadcasting half the data, pipelined chunk by chunk; every rank is
+    /// interior in at most one tree. `2·log2(p)` latency steps instead of the ring's
+    /// `2(p−1)`. Name `tree`.
+    Tree,
+    /// Recursive doubling (see [`crate::doubling`]): `⌈log2 p⌉` pairwise exchanges of the
+    /// whole buffer (all-reduce) or of what was gathered so far (all-gather); ranks beyond
+    /// the largest power of two fold in first and get the result last. For small messages.
+    /// Name `recursive_doubling`; also `rd`.
+    RecursiveDoubling,
+    /// Recursive halving-doubling (Rabenseifner; see [`crate::doubling`]): reduce-scatter by
+    /// recursive halving, then (all-reduce) all-gather by recursive doubling; bandwidth-optimal
+    /// with `2⌈log2 p⌉` latency steps; non-powers of two fold the extra ranks in first. Name
+    /// `halving_doubling`; also `rabenseifner`, `hd`.
+    HalvingDoubling,
+    /// Bruck (see [`crate::bruck`]): all-gather and all-to-all in `⌈log2 p⌉` steps, each
+    /// sending to rank `r − 2^k` and receiving from `r + 2^k`. For small messages. Name
+    /// `bruck`.
+    Bruck,
+    /// Binomial tree broadcast and reduce (see [`crate::binomial`]): `⌈log2 p⌉` steps from
+    /// or to the root. Name `binomial`.
+    Binomial,
+    /// Linear all-to-all (see [`crate::linear`]): every rank sends every block at once and
+    /// then receives every block. Name `linear`.
+    Linear,
 }
 
 impl Algorithm {
@@ -48,6 +73,12 @@ impl Algorithm {
         Algorithm::OneShot,
         Algorithm::LoadStoreOneShot,
         Algorithm::LoadStoreTwoShot,
+        Algorithm::Tree,
+        Algorithm::RecursiveDoubling,
+        Algorithm::HalvingDoubling,
+        Algorithm::Bruck,
+        Algorithm::Binomial,
+        Algorithm::Linear,
     ];
 
     /// The lower-case name, as accepted by [`FromStr`].
@@ -57,6 +88,12 @@ impl Algorithm {
             Algorithm::OneShot => "one_shot",
             Algorithm::LoadStoreOneShot => "ls_one_shot",
             Algorithm::LoadStoreTwoShot => "ls_two_shot",
+            Algorithm::Tree => "tree",
+            Algorithm::RecursiveDoubling => "recursive_doubling",
+            Algorithm::HalvingDoubling => "halving_doubling",
+            Algorithm::Bruck => "bruck",
+            Algorithm::Binomial => "binomial",
+            Algorithm::Linear => "linear",
         }
     }
 
@@ -67,6 +104,10 @@ impl Algorithm {
             Algorithm::OneShot => &["oneshot", "one-shot"],
             Algorithm::LoadStoreOneShot => &["load_store_one_shot", "ls-one-shot"],
             Algorithm::LoadStoreTwoShot => &["load_store_two_shot", "ls-two-shot"],
+            Algorithm::Tree => &["double_binary_tree"],
+            Algorithm::RecursiveDoubling => &["rd", "recursive-doubling"],
+            Algorithm::HalvingDoubling => &["hd", "rabenseifner", "halving-doubling"],
+            Algorithm::Bruck | Algorithm::Binomial | Algorithm::Linear => &[],
         }
     }
 
@@ -79,6 +120,19 @@ impl Algorithm {
                 collective,
                 Collective::Send { .. } | Collective::Recv { .. }
             ),
+            Algorithm::Tree => collective == Collective::AllReduce,
+            Algorithm::RecursiveDoubling => {
+                matches!(collective, Collective::AllReduce | Collective::AllGather)
+            }
+            Algorithm::HalvingDoubling => {
+                matches!(collective, Collective::AllReduce | Collective::ReduceScatter)
+            }
+            Algorithm::Bruck => matches!(collective, Collective::AllGather | Collective::AllToAll),
+            Algorithm::Binomial => matches!(
+                collective,
+                Collective::Broadcast { .. } | Collective::Reduce { .. }
+            ),
+            Algorithm::Linear => collective == Collective::AllToAll,
         }
     }
 
@@ -272,6 +326,23 @@ pub fn build(
             0,
             one_shot::all_reduce(nranks, rank),
         ),
+        Algorithm::Tree
+        | Algorithm::RecursiveDoubling
+        | Algorithm::HalvingDoubling
+        | Algorithm::Bruck
+        | Algorithm::Binomial
+        | Algorithm::Linear => {
+            let built = match algorithm {
+                Algorithm::Tree => tree::steps(collective, nranks, rank),
+                Algorithm::RecursiveDoubling | Algorithm::HalvingDoubling => {
+                    doubling::steps(algorithm, collective, nranks, rank)
+                }
+                Algorithm::Bruck => bruck::steps(collective, nranks, rank),
+                Algorithm::Binomial => binomial::steps(collective, nranks, rank),
+                _ => linear::steps(collective, nranks, rank),
+            };
+            (built.splits, built.scratch, 0, built.steps)
+        }
         Algorithm::LoadStoreOneShot | Algorithm::LoadStoreTwoShot => {
             let plan = if algorithm == Algorithm::LoadStoreOneShot {
                 load_store::one_shot(collective, nranks, rank)

@@ -24,6 +24,12 @@
 #![forbid(unsafe_code)]
 
 mod algorithm;
+pub mod binomial;
+pub mod bruck;
+mod built;
+pub mod doubling;
+pub mod linear;
+pub mod tree;
 pub mod collective;
 pub mod cost;
 pub mod load_store;

@@ -8,6 +8,10 @@ use std::str::FromStr;
 
 use crate::{binomial, bruck, doubling, linear, load_store, one_shot, ring, tree, Collective, Plan, Shape};
 
+/// Whether the plans of the algorithms after `LoadStoreTwoShot` are finished (they are
+/// being written; until then they support nothing).
+const READY: bool = false;
+
 /// An algorithm that can build plans.
 ///
 /// Names (see [`Algorithm::name`]) are what logs, configuration and the tuner use; parsing
@@ -120,6 +124,17 @@ impl Algorithm {
                 collective,
                 Collective::Send { .. } | Collective::Recv { .. }
             ),
+            // Plans being written: nothing is supported until they verify.
+            Algorithm::Tree
+            | Algorithm::RecursiveDoubling
+            | Algorithm::HalvingDoubling
+            | Algorithm::Bruck
+            | Algorithm::Binomial
+            | Algorithm::Linear
+                if !READY =>
+            {
+                false
+            }
             Algorithm::Tree => collective == Collective::AllReduce,
             Algorithm::RecursiveDoubling => {
                 matches!(collective, Collective::AllReduce | Collective::AllGather)

@@ -29,7 +29,7 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_NCHANNELS", default: "2", unit: "count (1-64)", doc: "Channels per operation; each has its own connection (TCP: its own socket stream) to every peer and handles 1/n of the data." },
     Knob { name: "OXCCL_SLOT_SIZE", default: "128K", unit: "bytes (K/M suffix)", doc: "Bytes per FIFO slot: the unit in which data moves and pipelines between ranks." },
     Knob { name: "OXCCL_NSLOTS", default: "8", unit: "count (2-1024)", doc: "Slots per one-way connection. A plan chunk is half the FIFO, so consecutive steps overlap." },
-    Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "ring, one_shot, ls_one_shot, ls_two_shot", doc: "Force an algorithm for every collective it supports (one_shot, ls_two_shot: all-reduce only; ls_one_shot: every collective; the ls_ (load/store) algorithms only where every rank is on this host with shared memory); the others keep the tuner's choice." },
+    Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "an algorithm, or NCCL_ALGO's syntax", doc: "One name (ring, one_shot, ls_one_shot, ls_two_shot, tree, recursive_doubling, halving_doubling, bruck, binomial, linear) forces that algorithm for every collective it supports (the ls_ (load/store) algorithms only where every rank is on this host with shared memory); the others keep the tuner's choice. A list restricts the tuner: `ring,tree`, `^tree` (all but), `allreduce:tree,ring;allgather:^bruck` (per collective)." },
     Knob { name: "OXCCL_ONE_SHOT_MAX", default: "32K", unit: "bytes (K/M suffix)", doc: "The tuner runs an all-reduce one-shot rather than ring while (ranks − 1) × its bytes is at most this." },
     Knob { name: "OXCCL_SHM_WINDOW", default: "4M", unit: "bytes (K/M suffix), 0 or 64K-1G", doc: "Bytes of each of the two halves of a rank's peer-readable shared-memory window, used by the load/store algorithms when every rank is on one host. 0 disables them. Larger windows mean fewer synchronisations per large op; pages are only allocated when touched." },
     Knob { name: "OXCCL_LS_ONE_SHOT_MAX", default: "64K", unit: "bytes (K/M suffix)", doc: "On one host with a window, an all-reduce of at most this many bytes runs load/store one-shot, a larger one load/store two-shot." },
@@ -71,8 +71,10 @@ pub struct Config {
     pub slot_size: usize,
     /// `OXCCL_NSLOTS`.
     pub nslots: usize,
-    /// `OXCCL_ALGO` (`None`: the tuner decides).
+    /// `OXCCL_ALGO` when it names one algorithm (`None`: the tuner decides).
     pub algorithm: Option<Algorithm>,
+    /// `OXCCL_ALGO` when it is a selection (`ring,tree`, `^tree`, per collective).
+    pub algo_rules: Option<crate::tuner::AlgoRules>,
     /// `OXCCL_SOCKET_ADDR`.
     pub socket_addr: Option<IpAddr>,
     /// `OXCCL_HOSTNAME`.
@@ -96,6 +98,7 @@ impl Default for Config {
             slot_size: 128 * 1024,
             nslots: 8,
             algorithm: None,
+            algo_rules: None,
             socket_addr: None,
             hostname: None,
             spin: None,
@@ -156,10 +159,14 @@ impl Config {
             c.nslots = parse(&v, "OXCCL_NSLOTS")?;
         }
         if let Some(v) = get("OXCCL_ALGO") {
-            c.algorithm = Some(
-                v.parse()
-                    .map_err(|e| bad("OXCCL_ALGO", &v, &format!("{e}")))?,
-            );
+            // One name forces that algorithm wherever it applies; anything else is a
+            // selection in NCCL_ALGO's syntax (see `tuner::rules`).
+            match v.parse::<Algorithm>() {
+                Ok(a) => c.algorithm = Some(a),
+                Err(_) => {
+                    c.algo_rules = Some(v.parse().map_err(|e: String| bad("OXCCL_ALGO", &v, &e))?)
+                }
+            }
         }
         if let Some(v) = get("OXCCL_SOCKET_ADDR") {
             c.socket_addr = Some(parse(&v, "OXCCL_SOCKET_ADDR")?);

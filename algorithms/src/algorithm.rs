@@ -6,11 +6,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{binomial, bruck, doubling, linear, load_store, one_shot, ring, tree, Collective, Plan, Shape};
-
-/// Whether the plans of the algorithms after `LoadStoreTwoShot` are finished (they are
-/// being written; until then they support nothing).
-const READY: bool = false;
+use crate::{
+    binomial, bruck, doubling, linear, load_store, one_shot, ring, tree, Collective, Plan, Shape,
+};
 
 /// An algorithm that can build plans.
 ///
@@ -124,23 +122,15 @@ impl Algorithm {
                 collective,
                 Collective::Send { .. } | Collective::Recv { .. }
             ),
-            // Plans being written: nothing is supported until they verify.
-            Algorithm::Tree
-            | Algorithm::RecursiveDoubling
-            | Algorithm::HalvingDoubling
-            | Algorithm::Bruck
-            | Algorithm::Binomial
-            | Algorithm::Linear
-                if !READY =>
-            {
-                false
-            }
             Algorithm::Tree => collective == Collective::AllReduce,
             Algorithm::RecursiveDoubling => {
                 matches!(collective, Collective::AllReduce | Collective::AllGather)
             }
             Algorithm::HalvingDoubling => {
-                matches!(collective, Collective::AllReduce | Collective::ReduceScatter)
+                matches!(
+                    collective,
+                    Collective::AllReduce | Collective::ReduceScatter
+                )
             }
             Algorithm::Bruck => matches!(collective, Collective::AllGather | Collective::AllToAll),
             Algorithm::Binomial => matches!(

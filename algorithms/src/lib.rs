@@ -27,15 +27,15 @@ mod algorithm;
 pub mod binomial;
 pub mod bruck;
 mod built;
-pub mod doubling;
-pub mod linear;
-pub mod tree;
 pub mod collective;
 pub mod cost;
+pub mod doubling;
+pub mod linear;
 pub mod load_store;
 pub mod one_shot;
 pub mod plan;
 pub mod ring;
+pub mod tree;
 pub mod verify;
 
 pub use algorithm::{build, Algorithm, ParseAlgorithmError, PlanError};

@@ -14,9 +14,18 @@
 //! load/store one-shot, a larger one two-shot; the other collectives run load/store
 //! one-shot (a direct copy from the owner's window, which is already the least traffic).
 //!
-//! `OXCCL_ALGO` forces an algorithm wherever it supports the collective (for the load/store
-//! algorithms: and the communicator has a window); elsewhere the default choice stands. Every input to the decision (collective, count, datatype, ranks,
-//! shared settings) is the same on every rank, so all ranks choose alike.
+//! `OXCCL_ALGO` naming one algorithm forces it wherever it supports the collective (for the
+//! load/store algorithms: and the communicator has a window); elsewhere the default choice
+//! stands. A selection in NCCL_ALGO's syntax ([`AlgoRules`]) keeps the default when it
+//! allows it and otherwise takes the first allowed algorithm in a size-dependent order of
+//! preference. Every input to the decision (collective, count, datatype, ranks, shared
+//! settings) is the same on every rank, so all ranks choose alike.
+
+mod rules;
+mod table;
+
+pub use rules::AlgoRules;
+pub(crate) use table::log_table;
 
 use crate::config::Config;
 use crate::types::DataType;
@@ -64,17 +73,64 @@ pub fn choose(
     } else {
         Algorithm::Ring
     };
+    let usable = |a: Algorithm| a.supports(collective) && (window || !a.is_load_store());
+    let allowed = |a: Algorithm| {
+        usable(a)
+            && config
+                .algo_rules
+                .as_ref()
+                .is_none_or(|r| r.allows(collective, a))
+    };
     let algorithm = match config.algorithm {
-        Some(forced) if forced.supports(collective) && (window || !forced.is_load_store()) => {
-            forced
-        }
-        _ => default,
+        Some(forced) if usable(forced) => forced,
+        _ if allowed(default) => default,
+        // The selection rules out the default: the first allowed algorithm in the order of
+        // preference for this size, else the default (a selection that allows nothing
+        // for this collective does not stop it).
+        _ => preference(block_bytes)
+            .iter()
+            .copied()
+            .find(|&a| allowed(a))
+            .unwrap_or(default),
     };
     let nchannels =
         (block_bytes / MIN_BYTES_PER_CHANNEL).clamp(1, config.nchannels as usize) as u32;
     Choice {
         algorithm,
         nchannels,
+    }
+}
+
+/// Algorithms in the order the tuner prefers them when a selection rules out its default:
+/// latency-bound ones first for small blocks, bandwidth-optimal ones first for large.
+fn preference(block_bytes: usize) -> &'static [Algorithm] {
+    use Algorithm::*;
+    if block_bytes <= 64 * 1024 {
+        &[
+            LoadStoreOneShot,
+            OneShot,
+            RecursiveDoubling,
+            Tree,
+            Bruck,
+            Binomial,
+            Linear,
+            HalvingDoubling,
+            LoadStoreTwoShot,
+            Ring,
+        ]
+    } else {
+        &[
+            LoadStoreTwoShot,
+            LoadStoreOneShot,
+            HalvingDoubling,
+            Ring,
+            Tree,
+            Linear,
+            Binomial,
+            Bruck,
+            RecursiveDoubling,
+            OneShot,
+        ]
     }
 }
 
@@ -116,6 +172,31 @@ mod tests {
             )
             .nchannels,
             2
+        );
+    }
+
+    #[test]
+    fn selections_restrict_the_choice() {
+        let mut c = Config::default();
+        let pick =
+            |c: &Config, coll, count| choose(c, coll, DataType::Float32, count, 8, false).algorithm;
+        c.algo_rules = Some("^one_shot".parse().unwrap());
+        assert_eq!(
+            pick(&c, Collective::AllReduce, 16),
+            Algorithm::RecursiveDoubling
+        );
+        assert_eq!(pick(&c, Collective::AllReduce, 16 << 20), Algorithm::Ring);
+        c.algo_rules = Some("allreduce:tree;allgather:bruck,ring".parse().unwrap());
+        assert_eq!(pick(&c, Collective::AllReduce, 16 << 20), Algorithm::Tree);
+        assert_eq!(pick(&c, Collective::AllGather, 16), Algorithm::Ring);
+        c.algo_rules = Some("allgather:bruck".parse().unwrap());
+        assert_eq!(pick(&c, Collective::AllGather, 16), Algorithm::Bruck);
+        assert_eq!(pick(&c, Collective::AllReduce, 16), Algorithm::OneShot);
+        // Nothing allowed that can run the collective: the default stands.
+        c.algo_rules = Some("broadcast:tree".parse().unwrap());
+        assert_eq!(
+            pick(&c, Collective::Broadcast { root: 0 }, 16),
+            Algorithm::Ring
         );
     }
 

@@ -3,9 +3,10 @@
 //! over TCP, each result compared with a sequential reference by `oxccl-selftest`.
 //!
 //! The default runs leave the choice to the tuner (over shared memory the load/store
-//! algorithms; over TCP one-shot for small all-reduces, ring otherwise); the `ring_*`,
-//! `one_shot_*`, `ls_one_shot_*` and `ls_two_shot_*` runs force each algorithm at the small
-//! counts. Every run also checks that no shared-memory segment is left behind.
+//! algorithms; over TCP one-shot for small all-reduces, ring otherwise); the other runs force
+//! each algorithm (`ring`, `one_shot`, `ls_one_shot`, `ls_two_shot`, `tree`,
+//! `recursive_doubling`, `halving_doubling`, `bruck`, `binomial`, `linear`) at the small
+//! counts, for every collective it implements. Every run also checks that no shared-memory segment is left behind.
 //!
 //! Odd rank counts run with a small FIFO (4 KiB × 4 slots) and the smallest window (64 KiB)
 //! so that every op spans many rounds, slices and window epochs; even ones with the
@@ -123,4 +124,64 @@ forced! {
     ls_two_shot_shm_7: 7, "shm", "ls_two_shot";
     ls_two_shot_shm_8: 8, "shm", "ls_two_shot";
     ls_tcp_forced_falls_back_3: 3, "tcp", "ls_two_shot";
+    tree_shm_1: 1, "shm", "tree";
+    tree_shm_2: 2, "shm", "tree";
+    tree_shm_3: 3, "shm", "tree";
+    tree_shm_4: 4, "shm", "tree";
+    tree_shm_5: 5, "shm", "tree";
+    tree_shm_6: 6, "shm", "tree";
+    tree_shm_7: 7, "shm", "tree";
+    tree_shm_8: 8, "shm", "tree";
+    tree_tcp_3: 3, "tcp", "tree";
+    tree_tcp_8: 8, "tcp", "tree";
+    recursive_doubling_shm_1: 1, "shm", "recursive_doubling";
+    recursive_doubling_shm_2: 2, "shm", "recursive_doubling";
+    recursive_doubling_shm_3: 3, "shm", "recursive_doubling";
+    recursive_doubling_shm_4: 4, "shm", "recursive_doubling";
+    recursive_doubling_shm_5: 5, "shm", "recursive_doubling";
+    recursive_doubling_shm_6: 6, "shm", "recursive_doubling";
+    recursive_doubling_shm_7: 7, "shm", "recursive_doubling";
+    recursive_doubling_shm_8: 8, "shm", "recursive_doubling";
+    recursive_doubling_tcp_3: 3, "tcp", "recursive_doubling";
+    recursive_doubling_tcp_8: 8, "tcp", "recursive_doubling";
+    halving_doubling_shm_1: 1, "shm", "halving_doubling";
+    halving_doubling_shm_2: 2, "shm", "halving_doubling";
+    halving_doubling_shm_3: 3, "shm", "halving_doubling";
+    halving_doubling_shm_4: 4, "shm", "halving_doubling";
+    halving_doubling_shm_5: 5, "shm", "halving_doubling";
+    halving_doubling_shm_6: 6, "shm", "halving_doubling";
+    halving_doubling_shm_7: 7, "shm", "halving_doubling";
+    halving_doubling_shm_8: 8, "shm", "halving_doubling";
+    halving_doubling_tcp_3: 3, "tcp", "halving_doubling";
+    halving_doubling_tcp_8: 8, "tcp", "halving_doubling";
+    bruck_shm_1: 1, "shm", "bruck";
+    bruck_shm_2: 2, "shm", "bruck";
+    bruck_shm_3: 3, "shm", "bruck";
+    bruck_shm_4: 4, "shm", "bruck";
+    bruck_shm_5: 5, "shm", "bruck";
+    bruck_shm_6: 6, "shm", "bruck";
+    bruck_shm_7: 7, "shm", "bruck";
+    bruck_shm_8: 8, "shm", "bruck";
+    bruck_tcp_3: 3, "tcp", "bruck";
+    bruck_tcp_8: 8, "tcp", "bruck";
+    binomial_shm_1: 1, "shm", "binomial";
+    binomial_shm_2: 2, "shm", "binomial";
+    binomial_shm_3: 3, "shm", "binomial";
+    binomial_shm_4: 4, "shm", "binomial";
+    binomial_shm_5: 5, "shm", "binomial";
+    binomial_shm_6: 6, "shm", "binomial";
+    binomial_shm_7: 7, "shm", "binomial";
+    binomial_shm_8: 8, "shm", "binomial";
+    binomial_tcp_3: 3, "tcp", "binomial";
+    binomial_tcp_8: 8, "tcp", "binomial";
+    linear_shm_1: 1, "shm", "linear";
+    linear_shm_2: 2, "shm", "linear";
+    linear_shm_3: 3, "shm", "linear";
+    linear_shm_4: 4, "shm", "linear";
+    linear_shm_5: 5, "shm", "linear";
+    linear_shm_6: 6, "shm", "linear";
+    linear_shm_7: 7, "shm", "linear";
+    linear_shm_8: 8, "shm", "linear";
+    linear_tcp_3: 3, "tcp", "linear";
+    linear_tcp_8: 8, "tcp", "linear";
 }

@@ -581,7 +581,7 @@ fn bad_command_lines_exit_2() {
         ("oxccl-perf", &["all_reduce", "-g", "2"]),
         ("oxccl-perf", &["all_reduce", "-n", "0"]),
         ("oxccl-perf", &["all_reduce", "--transport", "ib"]),
-        ("oxccl-perf", &["all_reduce", "--algo", "tree"]),
+        ("oxccl-perf", &["all_reduce", "--algo", "treee"]),
         (
             "oxccl-perf",
             &["all_reduce", "--compare", "/nonexistent/x.json"],

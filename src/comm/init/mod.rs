@@ -158,6 +158,10 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         ))?),
         _ => None,
     };
+    if rank == 0 {
+        let shared_memory = tcp_peers.is_empty();
+        crate::tuner::log_table(&config, nranks, window.is_some(), shared_memory);
+    }
     tracing::info!(
         target: "oxccl::init",
         "rank {rank}/{nranks} ready in {:?}: {} shm peers, {} tcp peers, {nch} channels, host {:?}",

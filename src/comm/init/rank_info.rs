@@ -71,7 +71,11 @@ pub(super) fn shared_config(c: &Config) -> String {
         c.slot_size,
         c.nslots,
         c.transport,
-        c.algorithm.map_or("auto".into(), |a| a.to_string()),
+        match (&c.algorithm, &c.algo_rules) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(r)) => r.to_string(),
+            (None, None) => "auto".into(),
+        },
         c.one_shot_max,
         c.shm_window,
         c.ls_one_shot_max

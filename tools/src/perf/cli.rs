@@ -472,7 +472,7 @@ mod tests {
             &["-z", "4"],
             &["-a", "9"],
             &["--transport", "ib"],
-            &["--algo", "tree"],
+            &["--algo", "treee"],
             &["-b", "0", "-e", "1K", "-f", "2"],
             &["--frobnicate"],
         ] {

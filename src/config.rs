@@ -30,7 +30,8 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_SLOT_SIZE", default: "128K", unit: "bytes (K/M suffix)", doc: "Bytes per FIFO slot: the unit in which data moves and pipelines between ranks." },
     Knob { name: "OXCCL_NSLOTS", default: "8", unit: "count (2-1024)", doc: "Slots per one-way connection. A plan chunk is half the FIFO, so consecutive steps overlap." },
     Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "an algorithm, or NCCL_ALGO's syntax", doc: "One name (ring, one_shot, ls_one_shot, ls_two_shot, tree, recursive_doubling, halving_doubling, bruck, binomial, linear) forces that algorithm for every collective it supports (the ls_ (load/store) algorithms only where every rank is on this host with shared memory); the others keep the tuner's choice. A list restricts the tuner: `ring,tree`, `^tree` (all but), `allreduce:tree,ring;allgather:^bruck` (per collective)." },
-    Knob { name: "OXCCL_ONE_SHOT_MAX", default: "32K", unit: "bytes (K/M suffix)", doc: "The tuner runs an all-reduce one-shot rather than ring while (ranks − 1) × its bytes is at most this." },
+    Knob { name: "OXCCL_RD_MAX", default: "32K", unit: "bytes (K/M suffix)", doc: "Without a shared-memory window (ranks on several hosts, or TCP), the tuner runs an all-reduce of at most this many bytes with recursive doubling on fewer than 8 ranks." },
+    Knob { name: "OXCCL_TREE_MAX", default: "256K", unit: "bytes (K/M suffix)", doc: "Without a shared-memory window, the tuner runs an all-reduce of at most this many bytes on 8 or more ranks with the double binary tree; larger ones run ring." },
     Knob { name: "OXCCL_SHM_WINDOW", default: "4M", unit: "bytes (K/M suffix), 0 or 64K-1G", doc: "Bytes of each of the two halves of a rank's peer-readable shared-memory window, used by the load/store algorithms when every rank is on one host. 0 disables them. Larger windows mean fewer synchronisations per large op; pages are only allocated when touched." },
     Knob { name: "OXCCL_LS_ONE_SHOT_MAX", default: "64K", unit: "bytes (K/M suffix)", doc: "On one host with a window, an all-reduce of at most this many bytes runs load/store one-shot, a larger one load/store two-shot." },
     Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
@@ -79,8 +80,10 @@ pub struct Config {
     pub socket_addr: Option<IpAddr>,
     /// `OXCCL_HOSTNAME`.
     pub hostname: Option<String>,
-    /// `OXCCL_ONE_SHOT_MAX`.
-    pub one_shot_max: usize,
+    /// `OXCCL_RD_MAX`.
+    pub rd_max: usize,
+    /// `OXCCL_TREE_MAX`.
+    pub tree_max: usize,
     /// `OXCCL_SPIN` (`None`: decided from ranks per host and CPUs).
     pub spin: Option<u32>,
     /// `OXCCL_SHM_WINDOW` (0: no window, no load/store algorithms).
@@ -102,7 +105,8 @@ impl Default for Config {
             socket_addr: None,
             hostname: None,
             spin: None,
-            one_shot_max: 32 * 1024,
+            rd_max: 32 * 1024,
+            tree_max: 256 * 1024,
             shm_window: 4 << 20,
             ls_one_shot_max: 64 * 1024,
         }
@@ -171,18 +175,11 @@ impl Config {
         if let Some(v) = get("OXCCL_SOCKET_ADDR") {
             c.socket_addr = Some(parse(&v, "OXCCL_SOCKET_ADDR")?);
         }
-        if let Some(v) = get("OXCCL_ONE_SHOT_MAX") {
-            c.one_shot_max = parse_size(&v).ok_or_else(|| {
-                bad(
-                    "OXCCL_ONE_SHOT_MAX",
-                    &v,
-                    "expected bytes with optional K/M suffix",
-                )
-            })?;
-        }
         for (knob, field) in [
             ("OXCCL_SHM_WINDOW", &mut c.shm_window),
             ("OXCCL_LS_ONE_SHOT_MAX", &mut c.ls_one_shot_max),
+            ("OXCCL_RD_MAX", &mut c.rd_max),
+            ("OXCCL_TREE_MAX", &mut c.tree_max),
         ] {
             if let Some(v) = get(knob) {
                 *field = parse_size(&v)

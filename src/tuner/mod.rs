@@ -1,12 +1,15 @@
 //! Which algorithm runs an op, and on how many channels.
 //!
-//! Until the measured cost model arrives (the algorithms issue), a size threshold decides:
-//! an all-reduce whose one-shot traffic per rank, (p−1) × its bytes, is at most
-//! `OXCCL_ONE_SHOT_MAX` uses one-shot (every rank sends its whole input to every peer at
-//! once and reduces in rank order: one message latency instead of the ring's 2(p−1));
-//! everything else uses ring. Measured crossovers on the 2-core development machine
-//! (oxccl-perf, f32 sum): about 32 KiB at 2 ranks, 8 KiB at 4, 4 KiB at 8 — all near
-//! (p−1) × bytes = 32 KiB.
+//! Size thresholds decide, measured on the 2-core development machine (oxccl-perf, f32 sum,
+//! every algorithm forced in turn; README "Algorithms"):
+//!
+//! - Without a shared-memory window (ranks on several hosts, or TCP): an all-reduce of at
+//!   most `OXCCL_RD_MAX` (32 KiB) bytes runs recursive doubling on fewer than 8 ranks; on 8
+//!   or more, one of at most `OXCCL_TREE_MAX` (256 KiB) runs the double binary tree; larger
+//!   ones run ring. Over TCP at 4 ranks recursive doubling took 38–90 µs up to 32 KiB against
+//!   the ring's 70–159; at 8 ranks the tree took 97–188 µs up to 32 KiB and 1.05 ms at
+//!   256 KiB against the ring's 199–558 µs and 1.56 ms, and the ring won from 2 MiB.
+//!   Other collectives run ring (chains for broadcast and reduce, pairwise all-to-all).
 //!
 //! When every rank is on this host and the communicator has a shared-memory window
 //! (`OXCCL_SHM_WINDOW`), the load/store algorithms replace both for every collective but
@@ -67,9 +70,12 @@ pub fn choose(
         }
     } else if collective == Collective::AllReduce
         && nranks > 1
-        && block_bytes <= config.one_shot_max
+        && nranks < 8
+        && block_bytes <= config.rd_max
     {
-        Algorithm::OneShot
+        Algorithm::RecursiveDoubling
+    } else if collective == Collective::AllReduce && nranks >= 8 && block_bytes <= config.tree_max {
+        Algorithm::Tree
     } else {
         Algorithm::Ring
     };
@@ -139,11 +145,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_all_reduce_goes_one_shot_and_forcing_respects_support() {
+    fn small_all_reduce_goes_latency_first_and_forcing_respects_support() {
         let mut c = Config::default();
         let pick =
             |c: &Config, coll, count| choose(c, coll, DataType::Float32, count, 4, false).algorithm;
-        assert_eq!(pick(&c, Collective::AllReduce, 16), Algorithm::OneShot);
+        let at = |p, count| {
+            choose(
+                &Config::default(),
+                Collective::AllReduce,
+                DataType::Float32,
+                count,
+                p,
+                false,
+            )
+            .algorithm
+        };
+        assert_eq!(
+            pick(&c, Collective::AllReduce, 16),
+            Algorithm::RecursiveDoubling
+        );
+        assert_eq!(at(8, 16), Algorithm::Tree);
+        assert_eq!(at(8, 64 << 10), Algorithm::Tree);
+        assert_eq!(at(8, 1 << 20), Algorithm::Ring);
+        assert_eq!(at(4, 64 << 10), Algorithm::Ring);
         assert_eq!(pick(&c, Collective::AllReduce, 16 << 20), Algorithm::Ring);
         assert_eq!(pick(&c, Collective::AllGather, 16), Algorithm::Ring);
         assert_eq!(
@@ -180,7 +204,10 @@ mod tests {
         let mut c = Config::default();
         let pick =
             |c: &Config, coll, count| choose(c, coll, DataType::Float32, count, 8, false).algorithm;
-        c.algo_rules = Some("^one_shot".parse().unwrap());
+        c.algo_rules = Some("^tree".parse().unwrap());
+        // The default (tree) is ruled out: the first allowed in the small-size preference.
+        assert_eq!(pick(&c, Collective::AllReduce, 16), Algorithm::OneShot);
+        c.algo_rules = Some("^tree,one_shot".parse().unwrap());
         assert_eq!(
             pick(&c, Collective::AllReduce, 16),
             Algorithm::RecursiveDoubling
@@ -191,7 +218,7 @@ mod tests {
         assert_eq!(pick(&c, Collective::AllGather, 16), Algorithm::Ring);
         c.algo_rules = Some("allgather:bruck".parse().unwrap());
         assert_eq!(pick(&c, Collective::AllGather, 16), Algorithm::Bruck);
-        assert_eq!(pick(&c, Collective::AllReduce, 16), Algorithm::OneShot);
+        assert_eq!(pick(&c, Collective::AllReduce, 16), Algorithm::Tree);
         // Nothing allowed that can run the collective: the default stands.
         c.algo_rules = Some("broadcast:tree".parse().unwrap());
         assert_eq!(

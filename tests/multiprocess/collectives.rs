@@ -3,10 +3,11 @@
 //! over TCP, each result compared with a sequential reference by `oxccl-selftest`.
 //!
 //! The default runs leave the choice to the tuner (over shared memory the load/store
-//! algorithms; over TCP one-shot for small all-reduces, ring otherwise); the other runs force
-//! each algorithm (`ring`, `one_shot`, `ls_one_shot`, `ls_two_shot`, `tree`,
-//! `recursive_doubling`, `halving_doubling`, `bruck`, `binomial`, `linear`) at the small
-//! counts, for every collective it implements. Every run also checks that no shared-memory segment is left behind.
+//! algorithms; over TCP recursive doubling or the tree for small all-reduces, ring
+//! otherwise); the other runs force each algorithm (`ring`, `one_shot`, `ls_one_shot`,
+//! `ls_two_shot`, `tree`, `recursive_doubling`, `halving_doubling`, `bruck`, `binomial`,
+//! `linear`) at the small counts, for every collective it implements. Every run also checks
+//! that no shared-memory segment is left behind.
 //!
 //! Odd rank counts run with a small FIFO (4 KiB × 4 slots) and the smallest window (64 KiB)
 //! so that every op spans many rounds, slices and window epochs; even ones with the

@@ -66,7 +66,7 @@ pub(super) fn host_identity(config: &Config) -> String {
 pub(super) fn shared_config(c: &Config) -> String {
     format!(
         "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={} \
-         OXCCL_ONE_SHOT_MAX={} OXCCL_SHM_WINDOW={} OXCCL_LS_ONE_SHOT_MAX={}",
+         OXCCL_RD_MAX={} OXCCL_TREE_MAX={} OXCCL_SHM_WINDOW={} OXCCL_LS_ONE_SHOT_MAX={}",
         c.nchannels,
         c.slot_size,
         c.nslots,
@@ -76,7 +76,8 @@ pub(super) fn shared_config(c: &Config) -> String {
             (None, Some(r)) => r.to_string(),
             (None, None) => "auto".into(),
         },
-        c.one_shot_max,
+        c.rd_max,
+        c.tree_max,
         c.shm_window,
         c.ls_one_shot_max
     )

@@ -8,56 +8,27 @@ use std::collections::{HashMap, VecDeque};
 use oxccl_algorithms::binomial::{
     broadcast_children, broadcast_parent, reduce_children, reduce_parent,
 };
+mod common;
+
+use common::{ceil_log2, options, roots, verify_modes};
 use oxccl_algorithms::cost::traffic;
 use oxccl_algorithms::verify::{verify_with, VerifyError, VerifyOptions, Wait};
 use oxccl_algorithms::{build, Algorithm, Buf, Collective, Plan, Region, Step};
 
 fn plans(c: Collective, p: u32, nchannels: u32) -> Vec<Plan> {
-    (0..p)
-        .map(|r| build(Algorithm::Binomial, c, p, r, nchannels).unwrap())
-        .collect()
-}
-
-fn options(in_place: bool, rounds: u32, fifo_chunks: u32) -> VerifyOptions {
-    VerifyOptions {
-        in_place,
-        rounds,
-        fifo_chunks,
-        ..VerifyOptions::default()
-    }
-}
-
-fn ceil_log2(p: u32) -> u32 {
-    p.next_power_of_two().trailing_zeros()
+    common::plans(Algorithm::Binomial, c, p, nchannels)
 }
 
 /// Verifies with every combination of `channels`, out of place and in place, and `rounds`.
 fn check(c: Collective, p: u32, channels: &[u32], rounds: &[u32]) {
+    let fifos: Vec<(u32, u32)> = rounds.iter().map(|&rounds| (2, rounds)).collect();
     for &nchannels in channels {
         let plans = plans(c, p, nchannels);
-        for in_place in [false, true] {
-            for &rounds in rounds {
-                let report =
-                    verify_with(&plans, &options(in_place, rounds, 2)).unwrap_or_else(|e| {
-                        panic!(
-                            "{c:?} p={p} ch={nchannels} in_place={in_place} rounds={rounds}: {e}"
-                        )
-                    });
-                assert_eq!(report.messages_per_round, u64::from((p - 1) * nchannels));
-                assert!(report.max_sends <= ceil_log2(p) as usize);
-            }
+        let what = format!("{c:?} p={p} ch={nchannels}");
+        for report in verify_modes(&plans, &what, &[false, true], &fifos) {
+            assert_eq!(report.messages_per_round, u64::from((p - 1) * nchannels));
+            assert!(report.max_sends <= ceil_log2(p) as usize);
         }
-    }
-}
-
-/// Every root up to 16 ranks, then 0, 1, p/2, p−1.
-fn roots(p: u32) -> Vec<u32> {
-    if p <= 16 {
-        (0..p).collect()
-    } else {
-        let mut roots = vec![0, 1, p / 2, p - 1];
-        roots.dedup();
-        roots
     }
 }
 

@@ -6,45 +6,21 @@
 
 use oxccl_algorithms::bruck::{all_to_all_scratch, step_count};
 use oxccl_algorithms::cost::traffic;
-use oxccl_algorithms::verify::{verify, verify_with, Report, VerifyError, VerifyOptions};
+mod common;
+
+use common::{in_place_modes, options, verify_all};
+use oxccl_algorithms::verify::{verify, verify_with, Report, VerifyError};
 use oxccl_algorithms::{build, Algorithm, Buf, Collective, Plan, Region, Step};
 
 fn plans(c: Collective, p: u32, nchannels: u32) -> Vec<Plan> {
-    (0..p)
-        .map(|r| build(Algorithm::Bruck, c, p, r, nchannels).unwrap())
-        .collect()
+    common::plans(Algorithm::Bruck, c, p, nchannels)
 }
 
 /// Verifies with 1 and 2 channels, 2 and 3 rounds, out of place (and in place for
 /// all-gather), with FIFOs of two chunks and of one; returns the 1-channel report.
 fn check(c: Collective, p: u32) -> Report {
-    let mut first = None;
-    let modes: &[bool] = if c == Collective::AllToAll {
-        &[false]
-    } else {
-        &[false, true]
-    };
-    for nchannels in [1, 2] {
-        let plans = plans(c, p, nchannels);
-        for &in_place in modes {
-            for rounds in [2, 3] {
-                for fifo_chunks in [2, 1] {
-                    let options = VerifyOptions {
-                        in_place,
-                        rounds,
-                        fifo_chunks,
-                        ..VerifyOptions::default()
-                    };
-                    let report = verify_with(&plans, &options).unwrap_or_else(|e| {
-                        panic!("{c:?} p={p} ch={nchannels} in_place={in_place} {options:?}: {e}")
-                    });
-                    assert_eq!(report.nchannels, nchannels);
-                    first.get_or_insert(report);
-                }
-            }
-        }
-    }
-    first.unwrap()
+    let fifos = [(2, 2), (1, 2), (2, 3), (1, 3)];
+    verify_all(Algorithm::Bruck, c, p, &[1, 2], in_place_modes(c), &fifos).remove(0)
 }
 
 /// `Σ_{i<p} popcount(i)`: the all-to-all's messages per rank.
@@ -67,11 +43,7 @@ fn all_gather_1000_ranks() {
     let plans = plans(Collective::AllGather, 1000, 1);
     for in_place in [false, true] {
         for fifo_chunks in [2, 1] {
-            let options = VerifyOptions {
-                in_place,
-                fifo_chunks,
-                ..VerifyOptions::default()
-            };
+            let options = options(in_place, 2, fifo_chunks);
             let report = verify_with(&plans, &options)
                 .unwrap_or_else(|e| panic!("in_place={in_place} fifo={fifo_chunks}: {e}"));
             assert_eq!(report.messages_per_round, 1000 * 999);
@@ -208,11 +180,7 @@ fn all_to_all_in_place_is_not_safe() {
     // index; Bruck's all-to-all overwrites blocks it still has to send, which is why the
     // engine gives it a private copy of the input.
     let plans = plans(Collective::AllToAll, 4, 1);
-    let options = VerifyOptions {
-        in_place: true,
-        ..VerifyOptions::default()
-    };
-    assert!(verify_with(&plans, &options).is_err());
+    assert!(verify_with(&plans, &options(true, 2, 2)).is_err());
 }
 
 #[test]

@@ -7,6 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+mod common;
+
+use common::{plans, steps, verify_all};
 use oxccl_algorithms::cost::{estimate, traffic, LinkCost, Traffic};
 use oxccl_algorithms::verify::{verify, verify_with, Report, VerifyError, VerifyOptions, Wait};
 use oxccl_algorithms::{build, Algorithm, Buf, Collective, Plan, Region, Step};
@@ -19,16 +22,6 @@ const RS: Collective = Collective::ReduceScatter;
 
 /// Every (algorithm, collective) pair of the module.
 const CASES: [(Algorithm, Collective); 4] = [(RD, AR), (RD, AG), (HD, RS), (HD, AR)];
-
-fn plans(a: Algorithm, c: Collective, p: u32, nchannels: u32) -> Vec<Plan> {
-    (0..p)
-        .map(|r| build(a, c, p, r, nchannels).unwrap())
-        .collect()
-}
-
-fn steps(plan: &mut Plan) -> &mut Vec<Step> {
-    &mut plan.channels[0]
-}
 
 /// `⌊log2 p⌋`.
 fn log2(p: u32) -> u32 {
@@ -44,25 +37,7 @@ fn check_with(
     channels: &[u32],
     fifos: &[(u32, u32)],
 ) -> Report {
-    let mut first = None;
-    for &nchannels in channels {
-        let plans = plans(a, c, p, nchannels);
-        for in_place in [false, true] {
-            for &(fifo_chunks, rounds) in fifos {
-                let options = VerifyOptions {
-                    in_place,
-                    fifo_chunks,
-                    rounds,
-                    ..VerifyOptions::default()
-                };
-                let report = verify_with(&plans, &options)
-                    .unwrap_or_else(|e| panic!("{a} {c:?} p={p} ch={nchannels} {options:?}: {e}"));
-                assert_eq!(report.nchannels, nchannels);
-                first.get_or_insert(report);
-            }
-        }
-    }
-    first.unwrap()
+    verify_all(a, c, p, channels, &[false, true], fifos).remove(0)
 }
 
 /// The full set, in and out of place: one channel with FIFOs of two chunks and two and three

@@ -3,43 +3,29 @@
 //! cost and a broken plan.
 
 use oxccl_algorithms::cost::traffic;
-use oxccl_algorithms::verify::{verify, verify_with, Report, VerifyError, VerifyOptions};
+mod common;
+
+use common::{options, verify_all};
+use oxccl_algorithms::verify::{verify, verify_with, Report, VerifyError};
 use oxccl_algorithms::{build, Algorithm, Collective, Plan, Step};
 
 fn plans(p: u32, nchannels: u32) -> Vec<Plan> {
-    (0..p)
-        .map(|r| build(Algorithm::Linear, Collective::AllToAll, p, r, nchannels).unwrap())
-        .collect()
-}
-
-fn options(in_place: bool, rounds: u32, fifo_chunks: u32) -> VerifyOptions {
-    VerifyOptions {
-        in_place,
-        rounds,
-        fifo_chunks,
-        ..VerifyOptions::default()
-    }
+    common::plans(Algorithm::Linear, Collective::AllToAll, p, nchannels)
 }
 
 /// Every combination of channels (1, 2), in place or not, rounds (2, 3) and FIFO depth
 /// (2, 1); returns the first report.
 fn check(p: u32) -> Report {
-    let mut first = None;
-    for nchannels in [1, 2] {
-        let plans = plans(p, nchannels);
-        for in_place in [false, true] {
-            for rounds in [2, 3] {
-                for fifo in [2, 1] {
-                    let options = options(in_place, rounds, fifo);
-                    let report = verify_with(&plans, &options)
-                        .unwrap_or_else(|e| panic!("p={p} ch={nchannels} {options:?}: {e}"));
-                    assert_eq!(report.nchannels, nchannels);
-                    first.get_or_insert(report);
-                }
-            }
-        }
-    }
-    first.unwrap()
+    let fifos = [(2, 2), (1, 2), (2, 3), (1, 3)];
+    verify_all(
+        Algorithm::Linear,
+        Collective::AllToAll,
+        p,
+        &[1, 2],
+        &[false, true],
+        &fifos,
+    )
+    .remove(0)
 }
 
 #[test]

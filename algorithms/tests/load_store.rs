@@ -1,14 +1,15 @@
 //! The load/store plans, verified for every collective (and root) on 1..=64 ranks, out of
 //! place and in place; then broken on purpose, so that the verifier must name the fault.
 
+mod common;
+
+use common::{roots, verify_modes};
 use oxccl_algorithms::verify::{verify, verify_with, VerifyError, VerifyOptions, Wait};
 use oxccl_algorithms::{build, Algorithm, Buf, Collective, Plan, Region, Step};
 
 fn plans(alg: Algorithm, c: Collective, p: u32) -> Vec<Plan> {
-    (0..p)
-        // Load/store plans always have one channel, whatever is asked.
-        .map(|r| build(alg, c, p, r, 4).unwrap())
-        .collect()
+    // Load/store plans always have one channel, whatever is asked.
+    common::plans(alg, c, p, 4)
 }
 
 fn check(alg: Algorithm, c: Collective, p: u32) {
@@ -16,25 +17,13 @@ fn check(alg: Algorithm, c: Collective, p: u32) {
     for plan in &plans {
         assert_eq!(plan.channels.len(), 1);
     }
-    for in_place in [false, true] {
-        let options = VerifyOptions {
-            in_place,
-            // Three rounds: consecutive rounds use both window halves and then reuse one.
-            rounds: 3,
-            ..VerifyOptions::default()
-        };
-        verify_with(&plans, &options)
-            .unwrap_or_else(|e| panic!("{alg} {c:?} p={p} in_place={in_place}: {e}"));
-    }
-}
-
-fn rooted(p: u32) -> Vec<u32> {
-    // Every root for small p, a few for large p (keeps the test quick).
-    if p <= 16 {
-        (0..p).collect()
-    } else {
-        vec![0, 1, p / 2, p - 1]
-    }
+    // Three rounds: consecutive rounds use both window halves and then reuse one.
+    verify_modes(
+        &plans,
+        &format!("{alg} {c:?} p={p}"),
+        &[false, true],
+        &[(2, 3)],
+    );
 }
 
 #[test]
@@ -49,7 +38,7 @@ fn one_shot_every_collective() {
         ] {
             check(alg, c, p);
         }
-        for root in rooted(p) {
+        for root in roots(p) {
             check(alg, Collective::Broadcast { root }, p);
             check(alg, Collective::Reduce { root }, p);
         }
@@ -96,7 +85,7 @@ fn registered_inputs_out_of_place() {
             (Algorithm::LoadStoreOneShot, Collective::ReduceScatter),
             (Algorithm::LoadStoreOneShot, Collective::AllToAll),
         ];
-        for root in rooted(p) {
+        for root in roots(p) {
             cases.push((Algorithm::LoadStoreOneShot, Collective::Broadcast { root }));
             cases.push((Algorithm::LoadStoreOneShot, Collective::Reduce { root }));
         }

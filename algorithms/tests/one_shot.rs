@@ -1,17 +1,14 @@
 //! One-shot all-reduce is verified for 1..=64 ranks (and 100, 128), out of place and in place,
 //! with 1 and 2 channels; broken variants and misuses of `Step::Reduce` are caught.
 
+mod common;
+
+use common::{steps, verify_modes};
 use oxccl_algorithms::verify::{verify, verify_with, VerifyError, VerifyOptions};
-use oxccl_algorithms::{build, Algorithm, Buf, Collective, Plan, Region, Shape, Step};
+use oxccl_algorithms::{Algorithm, Buf, Collective, Plan, Region, Shape, Step};
 
 fn plans(p: u32, nchannels: u32) -> Vec<Plan> {
-    (0..p)
-        .map(|r| build(Algorithm::OneShot, Collective::AllReduce, p, r, nchannels).unwrap())
-        .collect()
-}
-
-fn steps(plan: &mut Plan) -> &mut Vec<Step> {
-    &mut plan.channels[0]
+    common::plans(Algorithm::OneShot, Collective::AllReduce, p, nchannels)
 }
 
 fn region(buf: Buf, block: u32) -> Region {
@@ -30,21 +27,12 @@ fn in_place() -> VerifyOptions {
 fn check(p: u32) {
     for nchannels in [1, 2] {
         let plans = plans(p, nchannels);
-        for in_place in [false, true] {
-            for (fifo_chunks, rounds) in [(2, 2), (1, 2), (2, 3)] {
-                let options = VerifyOptions {
-                    in_place,
-                    fifo_chunks,
-                    rounds,
-                    ..VerifyOptions::default()
-                };
-                let report = verify_with(&plans, &options).unwrap_or_else(|e| {
-                    panic!("p={p} ch={nchannels} {options:?}: {e}");
-                });
-                assert_eq!(report.max_sends, p as usize - 1);
-                let messages = u64::from(p) * u64::from(p - 1) * u64::from(nchannels);
-                assert_eq!(report.messages_per_round, messages);
-            }
+        let what = format!("p={p} ch={nchannels}");
+        let fifos = [(2, 2), (1, 2), (2, 3)];
+        for report in verify_modes(&plans, &what, &[false, true], &fifos) {
+            assert_eq!(report.max_sends, p as usize - 1);
+            let messages = u64::from(p) * u64::from(p - 1) * u64::from(nchannels);
+            assert_eq!(report.messages_per_round, messages);
         }
     }
 }

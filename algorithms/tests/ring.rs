@@ -1,39 +1,16 @@
 //! Every ring plan, for every collective (and every root), is verified for 1..=64 ranks,
 //! out of place and in place, with 1 and 2 channels; then for 100 and 128 ranks.
 
-use oxccl_algorithms::verify::{verify_p2p, verify_with, Report, VerifyOptions};
-use oxccl_algorithms::{build, Algorithm, Collective, Plan};
+mod common;
 
-fn plans(c: Collective, p: u32, nchannels: u32) -> Vec<Plan> {
-    (0..p)
-        .map(|r| build(Algorithm::Ring, c, p, r, nchannels).unwrap())
-        .collect()
-}
+use common::{in_place_modes, verify_all};
+use oxccl_algorithms::verify::{verify_p2p, Report};
+use oxccl_algorithms::{build, Algorithm, Collective};
 
-/// Verifies out of place and in place, with 1 and 2 channels; returns the 1-channel report.
+/// Verifies out of place and in place (all-to-all out of place only: see `in_place_modes`),
+/// with 1 and 2 channels; returns the 1-channel report.
 fn check(c: Collective, p: u32) -> Report {
-    let mut first = None;
-    for nchannels in [1, 2] {
-        let plans = plans(c, p, nchannels);
-        // In place, the ring's all-to-all would overwrite blocks it has yet to send: the
-        // engine gives it a private copy of the input instead (load/store plans need none).
-        let modes: &[bool] = if c == Collective::AllToAll {
-            &[false]
-        } else {
-            &[false, true]
-        };
-        for &in_place in modes {
-            let options = VerifyOptions {
-                in_place,
-                ..VerifyOptions::default()
-            };
-            let report = verify_with(&plans, &options)
-                .unwrap_or_else(|e| panic!("{c:?} p={p} ch={nchannels} in_place={in_place}: {e}"));
-            assert_eq!(report.nchannels, nchannels);
-            first.get_or_insert(report);
-        }
-    }
-    first.unwrap()
+    verify_all(Algorithm::Ring, c, p, &[1, 2], in_place_modes(c), &[(2, 2)]).remove(0)
 }
 
 #[test]

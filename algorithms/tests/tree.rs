@@ -3,50 +3,27 @@
 //! place, 1 and 2 channels, 2 and 3 rounds), then for 128, 256 and 1000 ranks; bit-identical
 //! results, the critical path and per-rank traffic; broken plans.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use common::{ceil_log2, options, verify_all};
 use oxccl_algorithms::cost::traffic;
 use oxccl_algorithms::tree::{depth, node};
 use oxccl_algorithms::verify::{verify_with, Report, VerifyError, VerifyOptions, Wait};
 use oxccl_algorithms::{build, Algorithm, Buf, Collective, Plan, Region, Shape, Step};
 
 fn plans(p: u32, nchannels: u32) -> Vec<Plan> {
-    (0..p)
-        .map(|r| build(Algorithm::Tree, Collective::AllReduce, p, r, nchannels).unwrap())
-        .collect()
-}
-
-fn options(in_place: bool, rounds: u32, fifo_chunks: u32) -> VerifyOptions {
-    VerifyOptions {
-        in_place,
-        rounds,
-        fifo_chunks,
-        ..VerifyOptions::default()
-    }
+    common::plans(Algorithm::Tree, Collective::AllReduce, p, nchannels)
 }
 
 /// Verifies with every combination of `channels`, out of place and in place, and `rounds`;
 /// returns the last report.
 fn check(p: u32, channels: &[u32], rounds: &[u32]) -> Report {
-    let mut last = None;
-    for &nchannels in channels {
-        let plans = plans(p, nchannels);
-        for in_place in [false, true] {
-            for &rounds in rounds {
-                let report =
-                    verify_with(&plans, &options(in_place, rounds, 2)).unwrap_or_else(|e| {
-                        panic!("p={p} ch={nchannels} in_place={in_place} rounds={rounds}: {e}")
-                    });
-                assert_eq!(report.nchannels, nchannels);
-                last = Some(report);
-            }
-        }
-    }
-    last.unwrap()
-}
-
-fn ceil_log2(p: u32) -> u32 {
-    p.next_power_of_two().trailing_zeros()
+    let fifos: Vec<(u32, u32)> = rounds.iter().map(|&rounds| (2, rounds)).collect();
+    let (alg, c) = (Algorithm::Tree, Collective::AllReduce);
+    let mut reports = verify_all(alg, c, p, channels, &[false, true], &fifos);
+    reports.pop().unwrap()
 }
 
 #[test]

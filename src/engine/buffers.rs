@@ -82,17 +82,20 @@ impl<'a> OpMemory<'a> {
         }
     }
 
-    fn locate(&self, buf: Buf, r: Range<usize>) -> (Phys, Range<usize>) {
-        match (buf, self.in_place) {
-            // Window regions live in shared memory and go through `engine::window`; an
-            // empty range of scratch makes any access to one here fail its bounds check.
-            (Buf::Window, _) => (Phys::Scratch, usize::MAX..usize::MAX),
+    fn locate(&self, buf: Buf, r: Range<usize>) -> Result<(Phys, Range<usize>)> {
+        Ok(match (buf, self.in_place) {
+            // Window regions live in shared memory: `engine::window` handles them.
+            (Buf::Window, _) => {
+                return Err(Error::Internal(
+                    "a window region reached the op's local memory".into(),
+                ))
+            }
             (Buf::Scratch, _) => (Phys::Scratch, r),
             (Buf::Input, None) => (Phys::Input, r),
             (Buf::Output, None) => (Phys::Main, r),
             (Buf::Input, Some((i, _))) => (Phys::Main, r.start + i..r.end + i),
             (Buf::Output, Some((_, o))) => (Phys::Main, r.start + o..r.end + o),
-        }
+        })
     }
 
     fn oob(buf: Buf, r: &Range<usize>, len: usize) -> Error {
@@ -101,7 +104,7 @@ impl<'a> OpMemory<'a> {
 
     /// Bytes of `buf` in `r`, for reading.
     pub fn read(&self, buf: Buf, r: Range<usize>) -> Result<&[u8]> {
-        let (p, pr) = self.locate(buf, r.clone());
+        let (p, pr) = self.locate(buf, r.clone())?;
         let mem: &[u8] = match p {
             Phys::Input => &self.input,
             Phys::Main => self.main,
@@ -112,7 +115,7 @@ impl<'a> OpMemory<'a> {
 
     /// Bytes of `buf` in `r`, for writing. The input is never written.
     pub fn write(&mut self, buf: Buf, r: Range<usize>) -> Result<&mut [u8]> {
-        let (p, pr) = self.locate(buf, r.clone());
+        let (p, pr) = self.locate(buf, r.clone())?;
         let mem: &mut [u8] = match p {
             Phys::Input => return Err(Error::Internal("a plan writes its input".into())),
             Phys::Main => self.main,
@@ -124,8 +127,8 @@ impl<'a> OpMemory<'a> {
 
     /// A local source and destination of equal length, which may be the same memory.
     pub fn pair(&mut self, src: (Buf, Range<usize>), dst: (Buf, Range<usize>)) -> Result<Pair<'_>> {
-        let (ps, rs) = self.locate(src.0, src.1.clone());
-        let (pd, rd) = self.locate(dst.0, dst.1.clone());
+        let (ps, rs) = self.locate(src.0, src.1.clone())?;
+        let (pd, rd) = self.locate(dst.0, dst.1.clone())?;
         if rs.len() != rd.len() {
             return Err(Error::Internal(format!(
                 "operand lengths differ: {src:?} {dst:?}"

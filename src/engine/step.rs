@@ -81,7 +81,8 @@ pub(crate) fn advance(op: &mut OpRun<'_>, ch: usize, links: &mut Links) -> Resul
     }
 }
 
-fn tr(rank: u32, peer: u32, op: &OpRun<'_>, e: oxccl_transports::Error) -> Error {
+/// A transport error of `op` with `peer`, as this rank reports it.
+pub(super) fn tr(rank: u32, peer: u32, op: &OpRun<'_>, e: oxccl_transports::Error) -> Error {
     Error::Transport {
         rank,
         peer,

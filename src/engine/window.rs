@@ -16,7 +16,7 @@
 use super::buffers::OpMemory;
 use super::links::{Dir, Links};
 use super::op::OpRun;
-use super::step::Status;
+use super::step::{tr, Status};
 use crate::error::{Error, Result};
 use crate::reduce;
 use crate::types::{DataType, ReduceOp};
@@ -74,15 +74,6 @@ fn posted_value(epoch: u64, phase: u32) -> u64 {
     (epoch << PHASE_BITS) | u64::from(phase)
 }
 
-fn window_err(rank: u32, peer: u32, op: &OpRun<'_>, e: oxccl_transports::Error) -> Error {
-    Error::Transport {
-        rank,
-        peer,
-        op: op.name().into(),
-        source: e,
-    }
-}
-
 fn no_window(rank: u32) -> Error {
     Error::Internal(format!(
         "rank {rank} runs a load/store plan but has no shared-memory window"
@@ -104,10 +95,7 @@ pub(crate) fn begin_round(op: &OpRun<'_>, round: usize, links: &Links) -> Result
     let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
     let e = epoch(op, round);
     for peer in (0..nranks).filter(|&p| p != rank) {
-        let acked = w
-            .shm
-            .acked(peer)
-            .map_err(|e| window_err(rank, peer, op, e))?;
+        let acked = w.shm.acked(peer).map_err(|e| tr(rank, peer, op, e))?;
         if acked.saturating_add(2) < e {
             return Ok(Some(Dir::Acked(peer)));
         }
@@ -186,11 +174,7 @@ pub(crate) fn input_released(op: &OpRun<'_>, links: &Links) -> Result<Option<Dir
     let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
     let last = epoch(op, nrounds - 1);
     for peer in (0..nranks).filter(|&p| p != rank) {
-        if w.shm
-            .acked(peer)
-            .map_err(|e| window_err(rank, peer, op, e))?
-            < last
-        {
+        if w.shm.acked(peer).map_err(|e| tr(rank, peer, op, e))? < last {
             return Ok(Some(Dir::Acked(peer)));
         }
     }
@@ -219,14 +203,14 @@ fn source(
     let line = w
         .shm
         .peer_inline(owner, half)
-        .map_err(|e| window_err(rank, owner, op, e))?;
+        .map_err(|e| tr(rank, owner, op, e))?;
     let word = |i: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&line[i * 8..i * 8 + 8]);
         u64::from_le_bytes(b)
     };
     if word(2) != op.signature {
-        return Err(window_err(
+        return Err(tr(
             rank,
             owner,
             op,
@@ -290,9 +274,7 @@ pub(crate) fn end_round(op: &OpRun<'_>, round: usize, links: &Links) -> Result<(
     let w = links.window.as_ref().ok_or_else(|| no_window(rank))?;
     let e = epoch(op, round);
     for peer in (0..nranks).filter(|&p| p != rank) {
-        w.shm
-            .ack(peer, e)
-            .map_err(|e| window_err(rank, peer, op, e))?;
+        w.shm.ack(peer, e).map_err(|e| tr(rank, peer, op, e))?;
     }
     Ok(())
 }
@@ -311,10 +293,7 @@ fn unposted(
     let need = posted_value(e, phase);
     let half = (e & 1) as usize;
     for p in peers {
-        let posted = w
-            .shm
-            .posted(p, half)
-            .map_err(|e| window_err(rank, p, op, e))?;
+        let posted = w.shm.posted(p, half).map_err(|e| tr(rank, p, op, e))?;
         if posted < need {
             return Ok(Some(p));
         }
@@ -375,7 +354,7 @@ pub(crate) fn run_step(
             } else {
                 w.shm.peer(peer, half)
             }
-            .map_err(|e| window_err(rank, peer, op, e))?;
+            .map_err(|e| tr(rank, peer, op, e))?;
             let bytes = resolve(&from, peer, theirs, &links.registry)?;
             let out = op.mem.write(dst.buf, range(dst))?;
             if out.len() != bytes.len() {
@@ -423,7 +402,7 @@ pub(crate) fn run_step(
                         let h = halves
                             .get(p)
                             .map(|h| &h[skip..])
-                            .map_err(|e| window_err(rank, p, op, e))?;
+                            .map_err(|e| tr(rank, p, op, e))?;
                         Some(resolve(src, p, h, registry)?)
                     }
                 });

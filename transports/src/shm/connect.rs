@@ -8,7 +8,7 @@ use rustix::io::Errno;
 use rustix::process::Pid;
 
 use super::fifo::{ShmReceiver, ShmSender};
-use super::layout::{shm_path, FifoOffsets, Layout, Mapping};
+use super::layout::{unlink_once, FifoOffsets, Layout, Mapping};
 use super::window::ShmWindow;
 use crate::wait::Doorbell;
 use crate::{Error, FifoConfig, Result};
@@ -168,17 +168,7 @@ impl ShmContext {
     /// Removes this rank's segment name from `/dev/shm`; mappings stay valid. Call it once
     /// every peer mapped the segment. Idempotent; also done on drop.
     pub fn unlink(&mut self) -> Result<()> {
-        if self.unlinked {
-            return Ok(());
-        }
-        let path = shm_path(self.name());
-        match rustix::fs::unlink(&path) {
-            Ok(()) | Err(Errno::NOENT) => {
-                self.unlinked = true;
-                Ok(())
-            }
-            Err(e) => Err(Error::io(format!("unlinking {path}"), e.into())),
-        }
+        unlink_once(self.own.name(), &mut self.unlinked)
     }
 
     /// The sending side of channel `channel` to local peer `peer_local`: the FIFO at index

@@ -478,6 +478,22 @@ pub(crate) fn shm_free_bytes() -> Option<u64> {
 }
 
 /// `/dev/shm/<name>`.
+/// Removes `/dev/shm/<name>` unless `unlinked` says it already went (a name already gone
+/// counts as removed); sets `unlinked`. Shared by the inbox and registered regions.
+pub(crate) fn unlink_once(name: &str, unlinked: &mut bool) -> Result<()> {
+    if *unlinked {
+        return Ok(());
+    }
+    let path = shm_path(name);
+    match rustix::fs::unlink(&path) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {
+            *unlinked = true;
+            Ok(())
+        }
+        Err(e) => Err(Error::io(format!("unlinking {path}"), e.into())),
+    }
+}
+
 pub(crate) fn shm_path(name: &str) -> String {
     format!("{SHM_DIR}/{name}")
 }

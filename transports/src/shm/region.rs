@@ -58,7 +58,7 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
 use super::connect::{valid_name, PeerProcess, MAX_NAME_LEN, NAME_PREFIX};
-use super::layout::{round_up, shm_free_bytes, shm_path, Mapping, PAGE, SHM_DIR};
+use super::layout::{round_up, shm_free_bytes, shm_path, unlink_once, Mapping, PAGE, SHM_DIR};
 use crate::{Error, Result};
 
 /// Largest accepted region length in bytes (1 TiB).
@@ -191,17 +191,7 @@ impl ShmRegion {
     /// Removes the name from `/dev/shm`; the mappings (own, anchors, peers') stay valid. Call
     /// it once every local peer opened the region. Idempotent; also done on drop.
     pub fn unlink(&mut self) -> Result<()> {
-        if self.unlinked {
-            return Ok(());
-        }
-        let path = shm_path(self.name());
-        match rustix::fs::unlink(&path) {
-            Ok(()) | Err(Errno::NOENT) => {
-                self.unlinked = true;
-                Ok(())
-            }
-            Err(e) => Err(Error::io(format!("unlinking {path}"), e.into())),
-        }
+        unlink_once(self.map.name(), &mut self.unlinked)
     }
 
     /// A handle that keeps the mapping alive and tells where the data is, without access to

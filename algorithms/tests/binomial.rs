@@ -3,14 +3,12 @@
 //! 3 rounds), then for 128, 256 and 1000 ranks; the trees' shape, the reduce's fold order,
 //! the `⌈log2 p⌉` critical path and per-rank traffic; broken plans.
 
-use std::collections::{HashMap, VecDeque};
-
 use oxccl_algorithms::binomial::{
     broadcast_children, broadcast_parent, reduce_children, reduce_parent,
 };
 mod common;
 
-use common::{ceil_log2, options, roots, verify_modes};
+use common::{ceil_log2, operands, options, roots, verify_modes};
 use oxccl_algorithms::cost::traffic;
 use oxccl_algorithms::verify::{verify_with, VerifyError, VerifyOptions, Wait};
 use oxccl_algorithms::{build, Algorithm, Buf, Collective, Plan, Region, Step};
@@ -154,93 +152,15 @@ fn plan_shapes() {
     }
 }
 
-/// One round of channel 0 of every plan, with unbounded connections, values as expressions
-/// (`x3` the input of rank 3, `(a+b)` a reduction with `a` the left operand) and a clock per
-/// rank: a send keeps its rank busy for one unit and its message arrives at the end of it.
-/// Returns every rank's output (split 0) and the time the last step finished.
+/// [`common::run`] with every send keeping its rank busy; every rank's output (block 0,
+/// split 0) and the finish time.
 fn run(plans: &[Plan]) -> (Vec<Option<String>>, u64) {
-    type Fifo = VecDeque<(String, u64)>;
-    let p = plans.len();
-    let mut memory: Vec<HashMap<Region, String>> = vec![HashMap::new(); p];
-    let mut fifos: HashMap<(usize, u32), Fifo> = HashMap::new();
-    let mut pc = vec![0; p];
-    let mut clock = vec![0u64; p];
-    loop {
-        let mut progress = false;
-        for r in 0..p {
-            let steps = &plans[r].channels[0];
-            while let Some(&step) = steps.get(pc[r]) {
-                let incoming = match step.recv_peer() {
-                    Some(from) => match fifos.get_mut(&(from as usize, r as u32)) {
-                        Some(q) if !q.is_empty() => q.pop_front(),
-                        _ => break,
-                    },
-                    None => None,
-                };
-                let mut t = clock[r];
-                let mut inc = String::new();
-                if let Some((value, at)) = incoming {
-                    t = t.max(at);
-                    inc = value;
-                }
-                let mem = &mut memory[r];
-                let read = |mem: &HashMap<Region, String>, region: Region| match region.buf {
-                    Buf::Input => format!("x{r}"),
-                    _ => mem
-                        .get(&region)
-                        .unwrap_or_else(|| panic!("rank {r} reads unwritten {region}"))
-                        .clone(),
-                };
-                let sent = match step {
-                    Step::Send { to, src } => Some((to, read(mem, src))),
-                    Step::Recv { dst, .. } => {
-                        mem.insert(dst, inc);
-                        None
-                    }
-                    Step::RecvReduce { src, dst, .. } => {
-                        let v = format!("({}+{inc})", read(mem, src));
-                        mem.insert(dst, v);
-                        None
-                    }
-                    Step::RecvReduceSend { to, src, .. } => {
-                        Some((to, format!("({}+{inc})", read(mem, src))))
-                    }
-                    Step::RecvCopySend { to, dst, .. } => {
-                        mem.insert(dst, inc.clone());
-                        Some((to, inc))
-                    }
-                    Step::Copy { src, dst } => {
-                        let v = read(mem, src);
-                        mem.insert(dst, v);
-                        None
-                    }
-                    other => panic!("unexpected {other}"),
-                };
-                if let Some((to, value)) = sent {
-                    t += 1;
-                    fifos.entry((r, to)).or_default().push_back((value, t));
-                }
-                clock[r] = t;
-                pc[r] += 1;
-                progress = true;
-            }
-        }
-        if !progress {
-            break;
-        }
-    }
-    for r in 0..p {
-        assert_eq!(pc[r], plans[r].channels[0].len(), "rank {r} is stuck");
-    }
-    assert!(
-        fifos.values().all(VecDeque::is_empty),
-        "unreceived messages"
-    );
-    let outputs = memory
+    let (outputs, finish) = common::run(plans, true);
+    let outputs = outputs
         .into_iter()
-        .map(|mut mem| mem.remove(&Region::new(Buf::Output, 0, 0)))
+        .map(|mut out| out.remove(&(0, 0)))
         .collect();
-    (outputs, clock.into_iter().max().unwrap_or(0))
+    (outputs, finish)
 }
 
 #[test]
@@ -256,11 +176,7 @@ fn reduce_folds_in_virtual_rank_order_pairwise() {
         for root in [0, p / 2, p - 1] {
             let (out, _) = run(&plans(Collective::Reduce { root }, p, 1));
             let result = out[root as usize].clone().unwrap();
-            let order: Vec<u32> = result
-                .split(|c: char| !c.is_ascii_alphanumeric())
-                .filter_map(|t| t.strip_prefix('x'))
-                .map(|n| n.parse().unwrap())
-                .collect();
+            let order = operands(&result);
             let virtual_order: Vec<u32> = (0..p).map(|v| (root + v) % p).collect();
             assert_eq!(order, virtual_order, "p={p} root={root}");
             let nesting = result

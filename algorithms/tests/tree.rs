@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-
-use common::{ceil_log2, options, verify_all};
+use common::{ceil_log2, operands, options, run, verify_all};
 use oxccl_algorithms::cost::traffic;
 use oxccl_algorithms::tree::{depth, node};
 use oxccl_algorithms::verify::{verify_with, Report, VerifyError, VerifyOptions, Wait};
@@ -137,140 +135,20 @@ fn one_chunk_fifos_suffice() {
     }
 }
 
-/// One round of channel 0 of every plan, with unbounded connections, values as expressions
-/// (`x3` the input of rank 3, `(a+b)` a reduction with `a` the left operand) and a clock per
-/// rank: a message arrives one unit after it is sent; with `occupy`, a send also keeps its
-/// rank busy for that unit (otherwise sends are free). Returns every rank's output
-/// expression by split and the time the last step finished.
-fn run(plans: &[Plan], occupy: bool) -> (Vec<BTreeMap<u32, String>>, u64) {
-    type Fifo = VecDeque<(u32, String, u64)>;
-    let p = plans.len();
-    let mut memory: Vec<HashMap<Region, String>> = vec![HashMap::new(); p];
-    let mut fifos: HashMap<(usize, u32), Fifo> = HashMap::new();
-    let mut pc = vec![0; p];
-    let mut clock = vec![0u64; p];
-    loop {
-        let mut progress = false;
-        for r in 0..p {
-            let steps = &plans[r].channels[0];
-            while let Some(&step) = steps.get(pc[r]) {
-                let incoming = match step.recv_peer() {
-                    Some(from) => match fifos.get_mut(&(from as usize, r as u32)) {
-                        Some(q) if !q.is_empty() => q.pop_front(),
-                        _ => break,
-                    },
-                    None => None,
-                };
-                let mut t = clock[r];
-                let mut inc = String::new();
-                if let Some((split, value, at)) = incoming {
-                    t = t.max(at);
-                    let lands = step.regions().last().unwrap();
-                    assert_eq!(split, lands.split, "rank {r}: {step}");
-                    inc = value;
-                }
-                let mem = &mut memory[r];
-                let read = |mem: &HashMap<Region, String>, region: Region| match region.buf {
-                    Buf::Input => format!("x{r}"),
-                    _ => mem
-                        .get(&region)
-                        .unwrap_or_else(|| panic!("rank {r} reads unwritten {region}"))
-                        .clone(),
-                };
-                let sent = match step {
-                    Step::Send { to, src } => Some((to, src.split, read(mem, src))),
-                    Step::Recv { dst, .. } => {
-                        mem.insert(dst, inc);
-                        None
-                    }
-                    Step::RecvReduce { src, dst, .. } => {
-                        let v = format!("({}+{inc})", read(mem, src));
-                        mem.insert(dst, v);
-                        None
-                    }
-                    Step::RecvReduceSend { to, src, .. } => {
-                        Some((to, src.split, format!("({}+{inc})", read(mem, src))))
-                    }
-                    Step::RecvReduceCopySend { to, src, dst, .. } => {
-                        let v = format!("({}+{inc})", read(mem, src));
-                        mem.insert(dst, v.clone());
-                        Some((to, dst.split, v))
-                    }
-                    Step::RecvCopySend { to, dst, .. } => {
-                        mem.insert(dst, inc.clone());
-                        Some((to, dst.split, inc))
-                    }
-                    Step::Copy { src, dst } => {
-                        let v = read(mem, src);
-                        mem.insert(dst, v);
-                        None
-                    }
-                    Step::Reduce { src, dst } => {
-                        let v = format!("({}+{})", read(mem, dst), read(mem, src));
-                        mem.insert(dst, v);
-                        None
-                    }
-                    other => panic!("unexpected {other}"),
-                };
-                if let Some((to, split, value)) = sent {
-                    fifos
-                        .entry((r, to))
-                        .or_default()
-                        .push_back((split, value, t + 1));
-                    if occupy {
-                        t += 1;
-                    }
-                }
-                clock[r] = t;
-                pc[r] += 1;
-                progress = true;
-            }
-        }
-        if !progress {
-            break;
-        }
-    }
-    for r in 0..p {
-        assert_eq!(pc[r], plans[r].channels[0].len(), "rank {r} is stuck");
-    }
-    assert!(
-        fifos.values().all(VecDeque::is_empty),
-        "unreceived messages"
-    );
-    let outputs = memory
-        .into_iter()
-        .map(|mem| {
-            mem.into_iter()
-                .filter(|(region, _)| region.buf == Buf::Output)
-                .map(|(region, v)| (region.split, v))
-                .collect()
-        })
-        .collect();
-    (outputs, clock.into_iter().max().unwrap_or(0))
-}
-
-/// The ranks named in an expression, in order.
-fn operands(expression: &str) -> Vec<u32> {
-    expression
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter_map(|t| t.strip_prefix('x'))
-        .map(|n| n.parse().unwrap())
-        .collect()
-}
-
 #[test]
 fn results_are_bit_identical_and_the_critical_path_is_two_depths() {
     for p in (1..=70).chain([128, 255, 256, 257, 1000]) {
         let plans = plans(p, 1);
         let (outputs, finish) = run(&plans, false);
         for split in 0..2 {
-            let first = &outputs[0][&split];
+            let first = &outputs[0][&(0, split)];
             let mut ranks = operands(first);
             ranks.sort_unstable();
             assert_eq!(ranks, (0..p).collect::<Vec<_>>(), "p={p} split={split}");
             for (r, out) in outputs.iter().enumerate() {
                 assert_eq!(
-                    &out[&split], first,
+                    &out[&(0, split)],
+                    first,
                     "p={p}: rank {r} differs on split {split}"
                 );
             }
@@ -291,7 +169,7 @@ fn results_are_bit_identical_and_the_critical_path_is_two_depths() {
     // Tree 0 of 4 ranks: root rank 3 (position 4) over rank 1 (position 2) over ranks 0, 2;
     // the pre-order fold `(x_self + left) + right`.
     let (outputs, _) = run(&plans(4, 1), false);
-    assert_eq!(outputs[2][&0], "(x3+((x1+x0)+x2))");
+    assert_eq!(outputs[2][&(0, 0)], "(x3+((x1+x0)+x2))");
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "an algorithm, or NCCL_ALGO's syntax", doc: "One name (ring, one_shot, ls_one_shot, ls_two_shot, tree, recursive_doubling, halving_doubling, bruck, binomial, linear) forces that algorithm for every collective it supports (the ls_ (load/store) algorithms only where every rank is on this host with shared memory); the others keep the tuner's choice. A list restricts the tuner: `ring,tree`, `^tree` (all but), `allreduce:tree,ring;allgather:^bruck` (per collective)." },
     Knob { name: "OXCCL_RD_MAX", default: "32K", unit: "bytes (K/M suffix)", doc: "Without a shared-memory window (ranks on several hosts, or TCP), the tuner runs an all-reduce of at most this many bytes with recursive doubling on fewer than 8 ranks." },
     Knob { name: "OXCCL_TREE_MAX", default: "256K", unit: "bytes (K/M suffix)", doc: "Without a shared-memory window, the tuner runs an all-reduce of at most this many bytes on 8 or more ranks with the double binary tree; larger ones run ring." },
+    Knob { name: "OXCCL_TUNING_FILE", default: "(none)", unit: "path", doc: "Measured times of every algorithm (written by `oxccl-perf tune`). For a communicator whose rank count and link class (shm, tcp, mixed) the file measured, the tuner picks the algorithm and channel cap with the least predicted time (log-log interpolation of the measurements) instead of its built-in thresholds; OXCCL_ALGO still restricts the choice." },
     Knob { name: "OXCCL_SHM_WINDOW", default: "4M", unit: "bytes (K/M suffix), 0 or 64K-1G", doc: "Bytes of each of the two halves of a rank's peer-readable shared-memory window, used by the load/store algorithms when every rank is on one host. 0 disables them. Larger windows mean fewer synchronisations per large op; pages are only allocated when touched." },
     Knob { name: "OXCCL_LS_ONE_SHOT_MAX", default: "64K", unit: "bytes (K/M suffix)", doc: "On one host with a window, an all-reduce of at most this many bytes runs load/store one-shot, a larger one load/store two-shot." },
     Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
@@ -90,6 +91,8 @@ pub struct Config {
     pub shm_window: usize,
     /// `OXCCL_LS_ONE_SHOT_MAX`.
     pub ls_one_shot_max: usize,
+    /// `OXCCL_TUNING_FILE`, read and parsed (`None`: the built-in thresholds decide).
+    pub tuning: Option<std::sync::Arc<crate::tuner::TuningFile>>,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             tree_max: 256 * 1024,
             shm_window: 4 << 20,
             ls_one_shot_max: 64 * 1024,
+            tuning: None,
         }
     }
 }
@@ -185,6 +189,10 @@ impl Config {
                 *field = parse_size(&v)
                     .ok_or_else(|| bad(knob, &v, "expected bytes with optional K/M/G suffix"))?;
             }
+        }
+        if let Some(v) = get("OXCCL_TUNING_FILE") {
+            let file = crate::tuner::TuningFile::read(std::path::Path::new(&v))?;
+            c.tuning = Some(std::sync::Arc::new(file));
         }
         c.hostname = get("OXCCL_HOSTNAME");
         if let Some(v) = get("OXCCL_SPIN") {

@@ -1,8 +1,8 @@
 //! oxccl: collective communication for Rust.
 //!
 //! Ranks of a job create a [`Communicator`] and call all-reduce, all-gather,
-//! reduce-scatter, broadcast, reduce, all-to-all and send/receive on Rust slices of any
-//! [`Element`] type. oxccl moves the bytes over shared memory within a host and TCP between
+//! reduce-scatter, broadcast, reduce, all-to-all, gather, scatter and send/receive on Rust
+//! slices of any [`Element`] type. oxccl moves the bytes over shared memory within a host and TCP between
 //! hosts, running algorithms that are plain data ([`oxccl_algorithms`]) verified before use.
 //!
 //! ```no_run
@@ -37,7 +37,7 @@ pub use half::{bf16, f16};
 
 /// The largest communicator oxccl creates.
 pub const MAX_RANKS: u32 = 1 << 20;
-pub use oxccl_algorithms::Algorithm;
+pub use oxccl_algorithms::{Algorithm, Collective};
 pub use types::{DataType, Element, ReduceOp};
 
 /// The README's Rust example, compiled as a doc test so it cannot rot.

@@ -288,3 +288,91 @@ fn ranks_with_different_settings_fail_at_init_naming_the_setting() {
         );
     }
 }
+
+#[test]
+fn gather_and_scatter_check_their_arguments_and_then_run() {
+    let out = job(3, config(30.0, TransportChoice::Tcp), |c| {
+        let r = c.rank();
+        let mut errors = Vec::new();
+        let mut note = |res: oxccl::Result<()>| match res {
+            Err(e) if e.is_recoverable() => errors.push(e.to_string()),
+            other => errors.push(format!("not an argument error: {other:?}")),
+        };
+        note(c.gather(&[1f32; 2], &mut [0f32; 6], 3));
+        note(c.gather(&[1f32; 2], &mut [0f32; 5], 0));
+        note(c.gather_in_place(&mut [0f32; 4], 1));
+        note(c.scatter(&[], &mut [0f32; 2], 7));
+        note(c.scatter(&[1f32; 5], &mut [0f32; 2], 1));
+        note(c.scatter_in_place(&mut [0f32; 7], 2));
+        // Still usable: a gather onto 1 (rank 0 passes no receive buffer) and a scatter from
+        // 2, in one group.
+        let mine = [r as f32, 10.0 + r as f32];
+        let mut all = if r == 1 { vec![0f32; 6] } else { Vec::new() };
+        let blocks: Vec<f32> = (0..6).map(|i| 100.0 + i as f32).collect();
+        let send: &[f32] = if r == 2 { &blocks } else { &[] };
+        let mut got = [0f32; 2];
+        let mut g = c.group();
+        g.gather(&mine, &mut all, 1).unwrap();
+        g.scatter(send, &mut got, 2).unwrap();
+        g.run().unwrap();
+        (errors, all, got)
+    });
+    for (r, (errors, all, got)) in out.into_iter().enumerate() {
+        let want = [
+            "invalid argument to gather: root 3 is out of range for a communicator of 3 ranks",
+            "invalid argument to gather: receive buffer has 5 elements; it must hold 3 ranks × 2",
+            "invalid argument to gather: the buffer has 4 elements, not a multiple of the 3 ranks",
+            "invalid argument to scatter: root 7 is out of range for a communicator of 3 ranks",
+            "invalid argument to scatter: send buffer has 5 elements; it must hold 3 ranks × 2",
+            "invalid argument to scatter: the buffer has 7 elements, not a multiple of the 3 ranks",
+        ];
+        assert_eq!(errors, want, "rank {r}");
+        if r == 1 {
+            assert_eq!(all, [0.0, 10.0, 1.0, 11.0, 2.0, 12.0]);
+        }
+        let base = 100.0 + 2.0 * r as f32;
+        assert_eq!(got, [base, base + 1.0], "rank {r}");
+    }
+}
+
+#[test]
+fn in_place_gather_and_scatter_use_block_rank() {
+    for transport in [TransportChoice::Shm, TransportChoice::Tcp] {
+        let out = job(4, config(30.0, transport), |c| {
+            let r = c.rank() as usize;
+            // Gather onto 3: every rank's own block is already at block r.
+            let mut g = vec![-1i64; 4 * 1000];
+            g[r * 1000..(r + 1) * 1000].fill(r as i64);
+            c.gather_in_place(&mut g, 3).unwrap();
+            // Scatter from 0: block j of the root's buffer lands in block j of rank j's.
+            let mut s = vec![-1i64; 4 * 1000];
+            if r == 0 {
+                for (i, x) in s.iter_mut().enumerate() {
+                    *x = (i / 1000 * 10) as i64;
+                }
+            }
+            c.scatter_in_place(&mut s, 0).unwrap();
+            (g, s)
+        });
+        for (r, (g, s)) in out.into_iter().enumerate() {
+            for (i, (&gi, &si)) in g.iter().zip(&s).enumerate() {
+                let block = i / 1000;
+                let gathered = if r == 3 || block == r {
+                    block as i64
+                } else {
+                    -1
+                };
+                let scattered = if r == 0 || block == r {
+                    block as i64 * 10
+                } else {
+                    -1
+                };
+                assert_eq!(
+                    (gi, si),
+                    (gathered, scattered),
+                    "{transport:?} rank {r} i {i}"
+                );
+            }
+        }
+    }
+}

@@ -19,7 +19,9 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// The ring (see [`crate::ring`]): `r -> r+1 mod p` on every channel. Supports every
-    /// collective; all-to-all and point-to-point are direct exchanges.
+    /// collective but gather and scatter (which have no ring schedule worth the name: see
+    /// [`Algorithm::Linear`] and [`Algorithm::Binomial`]); all-to-all and point-to-point
+    /// are direct exchanges.
     Ring,
     /// One-shot all-reduce (see [`crate::one_shot`]), for small messages: every rank sends its
     /// whole input to every other rank at once, then reduces what it receives in rank order
@@ -34,7 +36,8 @@ pub enum Algorithm {
     /// peer-readable window once, then every rank reads what it needs straight from the
     /// others' windows (all-reduce: folds every window into its output, in rank order). For
     /// ranks that can read each other's memory (one host); every collective but
-    /// point-to-point; always one channel. Name `ls_one_shot`; also `load_store_one_shot`.
+    /// point-to-point (gather and scatter included); always one channel. Name
+    /// `ls_one_shot`; also `load_store_one_shot`.
     LoadStoreOneShot,
     /// Load/store two-shot all-reduce (see [`crate::load_store`]): each rank reduces its
     /// `1/p` slice straight from the others' windows, then every rank copies the reduced
@@ -60,11 +63,13 @@ pub enum Algorithm {
     /// sending to rank `r − 2^k` and receiving from `r + 2^k`. For small messages. Name
     /// `bruck`.
     Bruck,
-    /// Binomial tree broadcast and reduce (see [`crate::binomial`]): `⌈log2 p⌉` steps from
-    /// or to the root. Name `binomial`.
+    /// Binomial tree broadcast, reduce, gather and scatter (see [`crate::binomial`]):
+    /// `⌈log2 p⌉` levels from or to the root (gather and scatter: one message per block, so
+    /// a rank forwards its subtree's blocks one by one). Name `binomial`.
     Binomial,
-    /// Linear all-to-all (see [`crate::linear`]): every rank sends every block at once and
-    /// then receives every block. Name `linear`.
+    /// Linear all-to-all, gather and scatter (see [`crate::linear`]): every rank sends every
+    /// block at once and then receives every block; gather and scatter talk to the root
+    /// directly. Name `linear`.
     Linear,
 }
 
@@ -116,7 +121,10 @@ impl Algorithm {
     /// Whether this algorithm can build a plan for `collective`.
     pub fn supports(&self, collective: Collective) -> bool {
         match self {
-            Algorithm::Ring => true,
+            Algorithm::Ring => !matches!(
+                collective,
+                Collective::Gather { .. } | Collective::Scatter { .. }
+            ),
             Algorithm::OneShot | Algorithm::LoadStoreTwoShot => collective == Collective::AllReduce,
             Algorithm::LoadStoreOneShot => !matches!(
                 collective,
@@ -135,9 +143,15 @@ impl Algorithm {
             Algorithm::Bruck => matches!(collective, Collective::AllGather | Collective::AllToAll),
             Algorithm::Binomial => matches!(
                 collective,
-                Collective::Broadcast { .. } | Collective::Reduce { .. }
+                Collective::Broadcast { .. }
+                    | Collective::Reduce { .. }
+                    | Collective::Gather { .. }
+                    | Collective::Scatter { .. }
             ),
-            Algorithm::Linear => collective == Collective::AllToAll,
+            Algorithm::Linear => matches!(
+                collective,
+                Collective::AllToAll | Collective::Gather { .. } | Collective::Scatter { .. }
+            ),
         }
     }
 
@@ -208,7 +222,8 @@ pub enum PlanError {
         /// The communicator size.
         nranks: u32,
     },
-    /// The collective's root (broadcast, reduce) or peer (send, recv) was not below `nranks`.
+    /// The collective's root (broadcast, reduce, gather, scatter) or peer (send, recv) was
+    /// not below `nranks`.
     PeerOutOfRange {
         /// The collective, naming the root or peer.
         collective: Collective,
@@ -270,7 +285,10 @@ impl std::error::Error for PlanError {}
 /// "root 7" / "peer 7" for messages.
 fn peer_words(collective: &Collective) -> String {
     match *collective {
-        Collective::Broadcast { root } | Collective::Reduce { root } => format!("root {root}"),
+        Collective::Broadcast { root }
+        | Collective::Reduce { root }
+        | Collective::Gather { root }
+        | Collective::Scatter { root } => format!("root {root}"),
         Collective::Send { peer } | Collective::Recv { peer } => format!("peer {peer}"),
         _ => String::from("no peer"),
     }
@@ -303,6 +321,8 @@ pub fn build(
     match collective {
         Collective::Broadcast { root: peer }
         | Collective::Reduce { root: peer }
+        | Collective::Gather { root: peer }
+        | Collective::Scatter { root: peer }
         | Collective::Send { peer }
         | Collective::Recv { peer }
             if peer >= nranks =>
@@ -426,6 +446,8 @@ mod tests {
             Collective::Broadcast { root: 0 },
             Collective::Reduce { root: 1 },
             Collective::AllToAll,
+            Collective::Gather { root: 0 },
+            Collective::Scatter { root: 2 },
             Collective::Send { peer: 1 },
             Collective::Recv { peer: 1 },
         ] {
@@ -462,6 +484,8 @@ mod tests {
         for c in [
             Collective::Broadcast { root: 4 },
             Collective::Reduce { root: 9 },
+            Collective::Gather { root: 4 },
+            Collective::Scatter { root: 5 },
             Collective::Send { peer: 4 },
             Collective::Recv { peer: 5 },
         ] {
@@ -485,6 +509,39 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn gather_and_scatter_are_linear_binomial_and_load_store_only() {
+        for c in [
+            Collective::Gather { root: 1 },
+            Collective::Scatter { root: 0 },
+        ] {
+            let supporting: Vec<Algorithm> = Algorithm::ALL
+                .iter()
+                .copied()
+                .filter(|a| a.supports(c))
+                .collect();
+            assert_eq!(
+                supporting,
+                [
+                    Algorithm::LoadStoreOneShot,
+                    Algorithm::Binomial,
+                    Algorithm::Linear
+                ]
+            );
+            let err = build(Algorithm::Ring, c, 3, 0, 1).unwrap_err();
+            assert_eq!(
+                err,
+                PlanError::Unsupported {
+                    algorithm: Algorithm::Ring,
+                    collective: c
+                }
+            );
+            assert!(err.to_string().contains(c.name()), "{err}");
+        }
+        let err = build(Algorithm::Linear, Collective::Gather { root: 3 }, 3, 0, 1);
+        assert!(err.unwrap_err().to_string().contains("gather names root 3"));
     }
 
     #[test]

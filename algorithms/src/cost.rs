@@ -35,6 +35,13 @@
 //! For the chains of broadcast and reduce, one rank's plan holds only its own hop
 //! (`α + nβ`, plus `nγ` for reduce): the chain's latency `(p-1)α` and its pipelining over
 //! rounds are not visible to one rank, and a tuner must add them itself.
+//!
+//! β charges a message's bytes to its sender. That is every rank's share for the symmetric
+//! collectives, where each rank receives what it sends, but not for a gather, whose root only
+//! receives: the linear gather ([`crate::linear`]) costs each other rank `α + nβ` here while
+//! the root's link carries `(p-1)·n`. [`received`] counts what a plan receives, so that a
+//! tuner can take `max(sent, received)·β` for full-duplex links; a scatter's root sends its
+//! `(p-1)·n` and is costed as usual: `α + (p-1)nβ`.
 
 use crate::plan::{channel_piece, split_range};
 use crate::{Plan, Region, Step};
@@ -142,6 +149,39 @@ pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
         }
         total.latencies = total.latencies.max(latencies);
         total.messages = total.messages.max(messages);
+    }
+    total
+}
+
+/// Bytes `plan` receives through connections, all channels, for blocks of `bytes_per_rank`
+/// bytes of `elem_size`-byte elements (one round covering the op, as in [`traffic`]): every
+/// step that receives a non-empty chunk counts it. One-sided reads are not counted here:
+/// [`Traffic::bytes_sent`] holds them already (see the module doc).
+pub fn received(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> u64 {
+    let elem = u64::from(elem_size.max(1));
+    let block_len = bytes_per_rank / elem;
+    let nchannels = u32::try_from(plan.channels.len()).unwrap_or(u32::MAX);
+    let mut total = 0;
+    for (c, steps) in plan.channels.iter().enumerate() {
+        let piece = channel_piece(block_len, nchannels, c as u32);
+        let window = piece.end - piece.start;
+        for step in steps {
+            // The region the incoming chunk lands in or is combined with (same split, so
+            // the same size).
+            let landing = match *step {
+                Step::Recv { dst, .. }
+                | Step::RecvReduce { dst, .. }
+                | Step::RecvReduceCopySend { dst, .. }
+                | Step::RecvCopySend { dst, .. }
+                | Step::SendRecv { dst, .. } => Some(dst),
+                Step::RecvReduceSend { src, .. } => Some(src),
+                _ => None,
+            };
+            if let Some(region) = landing {
+                let range = split_range(window, plan.splits, region.split);
+                total += (range.end - range.start) * elem;
+            }
+        }
     }
     total
 }
@@ -297,6 +337,59 @@ mod tests {
         ));
         let send = ring(Collective::Send { peer: 1 }, 2, 0, 1);
         assert!(close(estimate(&send, n, 4, &LINK), hop));
+    }
+
+    #[test]
+    fn linear_gather_and_scatter_match_their_closed_forms() {
+        let (a, b) = (LINK.alpha_s, LINK.beta_s_per_byte);
+        for p in 1..=16u32 {
+            for channels in [1, 2, 3] {
+                let n = u64::from(channels * 4) * 1000;
+                let (q, nf) = (u64::from(p - 1), n as f64);
+                for root in [0, p / 2, p - 1] {
+                    let plan = |c, r| build(Algorithm::Linear, c, p, r, channels).unwrap();
+                    let (gather, scatter) =
+                        (Collective::Gather { root }, Collective::Scatter { root });
+                    // The root receives p-1 blocks and sends nothing; its scatter sends them
+                    // back to back.
+                    let g = plan(gather, root);
+                    assert_eq!(traffic(&g, n, 4), Traffic::default(), "p={p}");
+                    assert_eq!(received(&g, n, 4), q * n, "p={p} root={root}");
+                    let s = plan(scatter, root);
+                    let t = traffic(&s, n, 4);
+                    assert_eq!((t.latencies, t.messages), (u64::from(p > 1), q));
+                    assert_eq!((t.bytes_sent, received(&s, n, 4)), (q * n, 0));
+                    let want = if p == 1 { 0.0 } else { a + q as f64 * nf * b };
+                    assert!(close(estimate(&s, n, 4, &LINK), want), "p={p}");
+                    for r in (0..p).filter(|&r| r != root) {
+                        // Every other rank: one message each way, α + nβ.
+                        let g = plan(gather, r);
+                        let t = traffic(&g, n, 4);
+                        assert_eq!((t.latencies, t.messages, t.bytes_sent), (1, 1, n));
+                        assert!(close(estimate(&g, n, 4, &LINK), a + nf * b));
+                        assert_eq!(received(&g, n, 4), 0);
+                        let s = plan(scatter, r);
+                        assert_eq!(traffic(&s, n, 4), Traffic::default());
+                        assert_eq!(received(&s, n, 4), n);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn received_matches_sent_for_the_ring() {
+        for p in 1..=8u32 {
+            let n = u64::from(p * 4) * 1000;
+            for c in [
+                Collective::AllReduce,
+                Collective::AllGather,
+                Collective::AllToAll,
+            ] {
+                let plan = ring(c, p, p / 2, 2);
+                assert_eq!(received(&plan, n, 4), traffic(&plan, n, 4).bytes_sent);
+            }
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! An algorithm is a function from (collective, nranks, rank, nchannels) to a [`Plan`]: per
 //! channel, the ordered steps the rank performs, in NCCL's vocabulary of fused primitives
 //! plus a local reduction. [`build`] is the entry point; the algorithms are the [`ring`] (every
-//! collective), [`one_shot`] all-reduce (small messages) and the [`load_store`] family for
-//! ranks that read each other's memory. The [`verify`] module runs every rank's plan against the
+//! collective but gather and scatter), [`one_shot`] all-reduce (small messages), the
+//! [`load_store`] family for ranks that read each other's memory, and the latency-oriented
+//! [`tree`], [`doubling`], [`bruck`], [`binomial`] and [`linear`] plans (the last two also
+//! gather and scatter). The [`verify`] module runs every rank's plan against the
 //! others with chunks as sets of contributions and proves deadlock freedom and the
 //! collective's result; [`cost`] gives the α–β–γ cost of a plan for the tuner.
 //!

@@ -40,6 +40,12 @@
 //!   the others `copy_from_peer root W[b0] into Out[b0]`.
 //! - **reduce**: the others copy `In[b0]` into `W[b0]` and post; the root
 //!   `reduce_from_peers W[b0] with In[b0] into Out[b0]`.
+//! - **gather**: the others copy `In[b0]` into `W[b0]` and post; the root `copy In[b0] into
+//!   Out[b_root]` and `copy_from_peer j W[b0] into Out[bj]` for `j = root+1, root+2, …`. The
+//!   root reads `(p−1)·n` bytes, each other rank writes `n`: the least traffic a gather
+//!   allows, with one synchronisation.
+//! - **scatter**: the root copies `In[bj]` into `W[bj]` for `j ≠ root`, posts, and copies
+//!   `In[b_root]` into `Out[b0]`; the others `copy_from_peer root W[br] into Out[b0]`.
 //!
 //! # Two-shot all-reduce ([`Algorithm::LoadStoreTwoShot`], `ls_two_shot`)
 //! Splits `p`, window of two blocks (`W[b0]` the staged input, `W[b1]` the reduced
@@ -62,10 +68,11 @@
 //! round (the caller may reuse the input as soon as the op returns).
 //!
 //! # Window shape
-//! Every rank's plan declares the same window shape (one block; `p` for reduce-scatter and
-//! all-to-all; two for two-shot), also ranks that never write theirs (broadcast's
-//! receivers, reduce's root): the engine sizes a round so that the window holds it, and all
-//! ranks must agree on the rounds. Pages never written are never allocated.
+//! Every rank's plan declares the same window shape (one block; `p` for reduce-scatter,
+//! all-to-all and scatter; two for two-shot), also ranks that never write theirs
+//! (broadcast's and scatter's receivers, reduce's and gather's root): the engine sizes a
+//! round so that the window holds it, and all ranks must agree on the rounds. Pages never
+//! written are never allocated.
 //!
 //! # Fold order
 //! [`Step::ReduceFromPeers`] folds `x_0 ⊕ x_1 ⊕ … ⊕ x_{p-1}` in rank order on every rank,
@@ -181,6 +188,34 @@ pub(crate) fn one_shot(collective: Collective, nranks: u32, rank: u32) -> LoadSt
         Collective::Reduce { .. } => {
             steps.push(copy(r(In, 0, 0), r(W, 0, 0)));
             steps.push(post);
+        }
+        Collective::Gather { root } if me == root => {
+            steps.push(copy(r(In, 0, 0), r(Out, me, 0)));
+            steps.extend(others(p, me).map(|j| Step::CopyFromPeer {
+                peer: j,
+                src: r(W, 0, 0),
+                phase: 1,
+                dst: r(Out, j, 0),
+            }));
+        }
+        Collective::Gather { .. } => {
+            steps.push(copy(r(In, 0, 0), r(W, 0, 0)));
+            steps.push(post);
+        }
+        Collective::Scatter { root } if me == root => {
+            window = p;
+            steps.extend(others(p, me).map(|j| copy(r(In, j, 0), r(W, j, 0))));
+            steps.push(post);
+            steps.push(copy(r(In, me, 0), r(Out, 0, 0)));
+        }
+        Collective::Scatter { root } => {
+            window = p;
+            steps.push(Step::CopyFromPeer {
+                peer: root,
+                src: r(W, me, 0),
+                phase: 1,
+                dst: r(Out, 0, 0),
+            });
         }
         Collective::Send { .. } | Collective::Recv { .. } => {
             unreachable!("build() rejects point-to-point for load/store algorithms")

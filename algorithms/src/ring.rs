@@ -27,6 +27,11 @@
 //!
 //! With one rank every collective is a single local copy (and reduce/broadcast's root is that
 //! rank). The columns "messages sent" are per rank and channel, per round.
+//!
+//! Gather and scatter have no ring plan: around a ring every block would cross up to `p−1`
+//! links to reach (or leave) the root, for the same `(p−1)·n` bytes on the root's link that
+//! the direct exchange of [`crate::linear`] costs in one latency. [`crate::Algorithm::Ring`]
+//! does not support them; the tuner uses the linear plans instead.
 
 use crate::{Buf, Collective, Region, Step};
 
@@ -95,6 +100,9 @@ pub(crate) fn steps(collective: Collective, nranks: u32, rank: u32) -> RingSteps
             from: peer,
             dst: output(0, 0),
         }]),
+        Collective::Gather { .. } | Collective::Scatter { .. } => {
+            unreachable!("build() rejects gather and scatter for the ring")
+        }
     }
 }
 

@@ -3,7 +3,11 @@
 //! Argument rules follow NCCL. Lengths are in elements. In-place variants take one buffer:
 //! - all-gather: `buf` holds `size()` blocks; this rank's input is already in block `rank`;
 //! - reduce-scatter: `buf` holds `size()` blocks of input; the result lands in block `rank`;
-//! - all-reduce, broadcast, reduce: the result replaces the input.
+//! - all-reduce, broadcast, reduce: the result replaces the input;
+//! - gather: on every rank `buf` holds `size()` blocks and this rank's input is already in
+//!   block `rank`; the root's buffer fills up, the others' stay unchanged;
+//! - scatter: on every rank `buf` holds `size()` blocks; the root's are the input, and each
+//!   rank's result lands in its block `rank` (nccl-tests' in-place layout for both).
 
 use super::group::Group;
 use super::Communicator;
@@ -242,6 +246,92 @@ impl<'a> Group<'a> {
         Ok(())
     }
 
+    /// Adds a gather onto `root`: block `j` of the root's `recv` (`size() * send.len()`
+    /// elements) gets rank `j`'s `send`. `recv` is written on the root only; other ranks may
+    /// pass an empty slice (or one of the root's length, left unchanged).
+    pub fn gather<T: Element>(
+        &mut self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        root: u32,
+    ) -> Result<()> {
+        self.check_rank("gather", "root", root)?;
+        let count = send.len();
+        if self.comm.rank == root || !recv.is_empty() {
+            holds_all_blocks("gather", "receive", recv.len(), count, self.n())?;
+        }
+        let bufs = split(send, recv);
+        self.push(
+            Collective::Gather { root },
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
+        Ok(())
+    }
+
+    /// Adds an in-place gather onto `root`: on every rank `buf` holds `size()` blocks, with
+    /// this rank's data already in block `rank`; the root's other blocks get the other ranks'
+    /// data, and the other ranks' buffers stay unchanged.
+    pub fn gather_in_place<T: Element>(&mut self, buf: &'a mut [T], root: u32) -> Result<()> {
+        self.check_rank("gather", "root", root)?;
+        let count = blocks("gather", "the buffer", buf.len(), self.n())?;
+        let at = self.comm.rank as usize * count * T::DATA_TYPE.size();
+        let bufs = in_place(buf, at, 0);
+        self.push(
+            Collective::Gather { root },
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
+        Ok(())
+    }
+
+    /// Adds a scatter from `root`: every rank's `recv` gets block `rank` of the root's `send`
+    /// (`size() * recv.len()` elements). `send` is read on the root only; other ranks may
+    /// pass an empty slice (or one of the root's length, not read).
+    pub fn scatter<T: Element>(
+        &mut self,
+        send: &'a [T],
+        recv: &'a mut [T],
+        root: u32,
+    ) -> Result<()> {
+        self.check_rank("scatter", "root", root)?;
+        let count = recv.len();
+        if self.comm.rank == root || !send.is_empty() {
+            holds_all_blocks("scatter", "send", send.len(), count, self.n())?;
+        }
+        let bufs = split(send, recv);
+        self.push(
+            Collective::Scatter { root },
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
+        Ok(())
+    }
+
+    /// Adds an in-place scatter from `root`: on every rank `buf` holds `size()` blocks; the
+    /// root's are the input, and each rank gets its block `rank` of the root's data in its
+    /// own block `rank` (already in place on the root); other blocks stay unchanged.
+    pub fn scatter_in_place<T: Element>(&mut self, buf: &'a mut [T], root: u32) -> Result<()> {
+        self.check_rank("scatter", "root", root)?;
+        let count = blocks("scatter", "the buffer", buf.len(), self.n())?;
+        let at = self.comm.rank as usize * count * T::DATA_TYPE.size();
+        let bufs = in_place(buf, 0, at);
+        self.push(
+            Collective::Scatter { root },
+            T::DATA_TYPE,
+            ReduceOp::Sum,
+            count,
+            bufs,
+        );
+        Ok(())
+    }
+
     /// Adds an all-to-all: block `j` of `send` goes to rank `j`, landing in its block `rank`.
     pub fn all_to_all<T: Element>(&mut self, send: &'a [T], recv: &'a mut [T]) -> Result<()> {
         same_len("all_to_all", send.len(), recv.len())?;
@@ -345,6 +435,14 @@ blocking! {
     fn reduce(send: &[T], recv: &mut [T], op: ReduceOp, root: u32);
     /// In-place reduce onto `root`.
     fn reduce_in_place(buf: &mut [T], op: ReduceOp, root: u32);
+    /// Gather onto `root` (see [`Group::gather`]).
+    fn gather(send: &[T], recv: &mut [T], root: u32);
+    /// In-place gather onto `root` (see [`Group::gather_in_place`]).
+    fn gather_in_place(buf: &mut [T], root: u32);
+    /// Scatter from `root` (see [`Group::scatter`]).
+    fn scatter(send: &[T], recv: &mut [T], root: u32);
+    /// In-place scatter from `root` (see [`Group::scatter_in_place`]).
+    fn scatter_in_place(buf: &mut [T], root: u32);
     /// All-to-all (see [`Group::all_to_all`]).
     fn all_to_all(send: &[T], recv: &mut [T]);
     /// In-place all-to-all.

@@ -140,6 +140,7 @@ impl Communicator {
     fn plan_for(&mut self, spec: &OpSpec) -> Result<Arc<PreparedPlan>> {
         let choice = crate::tuner::choose(
             &self.config,
+            self.tuned.as_deref(),
             spec.collective,
             spec.dtype,
             spec.count,

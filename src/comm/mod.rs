@@ -41,6 +41,11 @@ pub struct Communicator {
     /// and peer, so the cache stays small.
     /// A short list searched linearly: cheaper per op than hashing the key.
     plans: Vec<(PlanKey, std::sync::Arc<crate::engine::PreparedPlan>)>,
+    /// The tuner's decisions from `OXCCL_TUNING_FILE`, if it measured this communicator's
+    /// rank count and link class.
+    tuned: Option<Box<crate::tuner::Decisions>>,
+    /// How the ranks reach each other (the same on every rank).
+    link_class: crate::tuner::LinkClass,
 }
 
 /// What a plan depends on besides the communicator's rank and size.
@@ -100,6 +105,32 @@ impl Communicator {
     /// Number of ranks.
     pub fn size(&self) -> u32 {
         self.nranks
+    }
+
+    /// How this communicator's ranks reach each other: the link class tuning files are
+    /// keyed by.
+    pub fn link_class(&self) -> crate::tuner::LinkClass {
+        self.link_class
+    }
+
+    /// What the tuner runs an op of `collective` over `count` elements of `dtype` per
+    /// block with (the algorithm and channel count), given this communicator's
+    /// configuration, tuning file and links.
+    pub fn choice(
+        &self,
+        collective: oxccl_algorithms::Collective,
+        dtype: crate::DataType,
+        count: usize,
+    ) -> crate::tuner::Choice {
+        crate::tuner::choose(
+            &self.config,
+            self.tuned.as_deref(),
+            collective,
+            dtype,
+            count,
+            self.nranks,
+            self.engine.links.window.is_some(),
+        )
     }
 
     /// The configuration in effect.

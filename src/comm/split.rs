@@ -2,6 +2,7 @@
 
 use super::Communicator;
 use crate::bootstrap::UniqueId;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use std::net::SocketAddr;
 
@@ -11,6 +12,20 @@ impl Communicator {
     /// `NCCL_SPLIT_NOCOLOR`) takes part without joining any: the call returns `Ok(None)`.
     /// Collective: every rank must call it. The new communicator has this one's configuration.
     pub fn split(&mut self, color: Option<u32>, key: i32) -> Result<Option<Communicator>> {
+        let config = self.config.clone();
+        self.split_with_config(color, key, config)
+    }
+
+    /// Like [`Communicator::split`], with `config` for the new communicator (NCCL's
+    /// `ncclCommSplit` with a config): e.g. another algorithm selection or channel count.
+    /// The members of one color must pass the same shared settings (as for
+    /// [`Communicator::init`]; a difference fails their init, naming it).
+    pub fn split_with_config(
+        &mut self,
+        color: Option<u32>,
+        key: i32,
+        config: Config,
+    ) -> Result<Option<Communicator>> {
         if color.is_some_and(|c| c > i32::MAX as u32) {
             return Err(Error::invalid("split", "color must be at most i32::MAX"));
         }
@@ -62,12 +77,6 @@ impl Communicator {
             self.rank,
             members.len()
         );
-        Communicator::init(
-            id,
-            members.len() as u32,
-            new_rank as u32,
-            self.config.clone(),
-        )
-        .map(Some)
+        Communicator::init(id, members.len() as u32, new_rank as u32, config).map(Some)
     }
 }

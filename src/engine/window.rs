@@ -118,6 +118,8 @@ pub(crate) fn signature(op: &OpRun<'_>) -> u64 {
         C::AllToAll => (6, 0),
         C::Send { peer } => (7, peer),
         C::Recv { peer } => (8, peer),
+        C::Gather { root } => (9, root),
+        C::Scatter { root } => (10, root),
     };
     let redop = if op.spec.collective.reduces() {
         op.spec.redop as u64

@@ -1,32 +1,40 @@
 //! Which algorithm runs an op, and on how many channels.
 //!
-//! Size thresholds decide, measured on the 2-core development machine (oxccl-perf, f32 sum,
-//! every algorithm forced in turn; README "Algorithms"):
+//! In order (every input is the same on every rank, so all ranks choose alike):
 //!
-//! - Without a shared-memory window (ranks on several hosts, or TCP): an all-reduce of at
-//!   most `OXCCL_RD_MAX` (32 KiB) bytes runs recursive doubling on fewer than 8 ranks; on 8
-//!   or more, one of at most `OXCCL_TREE_MAX` (256 KiB) runs the double binary tree; larger
-//!   ones run ring. Over TCP at 4 ranks recursive doubling took 38–90 µs up to 32 KiB against
-//!   the ring's 70–159; at 8 ranks the tree took 97–188 µs up to 32 KiB and 1.05 ms at
-//!   256 KiB against the ring's 199–558 µs and 1.56 ms, and the ring won from 2 MiB.
-//!   Other collectives run ring (chains for broadcast and reduce, pairwise all-to-all).
+//! 1. `OXCCL_ALGO` naming one algorithm forces it wherever it supports the collective (for
+//!    the load/store algorithms: and the communicator has a window).
+//! 2. **Measured decisions** ([`decisions`], [`Decisions`]): with `OXCCL_TUNING_FILE`
+//!    ([`TuningFile`], written by `oxccl-perf tune`) measuring this communicator's rank
+//!    count and [`LinkClass`], the (algorithm, channel cap) with the least predicted time
+//!    among those usable and allowed by `OXCCL_ALGO`'s selection.
+//! 3. **Built-in thresholds**, measured on the 2-core development machine (oxccl-perf, f32
+//!    sum, every algorithm forced in turn; README "Algorithms"):
+//!    - When every rank is on this host and the communicator has a shared-memory window
+//!      (`OXCCL_SHM_WINDOW`), the load/store algorithms for every collective but
+//!      point-to-point: an all-reduce of at most `OXCCL_LS_ONE_SHOT_MAX` bytes runs
+//!      load/store one-shot, a larger one two-shot; the other collectives one-shot (a
+//!      direct copy from the owner's window, already the least traffic).
+//!    - Otherwise an all-reduce of at most `OXCCL_RD_MAX` (32 KiB) bytes runs recursive
+//!      doubling on fewer than 8 ranks; on 8 or more, one of at most `OXCCL_TREE_MAX`
+//!      (256 KiB) runs the double binary tree; larger ones run ring. Over TCP at 4 ranks
+//!      recursive doubling took 38–90 µs up to 32 KiB against the ring's 70–159; at 8
+//!      ranks the tree took 97–188 µs up to 32 KiB and 1.05 ms at 256 KiB against the
+//!      ring's 199–558 µs and 1.56 ms, and the ring won from 2 MiB. Gather and scatter run
+//!      linear (the ring has none); the other collectives run ring (chains for broadcast
+//!      and reduce, pairwise all-to-all).
 //!
-//! When every rank is on this host and the communicator has a shared-memory window
-//! (`OXCCL_SHM_WINDOW`), the load/store algorithms replace both for every collective but
-//! point-to-point: an all-reduce of at most `OXCCL_LS_ONE_SHOT_MAX` bytes runs
-//! load/store one-shot, a larger one two-shot; the other collectives run load/store
-//! one-shot (a direct copy from the owner's window, which is already the least traffic).
-//!
-//! `OXCCL_ALGO` naming one algorithm forces it wherever it supports the collective (for the
-//! load/store algorithms: and the communicator has a window); elsewhere the default choice
-//! stands. A selection in NCCL_ALGO's syntax ([`AlgoRules`]) keeps the default when it
+//! A selection in NCCL_ALGO's syntax ([`AlgoRules`]) keeps the built-in choice when it
 //! allows it and otherwise takes the first allowed algorithm in a size-dependent order of
-//! preference. Every input to the decision (collective, count, datatype, ranks, shared
-//! settings) is the same on every rank, so all ranks choose alike.
+//! preference.
 
+mod decide;
+mod file;
 mod rules;
 mod table;
 
+pub use decide::{Candidate, Decisions};
+pub use file::{CollectiveKind, LinkClass, TimeKey, TuningFile};
 pub use rules::AlgoRules;
 pub(crate) use table::log_table;
 
@@ -48,9 +56,11 @@ pub struct Choice {
 }
 
 /// Chooses the algorithm and channel count for `count` elements of `dtype` per block;
-/// `window`: every rank is on this host and has a shared-memory window.
+/// `window`: every rank is on this host and has a shared-memory window; `tuned`: the
+/// communicator's decisions from a tuning file ([`decisions`]).
 pub fn choose(
     config: &Config,
+    tuned: Option<&Decisions>,
     collective: Collective,
     dtype: DataType,
     count: usize,
@@ -76,6 +86,12 @@ pub fn choose(
         Algorithm::RecursiveDoubling
     } else if collective == Collective::AllReduce && nranks >= 8 && block_bytes <= config.tree_max {
         Algorithm::Tree
+    } else if matches!(
+        collective,
+        Collective::Gather { .. } | Collective::Scatter { .. }
+    ) {
+        // The ring has no gather or scatter: the direct exchange with the root.
+        Algorithm::Linear
     } else {
         Algorithm::Ring
     };
@@ -87,8 +103,20 @@ pub fn choose(
                 .as_ref()
                 .is_none_or(|r| r.allows(collective, a))
     };
-    let algorithm = match config.algorithm {
-        Some(forced) if usable(forced) => forced,
+    let measured = || {
+        let kind = CollectiveKind::of(collective)?;
+        tuned?.lookup(kind, block_bytes)
+    };
+    let mut cap = config.nchannels;
+    let forced = config.algorithm.filter(|&a| usable(a));
+    // Decisions were built with the same usability and selection rules.
+    let measured = if forced.is_none() { measured() } else { None };
+    if let Some(c) = measured {
+        cap = cap.min(c.channels);
+    }
+    let algorithm = match (forced, measured) {
+        (Some(forced), _) => forced,
+        (None, Some(c)) => c.algorithm,
         _ if allowed(default) => default,
         // The selection rules out the default: the first allowed algorithm in the order of
         // preference for this size, else the default (a selection that allows nothing
@@ -99,12 +127,33 @@ pub fn choose(
             .find(|&a| allowed(a))
             .unwrap_or(default),
     };
-    let nchannels =
-        (block_bytes / MIN_BYTES_PER_CHANNEL).clamp(1, config.nchannels as usize) as u32;
+    let nchannels = (block_bytes / MIN_BYTES_PER_CHANNEL).clamp(1, cap.max(1) as usize) as u32;
     Choice {
         algorithm,
         nchannels,
     }
+}
+
+/// The decisions of a communicator of `nranks` ranks connected as `class` from the
+/// configuration's tuning file, among the algorithms it may use (supported, load/store
+/// only with a `window`, allowed by `OXCCL_ALGO`'s selection); `None` without a file or
+/// without matching measurements.
+pub fn decisions(
+    config: &Config,
+    class: LinkClass,
+    nranks: u32,
+    window: bool,
+) -> Option<Decisions> {
+    let file = config.tuning.as_ref()?;
+    Decisions::build(file, class, nranks, |a, kind| {
+        let collective = kind.collective();
+        a.supports(collective)
+            && (window || !a.is_load_store())
+            && config
+                .algo_rules
+                .as_ref()
+                .is_none_or(|r| r.allows(collective, a))
+    })
 }
 
 /// Algorithms in the order the tuner prefers them when a selection rules out its default:
@@ -147,11 +196,13 @@ mod tests {
     #[test]
     fn small_all_reduce_goes_latency_first_and_forcing_respects_support() {
         let mut c = Config::default();
-        let pick =
-            |c: &Config, coll, count| choose(c, coll, DataType::Float32, count, 4, false).algorithm;
+        let pick = |c: &Config, coll, count| {
+            choose(c, None, coll, DataType::Float32, count, 4, false).algorithm
+        };
         let at = |p, count| {
             choose(
                 &Config::default(),
+                None,
                 Collective::AllReduce,
                 DataType::Float32,
                 count,
@@ -171,7 +222,16 @@ mod tests {
         assert_eq!(pick(&c, Collective::AllReduce, 16 << 20), Algorithm::Ring);
         assert_eq!(pick(&c, Collective::AllGather, 16), Algorithm::Ring);
         assert_eq!(
-            choose(&c, Collective::AllReduce, DataType::Float32, 16, 1, false).algorithm,
+            choose(
+                &c,
+                None,
+                Collective::AllReduce,
+                DataType::Float32,
+                16,
+                1,
+                false
+            )
+            .algorithm,
             Algorithm::Ring
         );
         c.algorithm = Some(Algorithm::Ring);
@@ -188,6 +248,7 @@ mod tests {
         assert_eq!(
             choose(
                 &c,
+                None,
                 Collective::AllReduce,
                 DataType::Float32,
                 1 << 20,
@@ -202,8 +263,9 @@ mod tests {
     #[test]
     fn selections_restrict_the_choice() {
         let mut c = Config::default();
-        let pick =
-            |c: &Config, coll, count| choose(c, coll, DataType::Float32, count, 8, false).algorithm;
+        let pick = |c: &Config, coll, count| {
+            choose(c, None, coll, DataType::Float32, count, 8, false).algorithm
+        };
         c.algo_rules = Some("^tree".parse().unwrap());
         // The default (tree) is ruled out: the first allowed in the small-size preference.
         assert_eq!(pick(&c, Collective::AllReduce, 16), Algorithm::OneShot);
@@ -231,7 +293,7 @@ mod tests {
     fn one_host_with_a_window_goes_load_store() {
         let mut c = Config::default();
         let pick = |c: &Config, coll, count, window| {
-            choose(c, coll, DataType::Float32, count, 4, window).algorithm
+            choose(c, None, coll, DataType::Float32, count, 4, window).algorithm
         };
         let ar = Collective::AllReduce;
         assert_eq!(pick(&c, ar, 16, true), Algorithm::LoadStoreOneShot);

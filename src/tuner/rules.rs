@@ -6,7 +6,7 @@
 //!   without its own rule follows the rule without a collective name, if any, else is free.
 //!
 //! Collective names: `allreduce`, `allgather`, `reducescatter`, `broadcast`, `reduce`,
-//! `alltoall` (case-insensitive, `_` and `-` ignored). Algorithm names are
+//! `alltoall`, `gather`, `scatter` (case-insensitive, `_` and `-` ignored). Algorithm names are
 //! [`Algorithm`]'s, with their aliases.
 
 use oxccl_algorithms::{Algorithm, Collective};
@@ -37,6 +37,8 @@ enum Kind {
     Broadcast,
     Reduce,
     AllToAll,
+    Gather,
+    Scatter,
 }
 
 const KINDS: &[(&str, Kind)] = &[
@@ -46,6 +48,8 @@ const KINDS: &[(&str, Kind)] = &[
     ("broadcast", Kind::Broadcast),
     ("reduce", Kind::Reduce),
     ("alltoall", Kind::AllToAll),
+    ("gather", Kind::Gather),
+    ("scatter", Kind::Scatter),
 ];
 
 impl Kind {
@@ -57,6 +61,8 @@ impl Kind {
             Collective::Broadcast { .. } => Kind::Broadcast,
             Collective::Reduce { .. } => Kind::Reduce,
             Collective::AllToAll => Kind::AllToAll,
+            Collective::Gather { .. } => Kind::Gather,
+            Collective::Scatter { .. } => Kind::Scatter,
             Collective::Send { .. } | Collective::Recv { .. } => return None,
         })
     }
@@ -187,6 +193,15 @@ mod tests {
         assert_eq!(r.to_string(), "allreduce:tree;allgather:^bruck;ring");
         let free: AlgoRules = "reduce_scatter:halving_doubling".parse().unwrap();
         assert!(free.allows(ar, Algorithm::OneShot));
+        let r: AlgoRules = "Gather:binomial;scatter:^linear".parse().unwrap();
+        let (g, s) = (
+            Collective::Gather { root: 1 },
+            Collective::Scatter { root: 0 },
+        );
+        assert!(r.allows(g, Algorithm::Binomial) && !r.allows(g, Algorithm::Linear));
+        assert!(r.allows(s, Algorithm::Binomial) && !r.allows(s, Algorithm::Linear));
+        assert!(r.allows(Collective::AllGather, Algorithm::Linear));
+        assert_eq!(r.to_string(), "gather:binomial;scatter:^linear");
     }
 
     #[test]

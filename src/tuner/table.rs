@@ -1,7 +1,7 @@
 //! The tuner's table of predicted times, logged once per communicator under the `TUNING`
 //! subsystem (`OXCCL_DEBUG=INFO OXCCL_DEBUG_SUBSYS=TUNING`).
 
-use super::choose;
+use super::{choose, Decisions, LinkClass};
 use crate::config::Config;
 use crate::types::DataType;
 use oxccl_algorithms::cost::{estimate, LinkCost};
@@ -25,14 +25,25 @@ const TCP_LINK: LinkCost = LinkCost {
 const SIZES: &[usize] = &[8, 4096, 64 << 10, 1 << 20, 64 << 20];
 
 /// Logs, per collective, the α–β–γ time rank 0's plan of every usable algorithm would take at
-/// a few sizes, and what the tuner picks. `shared_memory`: every rank reaches every other
-/// through shared memory (else TCP parameters are assumed). Does nothing unless the
-/// `oxccl::tuning` target is enabled at INFO.
-pub(crate) fn log_table(config: &Config, nranks: u32, window: bool, shared_memory: bool) {
+/// a few sizes, and what the tuner picks. The link parameters are the tuning file's for
+/// `class` when it has them, else the built-in ones (shared memory for `shm`, TCP
+/// otherwise). Does nothing unless the `oxccl::tuning` target is enabled at INFO.
+pub(crate) fn log_table(
+    config: &Config,
+    tuned: Option<&Decisions>,
+    class: LinkClass,
+    nranks: u32,
+    window: bool,
+) {
     if !tracing::enabled!(target: "oxccl::tuning", tracing::Level::INFO) {
         return;
     }
-    let link = if shared_memory { SHM_LINK } else { TCP_LINK };
+    let measured_link = config.tuning.as_ref().and_then(|f| f.links.get(&class));
+    let link = match (measured_link, class) {
+        (Some(l), _) => *l,
+        (None, LinkClass::Shm) => SHM_LINK,
+        (None, _) => TCP_LINK,
+    };
     for collective in [
         Collective::AllReduce,
         Collective::AllGather,
@@ -63,6 +74,7 @@ pub(crate) fn log_table(config: &Config, nranks: u32, window: bool, shared_memor
             }
             let chosen = choose(
                 config,
+                tuned,
                 collective,
                 DataType::Float32,
                 bytes / 4,
@@ -73,9 +85,11 @@ pub(crate) fn log_table(config: &Config, nranks: u32, window: bool, shared_memor
         }
         tracing::info!(
             target: "oxccl::tuning",
-            "{} on {nranks} ranks, predicted per rank-0 plan ({}):\n{table}",
+            "{} on {nranks} ranks, predicted per rank-0 plan ({} link, {} α–β–γ; chosen by {}):\n{table}",
             collective.name(),
-            if shared_memory { "shared-memory link" } else { "tcp link" }
+            class.name(),
+            if measured_link.is_some() { "measured" } else { "built-in" },
+            if tuned.is_some() { "OXCCL_TUNING_FILE's measurements" } else { "built-in thresholds" },
         );
     }
 }

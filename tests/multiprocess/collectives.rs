@@ -1,12 +1,15 @@
-//! Every collective × datatype × op × in-place/out-of-place, counts 0, 1, primes and
-//! ≥ 16 Mi elements, on 1..=8 real processes started by `oxccl-run`, over shared memory and
-//! over TCP, each result compared with a sequential reference by `oxccl-selftest`.
+//! Every collective (gather and scatter included) × datatype × op × in-place/out-of-place,
+//! counts 0, 1, primes and ≥ 16 Mi elements, on 1..=8 real processes started by `oxccl-run`,
+//! over shared memory and over TCP, each result compared with a sequential reference by
+//! `oxccl-selftest`.
 //!
 //! The default runs leave the choice to the tuner (over shared memory the load/store
-//! algorithms; over TCP recursive doubling or the tree for small all-reduces, ring
-//! otherwise); the other runs force each algorithm (`ring`, `one_shot`, `ls_one_shot`,
-//! `ls_two_shot`, `tree`, `recursive_doubling`, `halving_doubling`, `bruck`, `binomial`,
-//! `linear`) at the small counts, for every collective it implements. Every run also checks
+//! algorithms; over TCP recursive doubling or the tree for small all-reduces, linear for
+//! gather and scatter, ring otherwise); the other runs force each algorithm (`ring`,
+//! `one_shot`, `ls_one_shot`, `ls_two_shot`, `tree`, `recursive_doubling`,
+//! `halving_doubling`, `bruck`, `binomial`, `linear`) at the small counts, for every
+//! collective it implements (gather and scatter: `ls_one_shot`, `binomial`, `linear`; the
+//! others leave them to the tuner's default). Every run also checks
 //! that no shared-memory segment is left behind.
 //!
 //! Odd rank counts run with a small FIFO (4 KiB × 4 slots) and the smallest window (64 KiB)

@@ -617,3 +617,87 @@ fn bad_command_lines_exit_2() {
     cmd.env("OXCCL_PERF_CORRUPT", "zero");
     assert_eq!(run(cmd).code, Some(2));
 }
+
+#[test]
+fn tune_writes_a_file_that_steers_the_tuner() {
+    let dir = temp_dir("tune");
+    let file = dir.join("threads.tuning");
+    let report = dir.join("report.md");
+    let (f, rep) = (file.to_str().unwrap(), report.to_str().unwrap());
+    let args = [
+        "tune", "-t", "2", "-b", "64", "-e", "4K", "-f", "8", "--repeat", "1",
+    ];
+    let r = ok(perf(
+        "oxccl-perf",
+        &[
+            &args[..],
+            &["-n", "2", "--point-ms", "1", "-o", f, "--report", rep],
+        ]
+        .concat(),
+    ));
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Every tunable collective at every size, and the ring with both channel caps.
+    for coll in COLLECTIVES.iter().filter(|&&c| c != "sendrecv") {
+        for bytes in [64, 512, 4096] {
+            // The block of gather, scatter and the rest but all-reduce is the size / 2 ranks.
+            let block = if ["all_reduce", "broadcast", "reduce"].contains(coll) {
+                bytes
+            } else {
+                bytes / 2
+            };
+            // Tuning files name collectives as oxccl does.
+            let name = if *coll == "alltoall" {
+                "all_to_all"
+            } else {
+                coll
+            };
+            let line = format!("time,{name},shm,2,{block},");
+            assert!(text.contains(&line), "{line} missing in\n{text}");
+        }
+    }
+    assert!(
+        text.contains(",ring,1,") && text.contains(",ring,2,"),
+        "{text}"
+    );
+    let all_reduce_rows = text
+        .lines()
+        .filter(|l| l.starts_with("time,all_reduce,"))
+        .count();
+    // 3 sizes × (8 message algorithms × 2 caps + 2 load/store), fewer where one cannot run.
+    assert!(all_reduce_rows >= 3 * 10, "{all_reduce_rows} rows:\n{text}");
+    assert!(text.lines().any(|l| l.starts_with("link,shm,")), "{text}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(md, r.stdout, "the report file is what was printed");
+    assert!(
+        md.contains("## alltoall") && md.contains("best forced"),
+        "{md}"
+    );
+    assert!(md.contains("Tuned within 10% of the best"), "{md}");
+
+    // The tuner reads it (and says so), and the results stay right.
+    let mut cmd = perf(
+        "all_reduce_perf",
+        &["-t", "2", "-b", "64", "-e", "4K", "-f", "8"],
+    );
+    cmd.env("OXCCL_TUNING_FILE", &file);
+    let r = ok(cmd);
+    assert!(r.stdout.contains("from OXCCL_TUNING_FILE"), "{}", r.stdout);
+    check_table(&parse(&r.stdout), "all_reduce", 2);
+
+    // A damaged file is refused, naming the file, the line and the field.
+    std::fs::write(
+        &file,
+        format!("{text}time,all_reduce,shm,2,64,ring,1,fast\n"),
+    )
+    .unwrap();
+    let mut cmd = perf("all_reduce_perf", &["-t", "2"]);
+    cmd.env("OXCCL_TUNING_FILE", &file);
+    let r = run(cmd);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("OXCCL_TUNING_FILE") && r.stderr.contains("time_us"),
+        "{}",
+        r.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -120,6 +120,8 @@ fn check_plan(world: &World<'_>, rank: u32, plan: &Plan) -> Result<(), VerifyErr
     }
     if let Collective::Broadcast { root: peer }
     | Collective::Reduce { root: peer }
+    | Collective::Gather { root: peer }
+    | Collective::Scatter { root: peer }
     | Collective::Send { peer }
     | Collective::Recv { peer } = collective
     {

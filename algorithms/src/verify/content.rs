@@ -63,8 +63,10 @@ pub(crate) fn expected(
     match collective {
         Collective::AllReduce | Collective::Reduce { .. } => all(0),
         Collective::ReduceScatter => all(rank),
-        Collective::AllGather => vec![from(block, 0)],
+        // Only the root has gather output blocks, and only the root has scatter input.
+        Collective::AllGather | Collective::Gather { .. } => vec![from(block, 0)],
         Collective::AllToAll => vec![from(block, rank)],
+        Collective::Scatter { root } => vec![from(root, rank)],
         Collective::Broadcast { root } => vec![from(root, 0)],
         Collective::Recv { peer } => vec![from(peer, 0)],
         Collective::Send { .. } => Vec::new(),
@@ -120,6 +122,14 @@ mod tests {
             }]
         );
         assert_eq!(expected(Collective::ReduceScatter, 2, 1, 0, 0).len(), 2);
+        let gathered = expected(Collective::Gather { root: 1 }, 4, 1, 3, 2);
+        let scattered = expected(Collective::Scatter { root: 1 }, 4, 3, 0, 2);
+        let at = |rank, block| Contribution {
+            rank,
+            block,
+            split: 2,
+        };
+        assert_eq!((gathered, scattered), (vec![at(3, 0)], vec![at(1, 3)]));
         assert_eq!(Show(&[c(0), c(1)]).to_string(), "{r0.b0.s0, r1.b0.s0}");
     }
 }

@@ -10,6 +10,7 @@ use crate::bootstrap::{BootstrapClient, UniqueId};
 use crate::config::{Config, TransportChoice};
 use crate::engine::{Engine, Links};
 use crate::error::{Error, Result};
+use crate::tuner::LinkClass;
 use oxccl_transports::tcp::Listener;
 use oxccl_transports::{FifoConfig, RecvChannel, SendChannel};
 use rank_info::{check_same_config, host_identity, shared_config, RankInfo};
@@ -158,9 +159,10 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         ))?),
         _ => None,
     };
+    let class = link_class(&config, &infos);
+    let tuned = crate::tuner::decisions(&config, class, nranks, window.is_some()).map(Box::new);
     if rank == 0 {
-        let shared_memory = tcp_peers.is_empty();
-        crate::tuner::log_table(&config, nranks, window.is_some(), shared_memory);
+        crate::tuner::log_table(&config, tuned.as_deref(), class, nranks, window.is_some());
     }
     tracing::info!(
         target: "oxccl::init",
@@ -194,5 +196,24 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         failed: None,
         tags: super::tags::TagCounter::new(nranks),
         plans: Default::default(),
+        tuned,
+        link_class: class,
     })
+}
+
+/// How the ranks reach each other, the same on every rank (the tuner's decisions depend on
+/// it): shm when all are on one host (and TCP is not forced), tcp when no two ranks share
+/// memory, mixed otherwise.
+fn link_class(config: &Config, infos: &[RankInfo]) -> LinkClass {
+    let mut hosts: Vec<&str> = infos.iter().map(|i| i.host.as_str()).collect();
+    hosts.sort_unstable();
+    let all = hosts.len();
+    hosts.dedup();
+    if config.transport == TransportChoice::Tcp || hosts.len() == all {
+        LinkClass::Tcp
+    } else if hosts.len() == 1 {
+        LinkClass::Shm
+    } else {
+        LinkClass::Mixed
+    }
 }

@@ -66,7 +66,7 @@ pub(super) fn host_identity(config: &Config) -> String {
 pub(super) fn shared_config(c: &Config) -> String {
     format!(
         "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={} \
-         OXCCL_RD_MAX={} OXCCL_TREE_MAX={} OXCCL_SHM_WINDOW={} OXCCL_LS_ONE_SHOT_MAX={}",
+         OXCCL_RD_MAX={} OXCCL_TREE_MAX={} OXCCL_SHM_WINDOW={} OXCCL_LS_ONE_SHOT_MAX={} OXCCL_TUNING_FILE={}",
         c.nchannels,
         c.slot_size,
         c.nslots,
@@ -79,7 +79,12 @@ pub(super) fn shared_config(c: &Config) -> String {
         c.rd_max,
         c.tree_max,
         c.shm_window,
-        c.ls_one_shot_max
+        c.ls_one_shot_max,
+        // The decisions must agree, so the measurements must: compare their contents
+        // (paths may differ between hosts).
+        c.tuning
+            .as_ref()
+            .map_or("none".to_owned(), |f| format!("{:016x}", f.fingerprint()))
     )
 }
 

@@ -56,11 +56,23 @@ pub enum Cmd {
     Scatter(Flags),
     /// Draw busbw against size from results files (-J output of oxccl-perf or a peer).
     Plot(PlotArgs),
+    /// Time every algorithm and channel cap, write a tuning file (OXCCL_TUNING_FILE) and
+    /// check the tuner against the best forced algorithm.
+    Tune(super::tune::TuneArgs),
+}
+
+/// A subcommand that is not a benchmark of one collective.
+#[derive(Debug)]
+pub enum Other {
+    /// `oxccl-perf plot`.
+    Plot(PlotArgs),
+    /// `oxccl-perf tune`.
+    Tune(Box<super::tune::TuneArgs>),
 }
 
 impl Cmd {
-    /// The collective and its flags, or the arguments of `plot`.
-    pub fn into_run(self) -> Result<(Coll, Flags), PlotArgs> {
+    /// The collective and its flags, or the arguments of `plot` or `tune`.
+    pub fn into_run(self) -> Result<(Coll, Flags), Other> {
         Ok(match self {
             Cmd::AllReduce(f) => (Coll::AllReduce, f),
             Cmd::AllGather(f) => (Coll::AllGather, f),
@@ -71,7 +83,8 @@ impl Cmd {
             Cmd::SendRecv(f) => (Coll::SendRecv, f),
             Cmd::Gather(f) => (Coll::Gather, f),
             Cmd::Scatter(f) => (Coll::Scatter, f),
-            Cmd::Plot(p) => return Err(p),
+            Cmd::Plot(p) => return Err(Other::Plot(p)),
+            Cmd::Tune(t) => return Err(Other::Tune(Box::new(t))),
         })
     }
 }
@@ -375,11 +388,11 @@ fn parse_root(text: &str) -> Result<RootSel, String> {
         .map_err(|_| format!("{text:?} is not a root (a rank number or all)"))
 }
 
-fn parse_algo(text: &str) -> Result<Algorithm, String> {
+pub(crate) fn parse_algo(text: &str) -> Result<Algorithm, String> {
     text.parse().map_err(|e| format!("{e}"))
 }
 
-fn parse_transport(text: &str) -> Result<TransportChoice, String> {
+pub(crate) fn parse_transport(text: &str) -> Result<TransportChoice, String> {
     match text {
         "auto" => Ok(TransportChoice::Auto),
         "shm" => Ok(TransportChoice::Shm),

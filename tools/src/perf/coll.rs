@@ -24,9 +24,9 @@ pub enum Coll {
     AllToAll,
     /// Every rank sends to the next and receives from the previous (one group of send/recv).
     SendRecv,
-    /// Every rank sends a block to the root (one group of send/recv).
+    /// Every rank's block lands in the root's buffer (`Group::gather`).
     Gather,
-    /// The root sends block `r` to rank `r` (one group of send/recv).
+    /// The root's block `r` lands at rank `r` (`Group::scatter`).
     Scatter,
 }
 

@@ -48,6 +48,7 @@ pub mod plot;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod tune;
 pub mod world;
 
 use clap::Parser;
@@ -100,7 +101,8 @@ pub fn main_with(coll: Option<Coll>) -> i32 {
         None => match Cli::try_parse_from(&args) {
             Ok(cli) => match cli.cmd.into_run() {
                 Ok(run) => run,
-                Err(p) => return plot::run_files(&p.files, &p.output),
+                Err(cli::Other::Plot(p)) => return plot::run_files(&p.files, &p.output),
+                Err(cli::Other::Tune(t)) => return tune::run(&t),
             },
             Err(e) => e.exit(),
         },
@@ -242,7 +244,7 @@ pub fn run(opts: &Options) -> i32 {
 }
 
 /// Reports an oxccl error; returns its exit status.
-fn failure(rank: Option<u32>, e: &Error) -> i32 {
+pub(crate) fn failure(rank: Option<u32>, e: &Error) -> i32 {
     match rank {
         Some(r) => eprintln!("oxccl-perf: rank {r}: {e}"),
         None => eprintln!("oxccl-perf: {e}"),
@@ -286,9 +288,12 @@ fn rank_main(mut comm: Communicator, sh: &Shared<'_>) -> i32 {
             TransportChoice::Shm => "shm",
             TransportChoice::Tcp => "tcp",
         };
-        let algo = c
-            .algorithm
-            .map_or("ring (default)".to_owned(), |a| a.to_string());
+        let algo = match (c.algorithm, &c.algo_rules, &c.tuning) {
+            (Some(a), _, _) => format!("{a} (forced)"),
+            (None, Some(rules), _) => format!("chosen by the tuner among {rules}"),
+            (None, None, Some(_)) => "chosen by the tuner from OXCCL_TUNING_FILE".to_owned(),
+            (None, None, None) => "chosen by the tuner (built-in thresholds)".to_owned(),
+        };
         let setup = format!(
             "oxccl: {n} ranks as {}, transport {transport}, algorithm {algo}, timeout {} s",
             sh.launch,

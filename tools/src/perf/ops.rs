@@ -3,8 +3,9 @@
 //! Buffer layouts follow nccl-tests. Out-of-place operations read `send` and write `recv`;
 //! in-place ones use `recv` alone, where the input of block collectives sits at block
 //! `rank` (all-gather, gather) or fills the buffer (reduce-scatter, all-to-all, scatter's
-//! root). Gather, scatter and sendrecv are grouped sends and receives, as nccl-tests builds
-//! them for NCCL versions without those collectives.
+//! root); in-place scatter's result lands at block `rank`. Gather and scatter are oxccl's
+//! collectives (`Group::gather`, `Group::scatter`); sendrecv is a group of a send and a
+//! receive, as in nccl-tests.
 //!
 //! In-place sendrecv cannot lend one buffer to a send and a receive at once in safe Rust:
 //! it first copies the buffer into the send buffer ([`Op::stage`]), and its time includes that
@@ -56,7 +57,7 @@ impl Op {
         recv: &'a mut [T],
     ) -> Result<()> {
         let c = self.counts.param;
-        let (n, rank, root, op) = (self.nranks as usize, self.rank, self.root, self.redop);
+        let (n, root, op) = (self.nranks as usize, self.root, self.redop);
         let all = n * c;
         match (self.coll, self.in_place) {
             (Coll::AllReduce, false) => g.all_reduce(&send[..c], &mut recv[..c], op),
@@ -78,49 +79,10 @@ impl Op {
             }
             // nccl-tests issues nothing for empty gathers and scatters.
             (Coll::Gather | Coll::Scatter, _) if c == 0 => Ok(()),
-            (Coll::Gather, false) => {
-                g.send(&send[..c], root)?;
-                if rank == root {
-                    for (j, block) in recv[..all].chunks_mut(c).enumerate() {
-                        g.recv(block, j as u32)?;
-                    }
-                }
-                Ok(())
-            }
-            (Coll::Gather, true) => {
-                if rank == root {
-                    for (j, block) in recv[..all].chunks_mut(c).enumerate() {
-                        if j as u32 != root {
-                            g.recv(block, j as u32)?;
-                        }
-                    }
-                    Ok(())
-                } else {
-                    let mine: &'a [T] = recv;
-                    g.send(&mine[rank as usize * c..][..c], root)
-                }
-            }
-            (Coll::Scatter, false) => {
-                if rank == root {
-                    for (j, block) in send[..all].chunks(c).enumerate() {
-                        g.send(block, j as u32)?;
-                    }
-                }
-                g.recv(&mut recv[..c], root)
-            }
-            (Coll::Scatter, true) => {
-                if rank == root {
-                    let all_blocks: &'a [T] = recv;
-                    for (j, block) in all_blocks[..all].chunks(c).enumerate() {
-                        if j as u32 != root {
-                            g.send(block, j as u32)?;
-                        }
-                    }
-                    Ok(())
-                } else {
-                    g.recv(&mut recv[rank as usize * c..][..c], root)
-                }
-            }
+            (Coll::Gather, false) => g.gather(&send[..c], &mut recv[..all], root),
+            (Coll::Gather, true) => g.gather_in_place(&mut recv[..all], root),
+            (Coll::Scatter, false) => g.scatter(&send[..all], &mut recv[..c], root),
+            (Coll::Scatter, true) => g.scatter_in_place(&mut recv[..all], root),
         }
     }
 

@@ -225,6 +225,99 @@ pub fn all_to_all<T: TestElem>(
     Ok(())
 }
 
+/// Gather onto `root`: block `j` of the root's output is rank `j`'s input. The other ranks'
+/// buffers stay untouched (in place: holding their own block); out of place, odd ranks pass
+/// an empty receive buffer and even ones a full-length one.
+pub fn gather<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    count: usize,
+    in_place: bool,
+    root: u32,
+) -> Result<()> {
+    let (r, n) = (c.rank() as usize, c.size() as usize);
+    let what = format!(
+        "gather {} count {count} root {root} in_place {in_place}",
+        T::DATA_TYPE
+    );
+    let is_root = r == root as usize;
+    let mine = gen::<T>(ReduceOp::Sum, r, count, 0);
+    let cnt = count.max(1);
+    let gathered = |k: usize| T::from_i64(value(ReduceOp::Sum, k / cnt, k % cnt));
+    let untouched = |_: usize| T::from_i64(SENTINEL);
+    if in_place {
+        let mut b = sentinel::<T>(n * count);
+        b[r * count..(r + 1) * count].copy_from_slice(&mine);
+        c.gather_in_place(&mut b, root)?;
+        if is_root {
+            t.compare(&what, &b, gathered);
+        } else {
+            t.compare(&what, &b, |k| {
+                if k / cnt == r {
+                    gathered(k)
+                } else {
+                    untouched(k)
+                }
+            });
+        }
+    } else {
+        let len = if is_root || r % 2 == 0 { n * count } else { 0 };
+        let mut o = sentinel::<T>(len);
+        c.gather(&mine, &mut o, root)?;
+        if is_root {
+            t.compare(&what, &o, gathered);
+        } else {
+            t.compare(&what, &o, untouched);
+        }
+    }
+    Ok(())
+}
+
+/// Scatter from `root`: rank `r` gets block `r` of the root's input (element `b*count+i` of
+/// the root's row). In place every rank's other blocks stay as they were; out of place, odd
+/// non-roots pass an empty send buffer and even ones a full-length one.
+pub fn scatter<T: TestElem>(
+    c: &mut Communicator,
+    t: &mut Tally,
+    count: usize,
+    in_place: bool,
+    root: u32,
+) -> Result<()> {
+    let (r, n) = (c.rank() as usize, c.size() as usize);
+    let what = format!(
+        "scatter {} count {count} root {root} in_place {in_place}",
+        T::DATA_TYPE
+    );
+    let is_root = r == root as usize;
+    let from_root = |k: usize| T::from_i64(value(ReduceOp::Sum, root as usize, k));
+    let input = if is_root {
+        gen::<T>(ReduceOp::Sum, root as usize, n * count, 0)
+    } else {
+        sentinel::<T>(if r % 2 == 0 { n * count } else { 0 })
+    };
+    if in_place {
+        let mut b = if is_root {
+            input
+        } else {
+            sentinel::<T>(n * count)
+        };
+        c.scatter_in_place(&mut b, root)?;
+        let cnt = count.max(1);
+        t.compare(&what, &b, |k| {
+            if is_root || k / cnt == r {
+                from_root(k)
+            } else {
+                T::from_i64(SENTINEL)
+            }
+        });
+    } else {
+        let mut o = sentinel::<T>(count);
+        c.scatter(&input, &mut o, root)?;
+        t.compare(&what, &o, |i| from_root(r * count + i));
+    }
+    Ok(())
+}
+
 /// A ring of sends and receives in one group (every rank sends to the next, receives from
 /// the previous) plus a send/receive to self.
 pub fn send_recv_ring<T: TestElem>(

@@ -50,6 +50,8 @@ fn matrix<T: TestElem>(c: &mut Communicator, t: &mut Tally, counts: &[usize]) ->
             cases::all_to_all::<T>(c, t, count, in_place)?;
             for root in roots(n, count) {
                 cases::broadcast::<T>(c, t, count, in_place, root)?;
+                cases::gather::<T>(c, t, count, in_place, root)?;
+                cases::scatter::<T>(c, t, count, in_place, root)?;
             }
         }
         cases::send_recv_ring::<T>(c, t, count)?;
@@ -79,6 +81,8 @@ fn large(c: &mut Communicator, t: &mut Tally) -> Result<()> {
     cases::reduce_scatter::<f32>(c, t, ReduceOp::Sum, per_rank, false)?;
     cases::all_gather::<f32>(c, t, per_rank, true)?;
     cases::all_to_all::<f32>(c, t, per_rank, false)?;
+    cases::gather::<f32>(c, t, per_rank, false, (n - 1) as u32)?;
+    cases::scatter::<f32>(c, t, per_rank, true, 0)?;
     cases::send_recv_ring::<f32>(c, t, total)?;
     Ok(())
 }
@@ -110,12 +114,24 @@ fn bad_arguments(c: &mut Communicator, t: &mut Tally) -> Result<()> {
         "broadcast root out of range",
         c.broadcast_in_place(&mut out, n),
     );
+    expect_err(
+        "gather root out of range",
+        c.gather(&[1f32; 3], &mut vec![0f32; 3 * n as usize], n),
+    );
+    expect_err(
+        "scatter send buffer not size() blocks",
+        c.scatter(&[1f32; 4], &mut out, 0),
+    );
     expect_err("send peer out of range", c.send(&[1f32], n + 3));
     expect_err("send to self without receive", c.send(&[1f32], c.rank()));
     if n > 1 {
         expect_err(
             "reduce_scatter not divisible",
             c.reduce_scatter_in_place(&mut vec![0f32; n as usize + 1], ReduceOp::Sum),
+        );
+        expect_err(
+            "gather_in_place not divisible",
+            c.gather_in_place(&mut vec![0f32; n as usize + 1], 0),
         );
     }
     // Still usable.

@@ -1,5 +1,6 @@
 //! Collectives whose send buffer is a registered buffer (`Communicator::alloc_shared`):
-//! over shared memory the other ranks read it in place instead of a staged copy.
+//! over shared memory the other ranks read it in place instead of a staged copy (gather: every
+//! rank's block; scatter: the root's blocks).
 
 use crate::cases::Tally;
 use crate::elem::{reduced, value, TestElem};
@@ -79,6 +80,25 @@ pub fn shared_inputs<T: TestElem>(
                 &format!("{reg} broadcast {dt} count {count} root {root}"),
                 &out,
                 |i| T::from_i64(value(sum, root, i)),
+            );
+            let mut all = vec![T::from_i64(SENTINEL); n * count];
+            c.gather(&buf[..count], &mut all, root as u32)?;
+            t.compare(
+                &format!("{reg} gather {dt} count {count} root {root}"),
+                &all,
+                |k| {
+                    let v = value(sum, k / cnt, k % cnt);
+                    T::from_i64(if r == root { v } else { SENTINEL })
+                },
+            );
+            fill(&mut buf[..n * count], |i| value(sum, r, i));
+            let mut out = sentinel();
+            let send: &[T] = if r == root { &buf[..n * count] } else { &[] };
+            c.scatter(send, &mut out, root as u32)?;
+            t.compare(
+                &format!("{reg} scatter {dt} count {count} root {root}"),
+                &out,
+                |i| T::from_i64(value(sum, root, r * count + i)),
             );
         }
     }

@@ -8,21 +8,25 @@
 //!    ([`TuningFile`], written by `oxccl-perf tune`) measuring this communicator's rank
 //!    count and [`LinkClass`], the (algorithm, channel cap) with the least predicted time
 //!    among those usable and allowed by `OXCCL_ALGO`'s selection.
-//! 3. **Built-in thresholds**, measured on the 2-core development machine (oxccl-perf, f32
-//!    sum, every algorithm forced in turn; README "Algorithms"):
+//! 3. **Built-in thresholds** (`builtin`), measured on the 2-core development machine
+//!    (oxccl-perf and `oxccl-perf tune`, f32 sum, 2–8 ranks, shm and tcp; README
+//!    "Algorithms"):
+//!    - Broadcast and reduce of at most [`SMALL_ROOTED_MAX`] (32 KiB) run the binomial
+//!      tree, larger reduces the chain; gather and scatter run linear (over a window only
+//!      up to 32 KiB).
 //!    - When every rank is on this host and the communicator has a shared-memory window
-//!      (`OXCCL_SHM_WINDOW`), the load/store algorithms for every collective but
-//!      point-to-point: an all-reduce of at most `OXCCL_LS_ONE_SHOT_MAX` bytes runs
-//!      load/store one-shot, a larger one two-shot; the other collectives one-shot (a
-//!      direct copy from the owner's window, already the least traffic).
-//!    - Otherwise an all-reduce of at most `OXCCL_RD_MAX` (32 KiB) bytes runs recursive
-//!      doubling on fewer than 8 ranks; on 8 or more, one of at most `OXCCL_TREE_MAX`
-//!      (256 KiB) runs the double binary tree; larger ones run ring. Over TCP at 4 ranks
-//!      recursive doubling took 38–90 µs up to 32 KiB against the ring's 70–159; at 8
-//!      ranks the tree took 97–188 µs up to 32 KiB and 1.05 ms at 256 KiB against the
-//!      ring's 199–558 µs and 1.56 ms, and the ring won from 2 MiB. Gather and scatter run
-//!      linear (the ring has none); the other collectives run ring (chains for broadcast
-//!      and reduce, pairwise all-to-all).
+//!      (`OXCCL_SHM_WINDOW`), load/store otherwise: an all-reduce of at most
+//!      `OXCCL_LS_ONE_SHOT_MAX` bytes runs load/store one-shot, a larger one two-shot; a
+//!      reduce-scatter above it the ring; the rest one-shot (a direct copy from the
+//!      owner's window, already the least traffic).
+//!    - Without a window an all-reduce of at most `OXCCL_RD_MAX` (32 KiB) bytes runs
+//!      recursive doubling on fewer than 8 ranks; on 8 or more, one of at most
+//!      `OXCCL_TREE_MAX` (256 KiB) runs the double binary tree; larger ones run ring. Over
+//!      TCP at 4 ranks recursive doubling took 38–90 µs up to 32 KiB against the ring's
+//!      70–159; at 8 ranks the tree took 97–188 µs up to 32 KiB and 1.05 ms at 256 KiB
+//!      against the ring's 199–558 µs and 1.56 ms, and the ring won from 2 MiB. An
+//!      all-to-all up to `OXCCL_TREE_MAX` runs linear, the rest the ring (chains for
+//!      broadcast, pairwise all-to-all).
 //!
 //! A selection in NCCL_ALGO's syntax ([`AlgoRules`]) keeps the built-in choice when it
 //! allows it and otherwise takes the first allowed algorithm in a size-dependent order of
@@ -68,33 +72,7 @@ pub fn choose(
     window: bool,
 ) -> Choice {
     let block_bytes = count.saturating_mul(dtype.size());
-    let p2p = matches!(
-        collective,
-        Collective::Send { .. } | Collective::Recv { .. }
-    );
-    let default = if window && nranks > 1 && !p2p {
-        if collective == Collective::AllReduce && block_bytes > config.ls_one_shot_max {
-            Algorithm::LoadStoreTwoShot
-        } else {
-            Algorithm::LoadStoreOneShot
-        }
-    } else if collective == Collective::AllReduce
-        && nranks > 1
-        && nranks < 8
-        && block_bytes <= config.rd_max
-    {
-        Algorithm::RecursiveDoubling
-    } else if collective == Collective::AllReduce && nranks >= 8 && block_bytes <= config.tree_max {
-        Algorithm::Tree
-    } else if matches!(
-        collective,
-        Collective::Gather { .. } | Collective::Scatter { .. }
-    ) {
-        // The ring has no gather or scatter: the direct exchange with the root.
-        Algorithm::Linear
-    } else {
-        Algorithm::Ring
-    };
+    let default = builtin(config, collective, block_bytes, nranks, window);
     let usable = |a: Algorithm| a.supports(collective) && (window || !a.is_load_store());
     let allowed = |a: Algorithm| {
         usable(a)
@@ -131,6 +109,47 @@ pub fn choose(
     Choice {
         algorithm,
         nchannels,
+    }
+}
+
+/// Blocks of broadcast and reduce up to this size run the binomial tree, and of gather and
+/// scatter the linear exchange, also where a shared-memory window would allow load/store
+/// (`oxccl-perf tune` on the development machine, 2–8 ranks, shm and tcp: binomial 1.1–2.6×
+/// faster than the chain or load/store one-shot at 3 ranks and more, linear 1.3–2.2× faster
+/// than load/store gather and scatter).
+pub const SMALL_ROOTED_MAX: usize = 32 * 1024;
+
+/// The built-in choice (step 3 of the module doc). A one-rank communicator and
+/// point-to-point always take the ring (a local copy, a direct exchange).
+fn builtin(
+    config: &Config,
+    collective: Collective,
+    block_bytes: usize,
+    nranks: u32,
+    window: bool,
+) -> Algorithm {
+    use Algorithm::*;
+    use Collective as C;
+    let small_rooted = block_bytes <= SMALL_ROOTED_MAX;
+    match collective {
+        _ if nranks <= 1 => Ring,
+        C::Send { .. } | C::Recv { .. } => Ring,
+        C::Broadcast { .. } | C::Reduce { .. } if small_rooted => Binomial,
+        // Load/store reduce makes every rank's input cross to the root at once; the chain
+        // pipelines it (1.4–1.7× faster measured above 32 KiB at 2–8 ranks).
+        C::Reduce { .. } => Ring,
+        // The ring has no gather or scatter: the direct exchange with the root.
+        C::Gather { .. } | C::Scatter { .. } if small_rooted || !window => Linear,
+        // Large load/store reduce-scatters lose to the ring's pipelined fold (1.1–1.4×).
+        C::ReduceScatter if window && block_bytes > config.ls_one_shot_max => Ring,
+        C::AllReduce if window && block_bytes > config.ls_one_shot_max => LoadStoreTwoShot,
+        _ if window => LoadStoreOneShot,
+        C::AllReduce if nranks < 8 && block_bytes <= config.rd_max => RecursiveDoubling,
+        C::AllReduce if nranks >= 8 && block_bytes <= config.tree_max => Tree,
+        // Over TCP the linear all-to-all posts every block at once (1.07–1.16× faster than
+        // the pairwise exchange up to 256 KiB at 4 and 8 ranks).
+        C::AllToAll if block_bytes <= config.tree_max => Linear,
+        _ => Ring,
     }
 }
 
@@ -241,9 +260,10 @@ mod tests {
             pick(&c, Collective::AllReduce, 16 << 20),
             Algorithm::OneShot
         );
+        // One-shot cannot broadcast: the built-in choice stands.
         assert_eq!(
             pick(&c, Collective::Broadcast { root: 0 }, 16),
-            Algorithm::Ring
+            Algorithm::Binomial
         );
         assert_eq!(
             choose(
@@ -285,8 +305,44 @@ mod tests {
         c.algo_rules = Some("broadcast:tree".parse().unwrap());
         assert_eq!(
             pick(&c, Collective::Broadcast { root: 0 }, 16),
-            Algorithm::Ring
+            Algorithm::Binomial
         );
+    }
+
+    #[test]
+    fn rooted_and_exchange_collectives_follow_the_measured_thresholds() {
+        use Algorithm::*;
+        let c = Config::default();
+        let pick = |coll, bytes: usize, window| {
+            choose(&c, None, coll, DataType::Float32, bytes / 4, 4, window).algorithm
+        };
+        let (bcast, reduce) = (
+            Collective::Broadcast { root: 1 },
+            Collective::Reduce { root: 2 },
+        );
+        let (gather, scatter) = (
+            Collective::Gather { root: 0 },
+            Collective::Scatter { root: 3 },
+        );
+        for window in [false, true] {
+            assert_eq!(pick(bcast, SMALL_ROOTED_MAX, window), Binomial);
+            assert_eq!(pick(reduce, 8, window), Binomial);
+            assert_eq!(pick(reduce, 1 << 20, window), Ring);
+            assert_eq!(pick(gather, 64, window), Linear);
+            assert_eq!(pick(scatter, SMALL_ROOTED_MAX, window), Linear);
+        }
+        assert_eq!(pick(bcast, 1 << 20, false), Ring);
+        assert_eq!(pick(bcast, 1 << 20, true), LoadStoreOneShot);
+        assert_eq!(pick(gather, 1 << 20, false), Linear);
+        assert_eq!(pick(gather, 1 << 20, true), LoadStoreOneShot);
+        assert_eq!(pick(Collective::ReduceScatter, 1 << 20, true), Ring);
+        assert_eq!(
+            pick(Collective::ReduceScatter, 4096, true),
+            LoadStoreOneShot
+        );
+        assert_eq!(pick(Collective::AllToAll, 4096, false), Linear);
+        assert_eq!(pick(Collective::AllToAll, 16 << 20, false), Ring);
+        assert_eq!(pick(Collective::AllToAll, 4096, true), LoadStoreOneShot);
     }
 
     #[test]

@@ -639,17 +639,12 @@ fn tune_writes_a_file_that_steers_the_tuner() {
     // Every tunable collective at every size, and the ring with both channel caps.
     for coll in COLLECTIVES.iter().filter(|&&c| c != "sendrecv") {
         for bytes in [64, 512, 4096] {
-            // The block of gather, scatter and the rest but all-reduce is the size / 2 ranks.
-            let block = if ["all_reduce", "broadcast", "reduce"].contains(coll) {
-                bytes
-            } else {
-                bytes / 2
-            };
-            // Tuning files name collectives as oxccl does.
-            let name = if *coll == "alltoall" {
-                "all_to_all"
-            } else {
-                coll
+            // Blocks are per rank (the size / 2 ranks) but for all-reduce, broadcast and
+            // reduce; tuning files name collectives as oxccl does.
+            let (name, block) = match *coll {
+                "all_reduce" | "broadcast" | "reduce" => (*coll, bytes),
+                "alltoall" => ("all_to_all", bytes / 2),
+                other => (other, bytes / 2),
             };
             let line = format!("time,{name},shm,2,{block},");
             assert!(text.contains(&line), "{line} missing in\n{text}");

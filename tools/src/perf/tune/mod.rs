@@ -10,8 +10,9 @@
 //! Three passes, each over every collective and size, timing float32 sum out of place with
 //! root 0 (no result checks: `oxccl-perf <collective> -c 1` does those):
 //! 1. **measure**: every candidate, and the tuner's built-in choice (`default`), side by
-//!    side (`measure.rs`); the file gets every candidate's time and the α–β–γ link
-//!    parameters fitted from the ring's all-gather and reduce-scatter (`summary.rs`);
+//!    side (`measure.rs`); the file gets every candidate's time and the link parameters:
+//!    α and β fitted from the ring's all-gather (`summary.rs`), γ from timing the
+//!    reduction kernel;
 //! 2. **check**: a communicator that reads the new file (`tuned`) against the best
 //!    candidate of pass 1, timed side by side again;
 //! 3. the report: one Markdown table per collective with the best forced candidate, the
@@ -269,7 +270,7 @@ fn tune(base: &mut Communicator, args: &TuneArgs) -> oxccl::Result<Option<Output
             table.set_pick(coll, bytes, "default", default_pick);
         }
     }
-    let file = table.tuning_file();
+    let file = table.tuning_file(reduction_time(base)?);
     // Pass 2: the tuner reading the new file, against the best candidate of pass 1.
     let mut tuned_config = plain.clone();
     tuned_config.tuning = Some(Arc::new(file.clone()));
@@ -330,4 +331,26 @@ fn tune(base: &mut Communicator, args: &TuneArgs) -> oxccl::Result<Option<Output
 
 fn file_text(file: &TuningFile, heading: &str) -> String {
     file.to_text(heading)
+}
+
+/// Seconds per byte the reduction kernel takes (f32 sum of a 1 MiB block into another, the
+/// best of 20), on the slowest rank: the γ of the cost model.
+fn reduction_time(base: &mut Communicator) -> oxccl::Result<f64> {
+    const BYTES: usize = 1 << 20;
+    let mut acc = vec![0u8; BYTES];
+    let other = vec![0u8; BYTES];
+    let mut best = f64::INFINITY;
+    for _ in 0..20 {
+        let start = std::time::Instant::now();
+        oxccl::reduce::reduce_into(
+            oxccl::DataType::Float32,
+            oxccl::ReduceOp::Sum,
+            &mut acc,
+            &other,
+        );
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    let mut slowest = [best / BYTES as f64];
+    base.all_reduce_in_place(&mut slowest, oxccl::ReduceOp::Max)?;
+    Ok(slowest[0].max(1e-15))
 }

@@ -101,8 +101,9 @@ impl Table {
             .map(|(l, _)| l.clone())
     }
 
-    /// The tuning file: every forced candidate's time, and the fitted link.
-    pub fn tuning_file(&self) -> TuningFile {
+    /// The tuning file: every forced candidate's time, and the link fitted from them with
+    /// the measured reduction time `gamma_s_per_byte`.
+    pub fn tuning_file(&self, gamma_s_per_byte: f64) -> TuningFile {
         let mut file = TuningFile::default();
         for (&(i, _), (block, row)) in &self.rows {
             let Some(kind) = collective(self.colls[i]).and_then(CollectiveKind::of) else {
@@ -122,7 +123,7 @@ impl Table {
                 }
             }
         }
-        if let Some(link) = fit(&file, self.class, self.nranks) {
+        if let Some(link) = fit(&file, self.class, self.nranks, gamma_s_per_byte) {
             file.links.insert(self.class, link);
         }
         file
@@ -181,12 +182,17 @@ impl Table {
     }
 }
 
-/// α–β–γ of the links fitted from the ring's measurements, or `None` without them: the
-/// ring's all-gather costs `(p−1)(α + nβ)` and its reduce-scatter `(p−1)(α + n(β+γ))` for
-/// blocks of `n` bytes (`oxccl_algorithms::cost`), so α is the smallest all-gather's time
-/// over `p−1`, β the all-gather's slope over `p−1` and γ the reduce-scatter's slope over
-/// `p−1` less β (at least a thousandth of β: the fit of two noisy slopes can cross).
-pub fn fit(file: &TuningFile, class: LinkClass, nranks: u32) -> Option<LinkCost> {
+/// α and β of the links fitted from the ring's all-gather, or `None` without it: it costs
+/// `(p−1)(α + nβ)` for blocks of `n` bytes (`oxccl_algorithms::cost`), so α is the smallest
+/// size's time over `p−1` and β the slope between the smallest and largest over `p−1`. γ is
+/// measured directly (the reduction kernel on this rank), since fitting it from the
+/// difference of two noisy slopes is not reliable.
+pub fn fit(
+    file: &TuningFile,
+    class: LinkClass,
+    nranks: u32,
+    gamma_s_per_byte: f64,
+) -> Option<LinkCost> {
     if nranks < 2 {
         return None;
     }
@@ -209,13 +215,10 @@ pub fn fit(file: &TuningFile, class: LinkClass, nranks: u32) -> Option<LinkCost>
     };
     let slope = |(a, b): ((f64, f64), (f64, f64))| ((b.1 - a.1) / (b.0 - a.0)).max(0.0);
     let ag = line(CollectiveKind::AllGather)?;
-    let beta = (slope(ag) / steps).max(1e-15);
-    let gamma = line(CollectiveKind::ReduceScatter)
-        .map_or(beta, |rs| (slope(rs) / steps - beta).max(beta / 1000.0));
     Some(LinkCost {
         alpha_s: ag.0 .1 / steps,
-        beta_s_per_byte: beta,
-        gamma_s_per_byte: gamma,
+        beta_s_per_byte: (slope(ag) / steps).max(1e-15),
+        gamma_s_per_byte,
     })
 }
 
@@ -225,22 +228,21 @@ mod tests {
 
     #[test]
     fn the_fit_recovers_the_model_it_came_from() {
-        let (alpha, beta, gamma) = (5e-6, 1e-9, 2e-10);
+        let (alpha, beta) = (5e-6, 1e-9);
         let mut file = TuningFile::default();
         for n in [64u64, 1 << 20] {
-            for (kind, per_byte) in [
-                (CollectiveKind::AllGather, beta),
-                (CollectiveKind::ReduceScatter, beta + gamma),
-            ] {
-                let key = TimeKey::new(kind, LinkClass::Tcp, 4, Algorithm::Ring, 1, n);
-                file.times
-                    .insert(key, 3.0 * (alpha + n as f64 * per_byte) * 1e6);
-            }
+            let kind = CollectiveKind::AllGather;
+            let key = TimeKey::new(kind, LinkClass::Tcp, 4, Algorithm::Ring, 1, n);
+            file.times
+                .insert(key, 3.0 * (alpha + n as f64 * beta) * 1e6);
+            // Other algorithms and channel caps do not enter the fit.
+            let key = TimeKey::new(kind, LinkClass::Tcp, 4, Algorithm::Ring, 2, n);
+            file.times.insert(key, 1.0);
         }
-        let l = fit(&file, LinkClass::Tcp, 4).unwrap();
+        let l = fit(&file, LinkClass::Tcp, 4, 3e-11).unwrap();
         assert!((l.alpha_s - (alpha + 64.0 * beta)).abs() < 1e-12);
         assert!((l.beta_s_per_byte - beta).abs() / beta < 1e-9);
-        assert!((l.gamma_s_per_byte - gamma).abs() / gamma < 1e-6);
-        assert!(fit(&file, LinkClass::Shm, 4).is_none());
+        assert_eq!(l.gamma_s_per_byte, 3e-11);
+        assert!(fit(&file, LinkClass::Shm, 4, 3e-11).is_none());
     }
 }

@@ -12,6 +12,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# C compiler, valgrind, Open MPI and pip for the C ABI step (apt-get, only what is missing).
+bash scripts/c-abi-test.sh --install-tools
 
 echo "== rustfmt"
 cargo fmt --all -- --check
@@ -28,4 +30,6 @@ cargo build --workspace --bins --examples --locked --quiet
 for transport in shm tcp; do
     OXCCL_TRANSPORT=$transport target/debug/oxccl-run -n 4 -- target/debug/examples/allreduce
 done
+echo "== C ABI (our nccl.h and NVIDIA's, valgrind, mpirun)"
+bash scripts/c-abi-test.sh
 echo "== all tests passed"

@@ -80,8 +80,13 @@ fn crates_without_ffi_forbid_unsafe() {
             "{lib} must forbid unsafe code"
         );
     }
-    let t = std::fs::read_to_string(workspace().join("transports/src/lib.rs")).unwrap();
-    assert!(t.contains("#![deny(clippy::undocumented_unsafe_blocks)]"));
+    for ffi in ["transports/src/lib.rs", "bindings/c/src/lib.rs"] {
+        let t = std::fs::read_to_string(workspace().join(ffi)).unwrap();
+        assert!(
+            t.contains("#![deny(clippy::undocumented_unsafe_blocks)]"),
+            "{ffi} must deny undocumented unsafe blocks"
+        );
+    }
 }
 
 #[test]

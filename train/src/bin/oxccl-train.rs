@@ -1,0 +1,244 @@
+//! `oxccl-train`: trains the GPT decoder on Tiny Shakespeare with data parallelism over
+//! oxccl, ranks as threads of this process or, under `oxccl-run -n N`, one per process.
+//!
+//! ```text
+//! oxccl-train --dp 2 --steps 200 --model tiny --batch 16 --csv loss.csv --sample 200
+//! oxccl-run -n 2 -- oxccl-train --steps 200 --model small
+//! ```
+
+#![forbid(unsafe_code)]
+
+use clap::{Parser, ValueEnum};
+use oxccl::{Communicator, Config, LaunchEnv};
+use oxccl_train::data::Dataset;
+use oxccl_train::dp::DEFAULT_BUCKET_BYTES;
+use oxccl_train::model::GptConfig;
+use oxccl_train::optim::{AdamWConfig, LrSchedule};
+use oxccl_train::rng::SplitMix64;
+use oxccl_train::tokenizer::CharTokenizer;
+use oxccl_train::trainer::{run_threads, StepLog, TrainConfig, Trainer};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModelSize {
+    /// 2 layers, 2 heads, 64 wide, 64 positions.
+    Tiny,
+    /// 4 layers, 4 heads, 128 wide, 128 positions.
+    Small,
+}
+
+/// Train a GPT-style character model with data parallelism over oxccl.
+#[derive(Debug, Clone, Parser)]
+#[command(version)]
+struct Args {
+    /// Data-parallel ranks, run as threads (default 1). Under a launcher the world size is
+    /// the dp degree; --dp, if given, must equal it.
+    #[arg(long)]
+    dp: Option<u32>,
+    /// Ignore a launcher's environment and run --dp ranks as threads of this process.
+    #[arg(long)]
+    threads: bool,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 200)]
+    steps: u64,
+    /// Model preset.
+    #[arg(long, value_enum, default_value_t = ModelSize::Tiny)]
+    model: ModelSize,
+    /// Untie the output head from the token embedding.
+    #[arg(long)]
+    untied: bool,
+    /// Global batch in samples (a multiple of the data-parallel ranks).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Tokens per sample (default: the model's context length).
+    #[arg(long)]
+    block: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Final learning rate (default: lr / 10).
+    #[arg(long)]
+    min_lr: Option<f64>,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 20)]
+    warmup: u64,
+    /// Seed of the weights, batches and sampling.
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Validation every this many steps (0: only after the last).
+    #[arg(long, default_value_t = 50)]
+    eval_every: u64,
+    /// Global batches per validation pass.
+    #[arg(long, default_value_t = 4)]
+    eval_batches: u64,
+    /// Gradient bucket size in MiB.
+    #[arg(long, default_value_t = (DEFAULT_BUCKET_BYTES >> 20) as f64)]
+    bucket_mb: f64,
+    /// Write step,loss,val_loss,tokens_per_s here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Print this many generated characters after training.
+    #[arg(long, default_value_t = 0)]
+    sample: usize,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Training text (default: the Tiny Shakespeare copy built into the binary).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// Variables that say a launcher started this process (see `oxccl::LaunchEnv`).
+const LAUNCHER_VARS: &[&str] = &[
+    "OXCCL_RANK",
+    "RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "PMI_RANK",
+    "SLURM_PROCID",
+];
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("oxccl-train: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let text = match &args.data {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => oxccl_train::TINY_SHAKESPEARE.to_owned(),
+    };
+    let tok = CharTokenizer::from_text(&text);
+    let data = Arc::new(Dataset::new(tok.encode(&text)?));
+    let launched = !args.threads && LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some());
+    let env = if launched {
+        Some(LaunchEnv::from_env()?)
+    } else {
+        None
+    };
+    let ranks_here = match (&env, args.dp) {
+        (Some(e), Some(dp)) if dp != e.nranks => {
+            return Err(format!(
+                "--dp {dp} but the launcher ({}) started {} ranks; drop --dp or make them equal",
+                e.source, e.nranks
+            )
+            .into())
+        }
+        (Some(e), _) => e.nranks,
+        (None, Some(0)) => return Err("--dp must be at least 1".into()),
+        (None, dp) => dp.unwrap_or(1),
+    };
+    // candle's matmuls use a rayon pool sized by RAYON_NUM_THREADS (read at each call):
+    // share this host's cores among its ranks instead of oversubscribing them. Set before
+    // any thread starts.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per_rank = (cores / ranks_here as usize).max(1);
+        std::env::set_var("RAYON_NUM_THREADS", per_rank.to_string());
+    }
+    let cfg = train_config(&args, tok.vocab_size());
+    // Checked here, before any rank starts, so a bad flag fails once and at once.
+    cfg.check(ranks_here as usize)?;
+    let mut config = Config::from_env()?;
+    if config.timeout < std::time::Duration::from_secs(60) {
+        // Ranks may spend a while on one step; a slow step is not a lost peer.
+        config.timeout = std::time::Duration::from_secs(60);
+    }
+    let job = move |comm: Option<Communicator>| -> candle_core::Result<()> {
+        let mut trainer = Trainer::new(cfg.clone(), data.clone(), comm)?;
+        let rank = trainer.dp().rank();
+        let mut csv = match (&args.csv, rank) {
+            (Some(p), 0) => Some(std::fs::File::create(p).map_err(candle_core::Error::wrap)?),
+            _ => None,
+        };
+        if rank == 0 {
+            println!(
+                "oxccl-train: {} parameters, dp {}, global batch {} × {} tokens, {} steps",
+                trainer.model().num_params(),
+                trainer.dp().size(),
+                cfg.batch,
+                cfg.block,
+                cfg.steps
+            );
+            if let Some(f) = csv.as_mut() {
+                writeln!(f, "step,loss,val_loss,tokens_per_s").map_err(candle_core::Error::wrap)?;
+            }
+        }
+        let mut io_err = None;
+        trainer.train(|log| {
+            if rank == 0 {
+                print_step(log);
+                if let Some(f) = csv.as_mut() {
+                    let val = log.val_loss.map_or(String::new(), |v| format!("{v:.6}"));
+                    let line =
+                        format!("{},{:.6},{val},{:.1}", log.step, log.loss, log.tokens_per_s);
+                    if let Err(e) = writeln!(f, "{line}") {
+                        io_err.get_or_insert(e);
+                    }
+                }
+            }
+        })?;
+        if let Some(e) = io_err {
+            return Err(candle_core::Error::wrap(e));
+        }
+        if rank == 0 && args.sample > 0 {
+            let prompt = tok.encode("\n").map_err(candle_core::Error::wrap)?;
+            let mut rng = SplitMix64::keyed(args.seed, &[u64::from_le_bytes(*b"sample\0\0")]);
+            let out = trainer
+                .model()
+                .generate(&prompt, args.sample, args.temperature, &mut rng)?;
+            println!("--- sample ---\n{}", tok.decode(&out));
+        }
+        Ok(())
+    };
+    match env {
+        Some(env) => job(Some(Communicator::from_launch(&env, config)?))?,
+        None => {
+            run_threads(ranks_here, config, job)?;
+        }
+    }
+    Ok(())
+}
+
+fn train_config(args: &Args, vocab: usize) -> TrainConfig {
+    let mut model = match args.model {
+        ModelSize::Tiny => GptConfig::tiny(vocab),
+        ModelSize::Small => GptConfig::small(vocab),
+    };
+    model.untied_head = args.untied;
+    TrainConfig {
+        model,
+        batch: args.batch,
+        block: args.block.unwrap_or(model.block_size),
+        steps: args.steps,
+        seed: args.seed,
+        lr: LrSchedule {
+            max_lr: args.lr,
+            min_lr: args.min_lr.unwrap_or(args.lr / 10.0),
+            warmup: args.warmup,
+            total: args.steps,
+        },
+        adamw: AdamWConfig::default(),
+        eval_every: args.eval_every,
+        eval_batches: args.eval_batches,
+        bucket_bytes: ((args.bucket_mb * (1 << 20) as f64) as usize).max(4),
+    }
+}
+
+fn print_step(log: &StepLog) {
+    let val = log
+        .val_loss
+        .map_or(String::new(), |v| format!("  val {v:.4}"));
+    println!(
+        "step {:>5}  loss {:.4}{val}  lr {:.2e}  {:>8.0} tok/s  comm {:>4.1}%",
+        log.step,
+        log.loss,
+        log.lr,
+        log.tokens_per_s,
+        100.0 * log.comm_share
+    );
+}

@@ -1,0 +1,358 @@
+//! A GPT-2 style decoder in candle (CPU, f32): token and learned position embeddings, pre-
+//! LayerNorm blocks of causal multi-head self-attention and a 4× GELU MLP, a final LayerNorm
+//! and a head tied to the token embedding (or not). No dropout.
+//!
+//! Parameters are candle [`Var`]s named like GPT-2's checkpoints (`h.0.attn.c_attn.weight`),
+//! in a fixed order (the order optimizers and gradient buckets use). Linear weights are stored
+//! `(out, in)`, PyTorch's convention. Each parameter is initialised from its own random stream
+//! keyed by (seed, name), so initial weights do not depend on the order of creation or on
+//! how a parallel layout slices them.
+
+use crate::rng::{name_key, SplitMix64};
+use candle_core::{Device, Result, Tensor, Var, D};
+
+/// Model shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GptConfig {
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block (`n_embd` must be a multiple).
+    pub n_head: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Longest context (number of learned positions).
+    pub block_size: usize,
+    /// Number of tokens.
+    pub vocab_size: usize,
+    /// Whether the output head is its own matrix rather than the token embedding.
+    pub untied_head: bool,
+}
+
+impl GptConfig {
+    /// 2 layers, 2 heads, 64 wide, 64 positions: for tests.
+    pub fn tiny(vocab_size: usize) -> Self {
+        GptConfig {
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 64,
+            block_size: 64,
+            vocab_size,
+            untied_head: false,
+        }
+    }
+
+    /// 4 layers, 4 heads, 128 wide, 128 positions: a quick demo on a CPU.
+    pub fn small(vocab_size: usize) -> Self {
+        GptConfig {
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+            block_size: 128,
+            vocab_size,
+            untied_head: false,
+        }
+    }
+}
+
+/// One linear layer, `y = x Wᵀ + b`.
+#[derive(Debug, Clone)]
+struct Linear {
+    w: Var,
+    b: Var,
+}
+
+impl Linear {
+    /// `x` is `(rows, in)`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.w.as_tensor().t()?)?
+            .broadcast_add(self.b.as_tensor())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    w: Var,
+    b: Var,
+}
+
+impl LayerNorm {
+    /// Written with differentiable tensor ops: candle-nn's fused `layer_norm` has no backward.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&var.affine(1.0, 1e-5)?.sqrt()?)?;
+        xn.broadcast_mul(self.w.as_tensor())?
+            .broadcast_add(self.b.as_tensor())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Linear,
+    attn_proj: Linear,
+    ln_2: LayerNorm,
+    c_fc: Linear,
+    mlp_proj: Linear,
+}
+
+/// The decoder.
+#[derive(Debug, Clone)]
+pub struct Gpt {
+    cfg: GptConfig,
+    wte: Var,
+    wpe: Var,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    lm_head: Option<Var>,
+    named: Vec<(String, Var)>,
+}
+
+/// Creates parameters in order and remembers their names.
+struct Init<'a> {
+    seed: u64,
+    device: &'a Device,
+    named: Vec<(String, Var)>,
+}
+
+impl Init<'_> {
+    fn var(&mut self, name: String, shape: &[usize], fill: Fill) -> Result<Var> {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = match fill {
+            Fill::Zeros => vec![0.0; n],
+            Fill::Ones => vec![1.0; n],
+            Fill::Normal(std) => {
+                let mut rng = SplitMix64::keyed(self.seed, &[name_key(&name)]);
+                (0..n).map(|_| (rng.normal() * std) as f32).collect()
+            }
+        };
+        let var = Var::from_tensor(&Tensor::from_vec(data, shape, self.device)?)?;
+        self.named.push((name, var.clone()));
+        Ok(var)
+    }
+
+    fn linear(&mut self, name: &str, d_in: usize, d_out: usize, std: f64) -> Result<Linear> {
+        Ok(Linear {
+            w: self.var(format!("{name}.weight"), &[d_out, d_in], Fill::Normal(std))?,
+            b: self.var(format!("{name}.bias"), &[d_out], Fill::Zeros)?,
+        })
+    }
+
+    fn layer_norm(&mut self, name: &str, d: usize) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            w: self.var(format!("{name}.weight"), &[d], Fill::Ones)?,
+            b: self.var(format!("{name}.bias"), &[d], Fill::Zeros)?,
+        })
+    }
+}
+
+enum Fill {
+    Zeros,
+    Ones,
+    Normal(f64),
+}
+
+impl Gpt {
+    /// A model with GPT-2's initialisation: weights normal(0, 0.02), the two residual output
+    /// projections of each block scaled by 1/√(2·n_layer), biases 0, LayerNorm gains 1.
+    pub fn new(cfg: GptConfig, seed: u64, device: &Device) -> Result<Self> {
+        if cfg.n_head == 0 || cfg.n_embd % cfg.n_head != 0 {
+            candle_core::bail!(
+                "n_embd {} is not a multiple of n_head {}",
+                cfg.n_embd,
+                cfg.n_head
+            );
+        }
+        let (c, std) = (cfg.n_embd, 0.02);
+        let proj_std = std / (2.0 * cfg.n_layer as f64).sqrt();
+        let mut init = Init {
+            seed,
+            device,
+            named: Vec::new(),
+        };
+        let wte = init.var("wte.weight".into(), &[cfg.vocab_size, c], Fill::Normal(std))?;
+        let wpe = init.var("wpe.weight".into(), &[cfg.block_size, c], Fill::Normal(std))?;
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            blocks.push(Block {
+                ln_1: init.layer_norm(&format!("h.{i}.ln_1"), c)?,
+                c_attn: init.linear(&format!("h.{i}.attn.c_attn"), c, 3 * c, std)?,
+                attn_proj: init.linear(&format!("h.{i}.attn.c_proj"), c, c, proj_std)?,
+                ln_2: init.layer_norm(&format!("h.{i}.ln_2"), c)?,
+                c_fc: init.linear(&format!("h.{i}.mlp.c_fc"), c, 4 * c, std)?,
+                mlp_proj: init.linear(&format!("h.{i}.mlp.c_proj"), 4 * c, c, proj_std)?,
+            });
+        }
+        let ln_f = init.layer_norm("ln_f", c)?;
+        let lm_head = match cfg.untied_head {
+            true => Some(init.var(
+                "lm_head.weight".into(),
+                &[cfg.vocab_size, c],
+                Fill::Normal(std),
+            )?),
+            false => None,
+        };
+        Ok(Gpt {
+            cfg,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
+            named: init.named,
+        })
+    }
+
+    /// The shape.
+    pub fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+
+    /// Every parameter with its name, in the fixed order.
+    pub fn named_params(&self) -> &[(String, Var)] {
+        &self.named
+    }
+
+    /// Total number of scalars in the parameters.
+    pub fn num_params(&self) -> usize {
+        self.named.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Logits `(batch·t, vocab)` for token ids `ids` of shape `(batch, t)`, `t ≤ block_size`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let (c, h) = (self.cfg.n_embd, self.cfg.n_head);
+        if t > self.cfg.block_size {
+            candle_core::bail!("context {t} exceeds block_size {}", self.cfg.block_size);
+        }
+        let device = ids.device();
+        let pos = Tensor::arange(0u32, t as u32, device)?;
+        let tok = self.wte.as_tensor().embedding(&ids.flatten_all()?)?;
+        let tok = tok.reshape((b, t, c))?;
+        let pos = self.wpe.as_tensor().embedding(&pos)?;
+        // The residual stream stays 2-D, (b·t, c), so every linear layer is one matmul.
+        let mut x = tok.broadcast_add(&pos)?.reshape((b * t, c))?;
+        let mask = causal_mask(t, device)?;
+        for blk in &self.blocks {
+            let a = attention(blk, &blk.ln_1.forward(&x)?, (b, t, c, h), &mask)?;
+            x = (x + a)?;
+            let m = blk.c_fc.forward(&blk.ln_2.forward(&x)?)?.gelu()?;
+            x = (x + blk.mlp_proj.forward(&m)?)?;
+        }
+        let x = self.ln_f.forward(&x)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.wte);
+        x.matmul(&head.as_tensor().t()?)
+    }
+
+    /// Mean cross-entropy of the next-token predictions over all `b·t` positions.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let logits = self.forward(ids)?;
+        cross_entropy(&logits, &targets.flatten_all()?)
+    }
+
+    /// `n` tokens following `prompt`: greedy when `temperature` is 0, otherwise sampled from
+    /// softmax(logits / temperature) with `rng`.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        temperature: f64,
+        rng: &mut SplitMix64,
+    ) -> Result<Vec<u32>> {
+        let mut ids = prompt.to_vec();
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let ctx = &ids[ids.len().saturating_sub(self.cfg.block_size)..];
+            let input = Tensor::from_slice(ctx, (1, ctx.len()), self.wte.device())?;
+            let logits = self.forward(&input)?.get(ctx.len() - 1)?.to_vec1::<f32>()?;
+            let next = pick(&logits, temperature, rng);
+            ids.push(next);
+            out.push(next);
+        }
+        Ok(out)
+    }
+}
+
+/// Additive mask `(t, t)`: 0 where key ≤ query, a large negative number above the diagonal
+/// (finite, so no 0·∞ appears in the backward pass; exp of it is exactly 0 in f32).
+fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    let m: Vec<f32> = (0..t * t)
+        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+        .collect();
+    Tensor::from_vec(m, (t, t), device)
+}
+
+/// Causal multi-head self-attention on the normalised stream `x` `(b·t, c)`.
+fn attention(
+    blk: &Block,
+    x: &Tensor,
+    (b, t, c, h): (usize, usize, usize, usize),
+    mask: &Tensor,
+) -> Result<Tensor> {
+    let d = c / h;
+    let qkv = blk.c_attn.forward(x)?.reshape((b, t, 3 * c))?;
+    // (b, t, c) → (b, h, t, d), contiguous for the batched matmuls.
+    let heads = |i: usize| -> Result<Tensor> {
+        qkv.narrow(2, i * c, c)?
+            .reshape((b, t, h, d))?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+    let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?;
+    let p = softmax_last(&scores.broadcast_add(mask)?)?;
+    let y = p
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b * t, c))?;
+    blk.attn_proj.forward(&y)
+}
+
+/// Softmax over the last dimension; the max is detached because softmax does not depend on
+/// the shift, which keeps its gradient out of the graph.
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let e = x
+        .broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?
+        .exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Mean negative log-likelihood of `targets` under `logits` `(n, vocab)`.
+fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let shifted = logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?.detach())?;
+    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let log_p = shifted.broadcast_sub(&log_z)?;
+    candle_nn::loss::nll(&log_p, targets)
+}
+
+/// The next token from one row of logits.
+fn pick(logits: &[f32], temperature: f64, rng: &mut SplitMix64) -> u32 {
+    let argmax = || {
+        let mut best = 0;
+        for (i, &l) in logits.iter().enumerate() {
+            if l > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    if temperature <= 0.0 {
+        return argmax();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let w: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l as f64 - max) / temperature).exp())
+        .collect();
+    let mut u = rng.uniform() * w.iter().sum::<f64>();
+    for (i, wi) in w.iter().enumerate() {
+        if u < *wi {
+            return i as u32;
+        }
+        u -= wi;
+    }
+    // Rounding left u at the very top: the last token with weight.
+    argmax()
+}

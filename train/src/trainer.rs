@@ -1,0 +1,236 @@
+//! The training loop of one data-parallel rank, and a helper that runs every rank as a
+//! thread of this process over a real oxccl communicator.
+
+use crate::data::{Dataset, Split};
+use crate::dp::DataParallel;
+use crate::model::{Gpt, GptConfig};
+use crate::optim::{AdamW, AdamWConfig, LrSchedule};
+use candle_core::{Device, Error, Result, Tensor, Var};
+use oxccl::{Communicator, Config, UniqueId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to train and how.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Model shape.
+    pub model: GptConfig,
+    /// Global batch, in samples (split evenly among data-parallel ranks).
+    pub batch: usize,
+    /// Tokens per sample (at most `model.block_size`).
+    pub block: usize,
+    /// Number of optimizer steps.
+    pub steps: u64,
+    /// Seeds the initial weights and the batches.
+    pub seed: u64,
+    /// Learning-rate schedule.
+    pub lr: LrSchedule,
+    /// AdamW settings.
+    pub adamw: AdamWConfig,
+    /// Validation every this many steps and after the last; 0: after the last only.
+    pub eval_every: u64,
+    /// Global batches in one validation pass; 0: no validation.
+    pub eval_batches: u64,
+    /// Gradient bucket size in bytes.
+    pub bucket_bytes: usize,
+}
+
+impl TrainConfig {
+    /// Whether this run can go ahead with `dp` data-parallel ranks; the error says why not.
+    pub fn check(&self, dp: usize) -> std::result::Result<(), String> {
+        if self.batch == 0 || dp == 0 || self.batch % dp != 0 {
+            return Err(format!(
+                "global batch {} must be a positive multiple of the {dp} data-parallel ranks",
+                self.batch
+            ));
+        }
+        if self.block == 0 || self.block > self.model.block_size {
+            return Err(format!(
+                "block {} must be between 1 and the model's context length {}",
+                self.block, self.model.block_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one step reports (the same on every rank).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepLog {
+    /// Step number, from 1.
+    pub step: u64,
+    /// Mean training loss over the global batch.
+    pub loss: f32,
+    /// Mean validation loss, on validation steps.
+    pub val_loss: Option<f32>,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Global-batch tokens per second of wall time.
+    pub tokens_per_s: f64,
+    /// Share of the step spent synchronising gradients and the loss.
+    pub comm_share: f64,
+}
+
+/// One rank's model, optimizer and data-parallel group.
+pub struct Trainer {
+    cfg: TrainConfig,
+    model: Gpt,
+    vars: Vec<Var>,
+    opt: AdamW,
+    dp: DataParallel,
+    data: Arc<Dataset>,
+    device: Device,
+}
+
+impl Trainer {
+    /// A rank over `comm` (`None`: a single process), with freshly initialised weights.
+    pub fn new(cfg: TrainConfig, data: Arc<Dataset>, comm: Option<Communicator>) -> Result<Self> {
+        let device = Device::Cpu;
+        let model = Gpt::new(cfg.model, cfg.seed, &device)?;
+        let vars: Vec<Var> = model
+            .named_params()
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect();
+        let sizes = vars.iter().map(|v| v.elem_count()).collect();
+        let dp = DataParallel::new(comm, sizes, cfg.bucket_bytes);
+        cfg.check(dp.size()).map_err(Error::msg)?;
+        let opt = AdamW::new(vars.clone(), cfg.adamw);
+        Ok(Trainer {
+            cfg,
+            model,
+            vars,
+            opt,
+            dp,
+            data,
+            device,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Gpt {
+        &self.model
+    }
+
+    /// This rank's data-parallel group.
+    pub fn dp(&self) -> &DataParallel {
+        &self.dp
+    }
+
+    /// This rank's share of the global batch of `step` as tensors `(ids, targets)`.
+    fn batch(&self, split: Split, step: u64) -> Result<(Tensor, Tensor)> {
+        let (r, n) = (self.dp.rank(), self.dp.size());
+        let b = self
+            .data
+            .batch(
+                split,
+                self.cfg.seed,
+                step,
+                self.cfg.batch,
+                self.cfg.block,
+                (r, n),
+            )
+            .map_err(Error::wrap)?;
+        let ids = Tensor::from_vec(b.inputs, (b.samples, b.block), &self.device)?;
+        let targets = Tensor::from_vec(b.targets, (b.samples, b.block), &self.device)?;
+        Ok((ids, targets))
+    }
+
+    /// Runs optimizer step `step` (0-based) and reports it.
+    pub fn step(&mut self, step: u64) -> Result<StepLog> {
+        let start = Instant::now();
+        let (ids, targets) = self.batch(Split::Train, step)?;
+        // Scaled so that the sum over ranks of the gradients is the gradient of the global mean.
+        let share = 1.0 / self.dp.size() as f64;
+        let loss = (self.model.loss(&ids, &targets)? * share)?;
+        let grads = loss.backward()?;
+        let grads = self.dp.reduce_grads(&grads, &self.vars)?;
+        let mut mean = [loss.to_scalar::<f32>()?];
+        self.dp.sum(&mut mean)?;
+        let lr = self.cfg.lr.at(step);
+        self.opt.step(&grads, lr)?;
+        let sync = self.dp.take_sync_time();
+        // Throughput and comm share cover the training step only, not validation.
+        let elapsed = start.elapsed().max(Duration::from_nanos(1));
+        let (every, last) = (self.cfg.eval_every, step + 1 == self.cfg.steps);
+        let due = last || (every > 0 && (step + 1) % every == 0);
+        let val_loss = match due && self.cfg.eval_batches > 0 {
+            true => Some(self.evaluate()?),
+            false => None,
+        };
+        self.dp.take_sync_time();
+        let tokens = (self.cfg.batch * self.cfg.block) as f64;
+        Ok(StepLog {
+            step: step + 1,
+            loss: mean[0],
+            val_loss,
+            lr,
+            tokens_per_s: tokens / elapsed.as_secs_f64(),
+            comm_share: sync.as_secs_f64() / elapsed.as_secs_f64(),
+        })
+    }
+
+    /// Mean validation loss over `eval_batches` fixed global batches.
+    pub fn evaluate(&mut self) -> Result<f32> {
+        let mut total = [0.0f32];
+        for k in 0..self.cfg.eval_batches {
+            let (ids, targets) = self.batch(Split::Val, k)?;
+            let loss = self
+                .model
+                .loss(&ids.detach(), &targets)?
+                .to_scalar::<f32>()?;
+            total[0] += loss / self.dp.size() as f32;
+        }
+        self.dp.sum(&mut total)?;
+        Ok(total[0] / self.cfg.eval_batches.max(1) as f32)
+    }
+
+    /// Every parameter's values, flat, in the model's order (for checks and checkpoints).
+    pub fn params(&self) -> Result<Vec<Vec<f32>>> {
+        self.vars
+            .iter()
+            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect()
+    }
+
+    /// Trains `cfg.steps` steps, calling `log` after each.
+    pub fn train(&mut self, mut log: impl FnMut(&StepLog)) -> Result<()> {
+        for s in 0..self.cfg.steps {
+            let entry = self.step(s)?;
+            log(&entry);
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on each of `dp` ranks, each a thread of this process with its own oxccl
+/// communicator (rendezvous on a local port), and returns their results in rank order.
+/// With `dp == 1` no communicator is created.
+pub fn run_threads<R: Send + 'static>(
+    dp: u32,
+    config: Config,
+    f: impl Fn(Option<Communicator>) -> Result<R> + Send + Sync + Clone + 'static,
+) -> Result<Vec<R>> {
+    if dp == 1 {
+        return Ok(vec![f(None)?]);
+    }
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let id = UniqueId::new(any, config.timeout).map_err(Error::wrap)?;
+    let handles: Vec<_> = (0..dp)
+        .map(|rank| {
+            let (f, config) = (f.clone(), config.clone());
+            std::thread::spawn(move || {
+                let comm = Communicator::init(id, dp, rank, config).map_err(Error::wrap)?;
+                f(Some(comm))
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for (rank, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(r) => out.push(r?),
+            Err(_) => candle_core::bail!("rank {rank} panicked"),
+        }
+    }
+    Ok(out)
+}

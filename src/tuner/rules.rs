@@ -9,6 +9,7 @@
 //! `alltoall`, `gather`, `scatter` (case-insensitive, `_` and `-` ignored). Algorithm names are
 //! [`Algorithm`]'s, with their aliases.
 
+use super::file::CollectiveKind as Kind;
 use oxccl_algorithms::{Algorithm, Collective};
 use std::fmt;
 use std::str::FromStr;
@@ -28,19 +29,7 @@ struct Rule {
     algorithms: Vec<Algorithm>,
 }
 
-/// A collective without its root or peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    AllReduce,
-    AllGather,
-    ReduceScatter,
-    Broadcast,
-    Reduce,
-    AllToAll,
-    Gather,
-    Scatter,
-}
-
+/// NCCL_ALGO's collective names.
 const KINDS: &[(&str, Kind)] = &[
     ("allreduce", Kind::AllReduce),
     ("allgather", Kind::AllGather),
@@ -52,27 +41,12 @@ const KINDS: &[(&str, Kind)] = &[
     ("scatter", Kind::Scatter),
 ];
 
-impl Kind {
-    fn of(c: Collective) -> Option<Kind> {
-        Some(match c {
-            Collective::AllReduce => Kind::AllReduce,
-            Collective::AllGather => Kind::AllGather,
-            Collective::ReduceScatter => Kind::ReduceScatter,
-            Collective::Broadcast { .. } => Kind::Broadcast,
-            Collective::Reduce { .. } => Kind::Reduce,
-            Collective::AllToAll => Kind::AllToAll,
-            Collective::Gather { .. } => Kind::Gather,
-            Collective::Scatter { .. } => Kind::Scatter,
-            Collective::Send { .. } | Collective::Recv { .. } => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        KINDS
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map_or("?", |(n, _)| n)
-    }
+/// The NCCL_ALGO name of `kind`.
+fn nccl_name(kind: Kind) -> &'static str {
+    KINDS
+        .iter()
+        .find(|(_, k)| *k == kind)
+        .map_or("?", |(n, _)| n)
 }
 
 impl AlgoRules {
@@ -135,7 +109,7 @@ impl FromStr for AlgoRules {
             if rules.iter().any(|r| r.collective == collective) {
                 return Err(format!(
                     "{} has two rules",
-                    collective.map_or("the default", Kind::name)
+                    collective.map_or("the default", nccl_name)
                 ));
             }
             rules.push(Rule {
@@ -159,7 +133,7 @@ impl fmt::Display for AlgoRules {
                 f.write_str(";")?;
             }
             if let Some(k) = r.collective {
-                write!(f, "{}:", k.name())?;
+                write!(f, "{}:", nccl_name(k))?;
             }
             if r.exclude {
                 f.write_str("^")?;

@@ -2,19 +2,22 @@
 //! pipeline parallelism, checked against single-process training.
 //!
 //! Pieces: a character [`tokenizer`], deterministic [`data`] batches, the [`model`] (candle,
-//! CPU, f32), AdamW in [`optim`], data parallelism over oxccl in [`dp`], and the loop in
+//! CPU, f32; whole or tensor-parallel shards), AdamW in [`optim`], data parallelism over oxccl
+//! in [`dp`], tensor-parallel layers in [`tp`], the `dp × tp` device [`mesh`], and the loop in
 //! [`trainer`]. Everything random comes from [`rng`] and is keyed by the seed, so a run's
 //! numbers do not depend on the parallel layout.
 #![forbid(unsafe_code)]
 
 pub mod data;
 pub mod dp;
+pub mod mesh;
 pub mod model;
 pub mod optim;
 pub mod rng;
 pub mod tokenizer;
 pub mod tp;
 pub mod trainer;
+pub mod zero;
 
 /// The training text shipped with the crate (Tiny Shakespeare, public domain).
 pub const TINY_SHAKESPEARE: &str = include_str!("../data/tinyshakespeare.txt");

@@ -7,9 +7,22 @@
 //! `(out, in)`, PyTorch's convention. Each parameter is initialised from its own random stream
 //! keyed by (seed, name), so initial weights do not depend on the order of creation or on
 //! how a parallel layout slices them.
+//!
+//! Tensor parallelism ([`Gpt::new_sharded`], in `model/shard.rs`): the same model cut into a
+//! tp rank's shards: vocab-parallel token embedding and head with a vocab-parallel
+//! cross-entropy, head-sharded attention (column-parallel qkv, row-parallel projection), a
+//! column → row MLP; position embeddings and LayerNorms replicated. Without a tp group the
+//! code path is the single-process one.
 
-use crate::rng::{name_key, SplitMix64};
-use candle_core::{Device, Result, Tensor, Var, D};
+mod layers;
+mod shard;
+
+use crate::rng::SplitMix64;
+use crate::tp::{
+    copy_to_tp, gather_from_tp, vocab_parallel_cross_entropy, TpGroup, VocabParallelEmbedding,
+};
+use candle_core::{Device, Module, Result, Tensor, Var, D};
+use layers::{Fill, Init, LayerNorm, Lin};
 
 /// Model shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,103 +67,30 @@ impl GptConfig {
     }
 }
 
-/// One linear layer, `y = x Wᵀ + b`.
-#[derive(Debug, Clone)]
-struct Linear {
-    w: Var,
-    b: Var,
-}
-
-impl Linear {
-    /// `x` is `(rows, in)`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.w.as_tensor().t()?)?
-            .broadcast_add(self.b.as_tensor())
-    }
-}
-
-#[derive(Debug, Clone)]
-struct LayerNorm {
-    w: Var,
-    b: Var,
-}
-
-impl LayerNorm {
-    /// Written with differentiable tensor ops: candle-nn's fused `layer_norm` has no backward.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&var.affine(1.0, 1e-5)?.sqrt()?)?;
-        xn.broadcast_mul(self.w.as_tensor())?
-            .broadcast_add(self.b.as_tensor())
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Block {
     ln_1: LayerNorm,
-    c_attn: Linear,
-    attn_proj: Linear,
+    c_attn: Lin,
+    attn_proj: Lin,
     ln_2: LayerNorm,
-    c_fc: Linear,
-    mlp_proj: Linear,
+    c_fc: Lin,
+    mlp_proj: Lin,
 }
 
-/// The decoder.
+/// The decoder: the whole model, or (built by [`Gpt::new_sharded`]) one tensor-parallel
+/// rank's shards of it.
 #[derive(Debug, Clone)]
 pub struct Gpt {
     cfg: GptConfig,
+    /// The token embedding (this rank's vocabulary rows under tensor parallelism).
     wte: Var,
     wpe: Var,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     lm_head: Option<Var>,
     named: Vec<(String, Var)>,
-}
-
-/// Creates parameters in order and remembers their names.
-struct Init<'a> {
-    seed: u64,
-    device: &'a Device,
-    named: Vec<(String, Var)>,
-}
-
-impl Init<'_> {
-    fn var(&mut self, name: String, shape: &[usize], fill: Fill) -> Result<Var> {
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = match fill {
-            Fill::Zeros => vec![0.0; n],
-            Fill::Ones => vec![1.0; n],
-            Fill::Normal(std) => {
-                let mut rng = SplitMix64::keyed(self.seed, &[name_key(&name)]);
-                (0..n).map(|_| (rng.normal() * std) as f32).collect()
-            }
-        };
-        let var = Var::from_tensor(&Tensor::from_vec(data, shape, self.device)?)?;
-        self.named.push((name, var.clone()));
-        Ok(var)
-    }
-
-    fn linear(&mut self, name: &str, d_in: usize, d_out: usize, std: f64) -> Result<Linear> {
-        Ok(Linear {
-            w: self.var(format!("{name}.weight"), &[d_out, d_in], Fill::Normal(std))?,
-            b: self.var(format!("{name}.bias"), &[d_out], Fill::Zeros)?,
-        })
-    }
-
-    fn layer_norm(&mut self, name: &str, d: usize) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            w: self.var(format!("{name}.weight"), &[d], Fill::Ones)?,
-            b: self.var(format!("{name}.bias"), &[d], Fill::Zeros)?,
-        })
-    }
-}
-
-enum Fill {
-    Zeros,
-    Ones,
-    Normal(f64),
+    /// The tp group and the vocab-parallel view of `wte`; `None` for an unsharded model.
+    tp: Option<(TpGroup, VocabParallelEmbedding)>,
 }
 
 impl Gpt {
@@ -201,6 +141,7 @@ impl Gpt {
             ln_f,
             lm_head,
             named: init.named,
+            tp: None,
         })
     }
 
@@ -219,36 +160,66 @@ impl Gpt {
         self.named.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// This rank's tp group (`None` for an unsharded model).
+    pub fn tp_group(&self) -> Option<&TpGroup> {
+        self.tp.as_ref().map(|(g, _)| g)
+    }
+
     /// Logits `(batch·t, vocab)` for token ids `ids` of shape `(batch, t)`, `t ≤ block_size`.
+    /// Under tensor parallelism the vocabulary shards are all-gathered, so every rank of the
+    /// tp group gets the full logits (and all of them must call this).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let local = self.local_logits(ids)?;
+        match self.tp_group() {
+            Some(g) => gather_from_tp(&local, g),
+            None => Ok(local),
+        }
+    }
+
+    /// Logits for this rank's vocabulary columns, `(batch·t, vocab/tp)`.
+    fn local_logits(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let (c, h) = (self.cfg.n_embd, self.cfg.n_head);
         if t > self.cfg.block_size {
             candle_core::bail!("context {t} exceeds block_size {}", self.cfg.block_size);
         }
+        // Each tp rank runs its n_head/tp heads (n_embd/tp of the qkv width per q, k, v).
+        let tp = self.tp_group().map_or(1, |g| g.size());
         let device = ids.device();
         let pos = Tensor::arange(0u32, t as u32, device)?;
-        let tok = self.wte.as_tensor().embedding(&ids.flatten_all()?)?;
+        let tok = match &self.tp {
+            Some((_, emb)) => emb.forward(ids)?,
+            None => self.wte.as_tensor().embedding(&ids.flatten_all()?)?,
+        };
         let tok = tok.reshape((b, t, c))?;
         let pos = self.wpe.as_tensor().embedding(&pos)?;
         // The residual stream stays 2-D, (b·t, c), so every linear layer is one matmul.
         let mut x = tok.broadcast_add(&pos)?.reshape((b * t, c))?;
         let mask = causal_mask(t, device)?;
         for blk in &self.blocks {
-            let a = attention(blk, &blk.ln_1.forward(&x)?, (b, t, c, h), &mask)?;
+            let a = attention(blk, &blk.ln_1.forward(&x)?, (b, t, c / tp, h / tp), &mask)?;
             x = (x + a)?;
             let m = blk.c_fc.forward(&blk.ln_2.forward(&x)?)?.gelu()?;
             x = (x + blk.mlp_proj.forward(&m)?)?;
         }
-        let x = self.ln_f.forward(&x)?;
+        let mut x = self.ln_f.forward(&x)?;
+        if let Some(g) = self.tp_group() {
+            // The head is column-parallel over the vocabulary: f sums the ranks' partial
+            // gradients of the replicated stream in the backward pass.
+            x = copy_to_tp(&x, g)?;
+        }
         let head = self.lm_head.as_ref().unwrap_or(&self.wte);
         x.matmul(&head.as_tensor().t()?)
     }
 
-    /// Mean cross-entropy of the next-token predictions over all `b·t` positions.
+    /// Mean cross-entropy of the next-token predictions over all `b·t` positions (the same
+    /// value on every tp rank; vocab-parallel, without gathering the logits, under tp).
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let logits = self.forward(ids)?;
-        cross_entropy(&logits, &targets.flatten_all()?)
+        let logits = self.local_logits(ids)?;
+        match self.tp_group() {
+            Some(g) => vocab_parallel_cross_entropy(&logits, &targets.flatten_all()?, g),
+            None => cross_entropy(&logits, &targets.flatten_all()?),
+        }
     }
 
     /// `n` tokens following `prompt`: greedy when `temperature` is 0, otherwise sampled from
@@ -283,7 +254,10 @@ fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
     Tensor::from_vec(m, (t, t), device)
 }
 
-/// Causal multi-head self-attention on the normalised stream `x` `(b·t, c)`.
+/// Causal multi-head self-attention on the normalised stream `x` `(b·t, C)`, for `h` heads
+/// of total width `c`: all of them (`c = C`), or a tp rank's `n_head/tp` heads (`c = C/tp`),
+/// whose qkv shard has the same `[q; k; v]` row layout (see `tp/attention.rs`). The output
+/// projection then sums the ranks' parts.
 fn attention(
     blk: &Block,
     x: &Tensor,

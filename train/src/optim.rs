@@ -70,30 +70,59 @@ impl AdamW {
             );
         }
         self.step += 1;
-        let c = self.cfg;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
+        let update = AdamWStep::new(self.cfg, self.step, lr);
         for (i, var) in self.vars.iter().enumerate() {
             let g = &grads[i];
             let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             if g.len() != p.len() {
                 candle_core::bail!("gradient {i} has {} values for {}", g.len(), p.len());
             }
-            let decay = if var.rank() >= 2 { c.weight_decay } else { 0.0 };
-            let (m, v) = (&mut self.m[i], &mut self.v[i]);
-            for j in 0..p.len() {
-                let gj = g[j] as f64;
-                let mj = c.beta1 * m[j] as f64 + (1.0 - c.beta1) * gj;
-                let vj = c.beta2 * v[j] as f64 + (1.0 - c.beta2) * gj * gj;
-                m[j] = mj as f32;
-                v[j] = vj as f32;
-                let update = (mj / bc1) / ((vj / bc2).sqrt() + c.eps);
-                let pj = p[j] as f64;
-                p[j] = (pj - lr * (update + decay * pj)) as f32;
-            }
+            update.apply(var.rank() >= 2, &mut p, g, &mut self.m[i], &mut self.v[i]);
             var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
         }
         Ok(())
+    }
+}
+
+/// One AdamW update (step number, learning rate and bias corrections fixed) over flat
+/// slices. [`AdamW`] and ZeRO's sharded optimizer (`crate::zero`) both call it, so plain
+/// data parallelism and ZeRO compute bit-identical updates from identical gradients.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    cfg: AdamWConfig,
+    lr: f64,
+    bc1: f64,
+    bc2: f64,
+}
+
+impl AdamWStep {
+    /// The update of step `step` (counted from 1) with learning rate `lr`.
+    pub fn new(cfg: AdamWConfig, step: u64, lr: f64) -> Self {
+        AdamWStep {
+            cfg,
+            lr,
+            bc1: 1.0 - cfg.beta1.powi(step as i32),
+            bc2: 1.0 - cfg.beta2.powi(step as i32),
+        }
+    }
+
+    /// Updates parameters `p` in place from gradients `g` and moments `m`, `v` (all the same
+    /// length; extra elements of the longer slices are left alone); `decay` turns on weight
+    /// decay (elements of rank ≥ 2 parameters).
+    pub fn apply(&self, decay: bool, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let c = self.cfg;
+        let decay = if decay { c.weight_decay } else { 0.0 };
+        // Element by element in f64, so the result depends on nothing but the element.
+        for (((pj, &gj), mj), vj) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let gj = gj as f64;
+            let m1 = c.beta1 * *mj as f64 + (1.0 - c.beta1) * gj;
+            let v1 = c.beta2 * *vj as f64 + (1.0 - c.beta2) * gj * gj;
+            *mj = m1 as f32;
+            *vj = v1 as f32;
+            let update = (m1 / self.bc1) / ((v1 / self.bc2).sqrt() + c.eps);
+            let p0 = *pj as f64;
+            *pj = (p0 - self.lr * (update + decay * p0)) as f32;
+        }
     }
 }
 

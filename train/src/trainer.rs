@@ -1,10 +1,18 @@
-//! The training loop of one data-parallel rank, and a helper that runs every rank as a
-//! thread of this process over a real oxccl communicator.
+//! The training loop of one rank of a `dp × tp` mesh, and a helper that runs every rank as
+//! a thread of this process over a real oxccl communicator.
+//!
+//! Under tensor parallelism each rank's parameters are its shards ([`Gpt::new_sharded`]);
+//! the gradient all-reduce runs over the dp group only (the tp ranks of a replica hold
+//! different shards, and their replicated parameters already get identical gradients), and
+//! AdamW updates each shard as it would the whole parameter, element by element. The batch
+//! is split by dp index only: the tp ranks of a replica see the same samples.
 
 use crate::data::{Dataset, Split};
 use crate::dp::DataParallel;
+use crate::mesh::{Mesh, MeshCoord, MeshShape};
 use crate::model::{Gpt, GptConfig};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
+use crate::zero::{Zero, ZeroStage};
 use candle_core::{Device, Error, Result, Tensor, Var};
 use oxccl::{Communicator, Config, UniqueId};
 use std::sync::Arc;
@@ -33,6 +41,9 @@ pub struct TrainConfig {
     pub eval_batches: u64,
     /// Gradient bucket size in bytes.
     pub bucket_bytes: usize,
+    /// ZeRO stage over the dp group; `None`: plain data parallelism (all-reduce, then AdamW
+    /// on every parameter on every rank).
+    pub zero: Option<ZeroStage>,
 }
 
 impl TrainConfig {
@@ -71,33 +82,73 @@ pub struct StepLog {
     pub comm_share: f64,
 }
 
-/// One rank's model, optimizer and data-parallel group.
+/// The update: AdamW on every parameter after the dp all-reduce, or ZeRO (reduce-scatter,
+/// AdamW on this rank's shard, all-gather) over a communicator of its own.
+enum Optimizer {
+    Full(AdamW),
+    Zero(Box<Zero>),
+}
+
+/// One rank's model (shards), optimizer and data-parallel group.
 pub struct Trainer {
     cfg: TrainConfig,
+    shape: MeshShape,
+    coord: MeshCoord,
     model: Gpt,
     vars: Vec<Var>,
-    opt: AdamW,
+    opt: Optimizer,
     dp: DataParallel,
     data: Arc<Dataset>,
     device: Device,
 }
 
 impl Trainer {
-    /// A rank over `comm` (`None`: a single process), with freshly initialised weights.
+    /// A data-parallel rank over `comm` (`None`: a single process), with freshly initialised
+    /// weights: [`Trainer::with_mesh`] on a `dp × 1 × 1` mesh of `comm`'s ranks.
     pub fn new(cfg: TrainConfig, data: Arc<Dataset>, comm: Option<Communicator>) -> Result<Self> {
+        let dp = comm.as_ref().map_or(1, |c| c.size() as usize);
+        Self::with_mesh(cfg, data, Mesh::new(comm, MeshShape::data_parallel(dp))?)
+    }
+
+    /// A rank of `mesh` (pipeline degree 1), holding its tp shards of freshly initialised
+    /// weights.
+    pub fn with_mesh(cfg: TrainConfig, data: Arc<Dataset>, mesh: Mesh) -> Result<Self> {
         let device = Device::Cpu;
-        let model = Gpt::new(cfg.model, cfg.seed, &device)?;
+        let (shape, coord) = (mesh.shape(), mesh.coord());
+        if shape.pp != 1 {
+            candle_core::bail!("pipeline parallelism is not implemented (mesh {shape})");
+        }
+        cfg.check(shape.dp).map_err(Error::msg)?;
+        shape.check_model(&cfg.model).map_err(Error::msg)?;
+        let (mut dp_comm, tp) = mesh.into_groups();
+        // ZeRO gets its own copy of the dp group (same ranks, same order), so DataParallel
+        // keeps the original for the batch split and the loss sums.
+        let zero_comm = match (cfg.zero, dp_comm.as_mut()) {
+            (Some(_), Some(c)) => c.split(Some(0), c.rank() as i32).map_err(Error::wrap)?,
+            _ => None,
+        };
+        let model = Gpt::new_sharded(cfg.model, cfg.seed, &device, tp.as_ref())?;
         let vars: Vec<Var> = model
             .named_params()
             .iter()
             .map(|(_, v)| v.clone())
             .collect();
         let sizes = vars.iter().map(|v| v.elem_count()).collect();
-        let dp = DataParallel::new(comm, sizes, cfg.bucket_bytes);
-        cfg.check(dp.size()).map_err(Error::msg)?;
-        let opt = AdamW::new(vars.clone(), cfg.adamw);
+        let dp = DataParallel::new(dp_comm, sizes, cfg.bucket_bytes);
+        let opt = match cfg.zero {
+            None => Optimizer::Full(AdamW::new(vars.clone(), cfg.adamw)),
+            Some(stage) => Optimizer::Zero(Box::new(Zero::new(
+                zero_comm,
+                vars.clone(),
+                cfg.adamw,
+                stage,
+                cfg.bucket_bytes,
+            )?)),
+        };
         Ok(Trainer {
             cfg,
+            shape,
+            coord,
             model,
             vars,
             opt,
@@ -105,6 +156,16 @@ impl Trainer {
             data,
             device,
         })
+    }
+
+    /// The mesh's shape.
+    pub fn mesh_shape(&self) -> MeshShape {
+        self.shape
+    }
+
+    /// This rank's place in the mesh.
+    pub fn mesh_coord(&self) -> MeshCoord {
+        self.coord
     }
 
     /// The model.
@@ -140,16 +201,26 @@ impl Trainer {
     pub fn step(&mut self, step: u64) -> Result<StepLog> {
         let start = Instant::now();
         let (ids, targets) = self.batch(Split::Train, step)?;
-        // Scaled so that the sum over ranks of the gradients is the gradient of the global mean.
+        // Scaled so that the sum over dp ranks of the gradients is the gradient of the global
+        // mean. The loss is already the same on every tp rank, so only dp ranks sum it.
         let share = 1.0 / self.dp.size() as f64;
         let loss = (self.model.loss(&ids, &targets)? * share)?;
         let grads = loss.backward()?;
-        let grads = self.dp.reduce_grads(&grads, &self.vars)?;
+        let lr = self.cfg.lr.at(step);
+        let mut sync = Duration::ZERO;
+        match &mut self.opt {
+            Optimizer::Full(opt) => {
+                let grads = self.dp.reduce_grads(&grads, &self.vars)?;
+                opt.step(&grads, lr)?;
+            }
+            Optimizer::Zero(zero) => {
+                zero.step(&grads, lr)?;
+                sync = zero.take_sync_time();
+            }
+        }
         let mut mean = [loss.to_scalar::<f32>()?];
         self.dp.sum(&mut mean)?;
-        let lr = self.cfg.lr.at(step);
-        self.opt.step(&grads, lr)?;
-        let sync = self.dp.take_sync_time();
+        let sync = sync + self.dp.take_sync_time();
         // Throughput and comm share cover the training step only, not validation.
         let elapsed = start.elapsed().max(Duration::from_nanos(1));
         let (every, last) = (self.cfg.eval_every, step + 1 == self.cfg.steps);
@@ -185,11 +256,22 @@ impl Trainer {
         Ok(total[0] / self.cfg.eval_batches.max(1) as f32)
     }
 
-    /// Every parameter's values, flat, in the model's order (for checks and checkpoints).
+    /// Every parameter's values (this rank's shards), flat, in the model's order (for checks
+    /// and checkpoints).
     pub fn params(&self) -> Result<Vec<Vec<f32>>> {
         self.vars
             .iter()
             .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect()
+    }
+
+    /// Every parameter whole (tp shards all-gathered), flat, in the model's order: the same
+    /// on every layout. Collective over the tp group.
+    pub fn full_params(&self) -> Result<Vec<Vec<f32>>> {
+        self.model
+            .full_params()?
+            .iter()
+            .map(|(_, t)| t.flatten_all()?.to_vec1::<f32>())
             .collect()
     }
 
@@ -203,9 +285,9 @@ impl Trainer {
     }
 }
 
-/// Runs `f` on each of `dp` ranks, each a thread of this process with its own oxccl
-/// communicator (rendezvous on a local port), and returns their results in rank order.
-/// With `dp == 1` no communicator is created.
+/// Runs `f` on each of `dp` ranks (the whole world: `dp·tp` for a mesh), each a thread of
+/// this process with its own oxccl communicator (rendezvous on a local port), and returns
+/// their results in rank order. With `dp == 1` no communicator is created.
 pub fn run_threads<R: Send + 'static>(
     dp: u32,
     config: Config,

@@ -121,3 +121,33 @@ fn a_batch_that_does_not_split_fails_before_training() {
         "{err}"
     );
 }
+
+#[test]
+fn tensor_parallel_threads_match_one_rank_with_the_same_padded_vocabulary() {
+    let (a, b) = (scratch("tp1.csv"), scratch("tp2.csv"));
+    // --tp 2 pads the 65 characters to 66 tokens; --pad-vocab 2 gives one rank that model.
+    ok(train_cmd(&a).args(["--pad-vocab", "2"]).output().unwrap());
+    let out = ok(train_cmd(&b).args(["--tp", "2"]).output().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("dp 1, tp 2"), "{stdout}");
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), 4);
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x.0 - y.0).abs() <= 1e-5 * x.0.abs(), "{la:?} vs {lb:?}");
+    }
+    let _ = (std::fs::remove_file(a), std::fs::remove_file(b));
+}
+
+#[test]
+fn a_model_that_does_not_split_over_tp_fails_before_training() {
+    let out = train_cmd(&scratch("badtp.csv"))
+        .args(["--tp", "3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("attention heads (n_head) = 2 does not split over 3"),
+        "{err}"
+    );
+}

@@ -47,6 +47,7 @@ fn config(vocab: usize, steps: u64, batch: usize, bucket_bytes: usize) -> TrainC
         eval_every: 10,
         eval_batches: 1,
         bucket_bytes,
+        zero: None,
     }
 }
 

@@ -1,9 +1,10 @@
-//! `oxccl-train`: trains the GPT decoder on Tiny Shakespeare with data parallelism over
-//! oxccl, ranks as threads of this process or, under `oxccl-run -n N`, one per process.
+//! `oxccl-train`: trains the GPT decoder on Tiny Shakespeare with data and tensor
+//! parallelism over oxccl, ranks as threads of this process or, under `oxccl-run -n N`, one
+//! per process (`N = dp·tp`, tp innermost: see `oxccl_train::mesh`).
 //!
 //! ```text
-//! oxccl-train --dp 2 --steps 200 --model tiny --batch 16 --csv loss.csv --sample 200
-//! oxccl-run -n 2 -- oxccl-train --steps 200 --model small
+//! oxccl-train --dp 2 --tp 2 --steps 200 --model tiny --batch 16 --csv loss.csv --sample 200
+//! oxccl-run -n 4 -- oxccl-train --tp 2 --steps 200 --model small
 //! ```
 
 #![forbid(unsafe_code)]
@@ -12,11 +13,13 @@ use clap::{Parser, ValueEnum};
 use oxccl::{Communicator, Config, LaunchEnv};
 use oxccl_train::data::Dataset;
 use oxccl_train::dp::DEFAULT_BUCKET_BYTES;
+use oxccl_train::mesh::{Mesh, MeshShape};
 use oxccl_train::model::GptConfig;
 use oxccl_train::optim::{AdamWConfig, LrSchedule};
 use oxccl_train::rng::SplitMix64;
 use oxccl_train::tokenizer::CharTokenizer;
 use oxccl_train::trainer::{run_threads, StepLog, TrainConfig, Trainer};
+use oxccl_train::zero::ZeroStage;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,14 +32,22 @@ enum ModelSize {
     Small,
 }
 
-/// Train a GPT-style character model with data parallelism over oxccl.
+/// Train a GPT-style character model with data and tensor parallelism over oxccl.
 #[derive(Debug, Clone, Parser)]
 #[command(version)]
 struct Args {
-    /// Data-parallel ranks, run as threads (default 1). Under a launcher the world size is
-    /// the dp degree; --dp, if given, must equal it.
+    /// Data-parallel ranks (default 1; under a launcher, world size / tp). Threads mode runs
+    /// dp·tp ranks as threads; under a launcher dp·tp must equal the world size.
     #[arg(long)]
     dp: Option<u32>,
+    /// Tensor-parallel ranks per model replica (heads, width and the padded vocabulary must
+    /// split evenly over them).
+    #[arg(long, default_value_t = 1)]
+    tp: u32,
+    /// Pad the model's vocabulary to a multiple of this (and of --tp), Megatron-style; a tp=1
+    /// run with the same padding starts from the same weights as a tp>1 run.
+    #[arg(long, default_value_t = 1)]
+    pad_vocab: usize,
     /// Ignore a launcher's environment and run --dp ranks as threads of this process.
     #[arg(long)]
     threads: bool,
@@ -76,6 +87,9 @@ struct Args {
     /// Gradient bucket size in MiB.
     #[arg(long, default_value_t = (DEFAULT_BUCKET_BYTES >> 20) as f64)]
     bucket_mb: f64,
+    /// ZeRO stage over the dp group: 0 off, 1 shards the AdamW state, 2 also the gradients.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    zero: u8,
     /// Write step,loss,val_loss,tokens_per_s here.
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -120,17 +134,38 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     } else {
         None
     };
-    let ranks_here = match (&env, args.dp) {
-        (Some(e), Some(dp)) if dp != e.nranks => {
+    let tp = args.tp;
+    if tp == 0 || args.pad_vocab == 0 {
+        return Err("--tp and --pad-vocab must be at least 1".into());
+    }
+    let dp = match (&env, args.dp) {
+        (Some(e), Some(dp)) if dp.checked_mul(tp) != Some(e.nranks) => {
             return Err(format!(
-                "--dp {dp} but the launcher ({}) started {} ranks; drop --dp or make them equal",
+                "--dp {dp} × --tp {tp} but the launcher ({}) started {} ranks; drop --dp or \
+                 make dp·tp equal the world size",
                 e.source, e.nranks
             )
             .into())
         }
-        (Some(e), _) => e.nranks,
-        (None, Some(0)) => return Err("--dp must be at least 1".into()),
-        (None, dp) => dp.unwrap_or(1),
+        (Some(e), None) if e.nranks % tp != 0 => {
+            return Err(format!(
+                "the launcher ({}) started {} ranks, not a multiple of --tp {tp}",
+                e.source, e.nranks
+            )
+            .into())
+        }
+        (Some(e), None) => e.nranks / tp,
+        (_, Some(0)) => return Err("--dp must be at least 1".into()),
+        (_, dp) => dp.unwrap_or(1),
+    };
+    let ranks_here = match &env {
+        Some(e) => e.nranks,
+        None => dp.checked_mul(tp).ok_or("--dp × --tp overflows")?,
+    };
+    let shape = MeshShape {
+        dp: dp as usize,
+        tp: tp as usize,
+        pp: 1,
     };
     // candle's matmuls use a rayon pool sized by RAYON_NUM_THREADS (read at each call):
     // share this host's cores among its ranks instead of oversubscribing them. Set before
@@ -142,24 +177,28 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let cfg = train_config(&args, tok.vocab_size());
     // Checked here, before any rank starts, so a bad flag fails once and at once.
-    cfg.check(ranks_here as usize)?;
+    cfg.check(shape.dp)?;
+    shape.check_model(&cfg.model)?;
     let mut config = Config::from_env()?;
     if config.timeout < std::time::Duration::from_secs(60) {
         // Ranks may spend a while on one step; a slow step is not a lost peer.
         config.timeout = std::time::Duration::from_secs(60);
     }
     let job = move |comm: Option<Communicator>| -> candle_core::Result<()> {
-        let mut trainer = Trainer::new(cfg.clone(), data.clone(), comm)?;
-        let rank = trainer.dp().rank();
+        let mut trainer = Trainer::with_mesh(cfg.clone(), data.clone(), Mesh::new(comm, shape)?)?;
+        let coord = trainer.mesh_coord();
+        let rank = shape.rank_of(coord);
         let mut csv = match (&args.csv, rank) {
             (Some(p), 0) => Some(std::fs::File::create(p).map_err(candle_core::Error::wrap)?),
             _ => None,
         };
         if rank == 0 {
             println!(
-                "oxccl-train: {} parameters, dp {}, global batch {} × {} tokens, {} steps",
+                "oxccl-train: {} parameters (this rank's shards), dp {}, tp {}, global batch {} \
+                 × {} tokens, {} steps",
                 trainer.model().num_params(),
-                trainer.dp().size(),
+                shape.dp,
+                shape.tp,
                 cfg.batch,
                 cfg.block,
                 cfg.steps
@@ -185,13 +224,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         if let Some(e) = io_err {
             return Err(candle_core::Error::wrap(e));
         }
-        if rank == 0 && args.sample > 0 {
+        // Rank 0's whole tp group generates (its forward passes are collectives over the
+        // group); the same seed and the same gathered logits give every member the same text.
+        if coord.dp == 0 && args.sample > 0 {
             let prompt = tok.encode("\n").map_err(candle_core::Error::wrap)?;
             let mut rng = SplitMix64::keyed(args.seed, &[u64::from_le_bytes(*b"sample\0\0")]);
             let out = trainer
                 .model()
                 .generate(&prompt, args.sample, args.temperature, &mut rng)?;
-            println!("--- sample ---\n{}", tok.decode(&out));
+            if rank == 0 {
+                println!("--- sample ---\n{}", tok.decode(&out));
+            }
         }
         Ok(())
     };
@@ -210,6 +253,9 @@ fn train_config(args: &Args, vocab: usize) -> TrainConfig {
         ModelSize::Small => GptConfig::small(vocab),
     };
     model.untied_head = args.untied;
+    // Padding ids are never inputs or targets; the tokenizer decodes a sampled one as U+FFFD.
+    let multiple = lcm(args.pad_vocab, args.tp as usize);
+    model.vocab_size = vocab.div_ceil(multiple) * multiple;
     TrainConfig {
         model,
         batch: args.batch,
@@ -226,7 +272,17 @@ fn train_config(args: &Args, vocab: usize) -> TrainConfig {
         eval_every: args.eval_every,
         eval_batches: args.eval_batches,
         bucket_bytes: ((args.bucket_mb * (1 << 20) as f64) as usize).max(4),
+        zero: ZeroStage::from_number(args.zero),
     }
+}
+
+/// Least common multiple of two positive numbers.
+fn lcm(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
 }
 
 fn print_step(log: &StepLog) {

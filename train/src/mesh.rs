@@ -19,9 +19,14 @@
 //! `tp = 1` mesh runs the plain data-parallel code paths, and a group that spans the whole
 //! world reuses the world communicator instead of splitting it.
 //!
-//! Pipeline parallelism is not implemented yet: [`MeshShape::pp`] must be 1 for training
-//! ([`crate::trainer::Trainer::with_mesh`] says so); the layout and the groups above are
-//! already defined for it (a pp group would be the ranks with the same `(dp_idx, tp_idx)`).
+//! A pp group is the `pp` ranks with the same `(dp_idx, tp_idx)`, keyed by `pp_idx`: the
+//! stages of one replica's shard, which pass activations forward and their gradients back
+//! (see [`crate::pipeline`]).
+//!
+//! ```text
+//! dp = 2, tp = 2, pp = 2:  tp {0,1} {2,3} {4,5} {6,7}  dp {0,2} {1,3} {4,6} {5,7}
+//!                          pp {0,4} {1,5} {2,6} {3,7}
+//! ```
 
 use crate::model::GptConfig;
 use crate::tp::TpGroup;
@@ -35,7 +40,7 @@ pub struct MeshShape {
     pub dp: usize,
     /// Tensor-parallel degree (ranks sharing each layer).
     pub tp: usize,
-    /// Pipeline-parallel degree (stages); 1 until pipelines are implemented.
+    /// Pipeline-parallel degree (stages).
     pub pp: usize,
 }
 
@@ -122,6 +127,7 @@ pub struct Mesh {
     coord: MeshCoord,
     dp: Option<Communicator>,
     tp: Option<TpGroup>,
+    pp: Option<Communicator>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -153,11 +159,16 @@ impl Mesh {
             let color = coord.pp * shape.tp + coord.tp;
             (color as u32, coord.dp as i32)
         })?;
+        let pp_comm = group(&mut world, shape.pp, size, || {
+            let color = coord.dp * shape.tp + coord.tp;
+            (color as u32, coord.pp as i32)
+        })?;
         Ok(Mesh {
             shape,
             coord,
             dp: dp_comm,
             tp: tp_comm.map(TpGroup::new),
+            pp: pp_comm,
         })
     }
 
@@ -174,6 +185,12 @@ impl Mesh {
     /// This rank's tp group (`None` when `tp = 1`).
     pub fn tp_group(&self) -> Option<&TpGroup> {
         self.tp.as_ref()
+    }
+
+    /// Takes the pp communicator (`None` when `pp = 1`, or once taken); its rank is the
+    /// stage index.
+    pub fn take_pp(&mut self) -> Option<Communicator> {
+        self.pp.take()
     }
 
     /// Hands over the dp communicator (`None` when `dp = 1`) and the tp group.

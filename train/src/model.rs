@@ -16,6 +16,9 @@
 
 mod layers;
 mod shard;
+mod stage;
+
+pub use stage::{stage_layers, GptStage};
 
 use crate::rng::SplitMix64;
 use crate::tp::{
@@ -197,10 +200,7 @@ impl Gpt {
         let mut x = tok.broadcast_add(&pos)?.reshape((b * t, c))?;
         let mask = causal_mask(t, device)?;
         for blk in &self.blocks {
-            let a = attention(blk, &blk.ln_1.forward(&x)?, (b, t, c / tp, h / tp), &mask)?;
-            x = (x + a)?;
-            let m = blk.c_fc.forward(&blk.ln_2.forward(&x)?)?.gelu()?;
-            x = (x + blk.mlp_proj.forward(&m)?)?;
+            x = blk.forward(&x, (b, t, c / tp, h / tp), &mask)?;
         }
         let mut x = self.ln_f.forward(&x)?;
         if let Some(g) = self.tp_group() {
@@ -242,6 +242,20 @@ impl Gpt {
             out.push(next);
         }
         Ok(out)
+    }
+}
+
+impl Block {
+    /// One pre-LN block on the residual stream `x` `(b·t, C)`; `dims` as for [`attention`].
+    fn forward(
+        &self,
+        x: &Tensor,
+        dims: (usize, usize, usize, usize),
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let x = (x + attention(self, &self.ln_1.forward(x)?, dims, mask)?)?;
+        let m = self.c_fc.forward(&self.ln_2.forward(&x)?)?.gelu()?;
+        x + self.mlp_proj.forward(&m)?
     }
 }
 

@@ -60,6 +60,28 @@ impl AdamW {
         self.step
     }
 
+    /// The first and second moments, one flat vector per parameter (for checkpoints).
+    pub fn moments(&self) -> (&[Vec<f32>], &[Vec<f32>]) {
+        (&self.m, &self.v)
+    }
+
+    /// Restores the moments (one flat vector per parameter, as [`AdamW::moments`]) and the
+    /// number of steps taken, from a checkpoint.
+    pub fn restore(&mut self, m: Vec<Vec<f32>>, v: Vec<Vec<f32>>, steps: u64) -> Result<()> {
+        let fits = |xs: &[Vec<f32>]| {
+            xs.len() == self.vars.len()
+                && xs
+                    .iter()
+                    .zip(&self.vars)
+                    .all(|(x, p)| x.len() == p.elem_count())
+        };
+        if !fits(&m) || !fits(&v) {
+            candle_core::bail!("moments do not fit the {} parameters", self.vars.len());
+        }
+        (self.m, self.v, self.step) = (m, v, steps);
+        Ok(())
+    }
+
     /// One update with learning rate `lr`; `grads[i]` is the flat gradient of `vars[i]`.
     pub fn step(&mut self, grads: &[Vec<f32>], lr: f64) -> Result<()> {
         if grads.len() != self.vars.len() {

@@ -1,22 +1,34 @@
-//! The training loop of one rank of a `dp × tp` mesh, and a helper that runs every rank as
-//! a thread of this process over a real oxccl communicator.
+//! The training loop of one rank of a `pp × dp × tp` mesh, and [`run_threads`] (every rank
+//! a thread of this process over a real oxccl communicator).
 //!
 //! Under tensor parallelism each rank's parameters are its shards ([`Gpt::new_sharded`]);
 //! the gradient all-reduce runs over the dp group only (the tp ranks of a replica hold
 //! different shards, and their replicated parameters already get identical gradients), and
 //! AdamW updates each shard as it would the whole parameter, element by element. The batch
 //! is split by dp index only: the tp ranks of a replica see the same samples.
+//!
+//! With pipeline stages or micro-batches ([`PipeConfig`]) a rank holds one stage
+//! ([`GptStage`]) and [`Pipeline`] runs the step's forward and backward passes; the dp
+//! all-reduce then runs per stage over its dp group, after the tied embedding's gradients
+//! are summed over the embedding group.
 
 use crate::data::{Dataset, Split};
 use crate::dp::DataParallel;
 use crate::mesh::{Mesh, MeshCoord, MeshShape};
-use crate::model::{Gpt, GptConfig};
+use crate::model::{Gpt, GptConfig, GptStage};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
+pub use crate::pipeline::PipeConfig;
+use crate::pipeline::Pipeline;
 use crate::zero::{Zero, ZeroStage};
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Error, Result, Tensor, Var};
-use oxccl::{Communicator, Config, UniqueId};
+use oxccl::Communicator;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod resume;
+mod threads;
+pub use threads::run_threads;
 
 /// What to train and how.
 #[derive(Debug, Clone)]
@@ -82,6 +94,12 @@ pub struct StepLog {
     pub comm_share: f64,
 }
 
+/// The whole model (tp shards of it), or a pipeline stage.
+enum Net {
+    Whole(Gpt),
+    Pipe(Box<Pipeline>),
+}
+
 /// The update: AdamW on every parameter after the dp all-reduce, or ZeRO (reduce-scatter,
 /// AdamW on this rank's shard, all-gather) over a communicator of its own.
 enum Optimizer {
@@ -94,12 +112,16 @@ pub struct Trainer {
     cfg: TrainConfig,
     shape: MeshShape,
     coord: MeshCoord,
-    model: Gpt,
+    net: Net,
     vars: Vec<Var>,
     opt: Optimizer,
     dp: DataParallel,
     data: Arc<Dataset>,
     device: Device,
+    /// Share of the last step spent in pipeline transfers (`None` without a pipeline).
+    pipe_idle: Option<f64>,
+    /// Checkpoints' groups and the first step to train ([`Trainer::resume`]).
+    ckpt: resume::State,
 }
 
 impl Trainer {
@@ -110,16 +132,41 @@ impl Trainer {
         Self::with_mesh(cfg, data, Mesh::new(comm, MeshShape::data_parallel(dp))?)
     }
 
-    /// A rank of `mesh` (pipeline degree 1), holding its tp shards of freshly initialised
-    /// weights.
+    /// A rank of `mesh`, holding its tp shards (of its pipeline stage) of freshly
+    /// initialised weights, with one micro-batch per step and the 1F1B schedule.
     pub fn with_mesh(cfg: TrainConfig, data: Arc<Dataset>, mesh: Mesh) -> Result<Self> {
+        Self::with_pipeline(cfg, data, mesh, PipeConfig::default())
+    }
+
+    /// A rank of `mesh` whose steps run `pipe` ([`Pipeline`] when there is more than one
+    /// stage or micro-batch; ZeRO is not supported there yet: the error says so).
+    pub fn with_pipeline(
+        cfg: TrainConfig,
+        data: Arc<Dataset>,
+        mut mesh: Mesh,
+        pipe: PipeConfig,
+    ) -> Result<Self> {
         let device = Device::Cpu;
         let (shape, coord) = (mesh.shape(), mesh.coord());
-        if shape.pp != 1 {
-            candle_core::bail!("pipeline parallelism is not implemented (mesh {shape})");
+        let m = pipe.micro_batches;
+        let pipelined = shape.pp > 1 || m > 1;
+        if m == 0 || cfg.batch % (shape.dp * m).max(1) != 0 {
+            candle_core::bail!(
+                "global batch {} does not split into {m} micro-batches on each of {} \
+                 data-parallel ranks",
+                cfg.batch,
+                shape.dp
+            );
+        }
+        if pipelined && cfg.zero.is_some() {
+            candle_core::bail!(
+                "ZeRO is not supported with pipeline parallelism or micro-batches (mesh {shape}, \
+                 {m} micro-batches); drop --zero or use --pp 1 --micro-batches 1"
+            );
         }
         cfg.check(shape.dp).map_err(Error::msg)?;
         shape.check_model(&cfg.model).map_err(Error::msg)?;
+        let mut pp_comm = mesh.take_pp();
         let (mut dp_comm, tp) = mesh.into_groups();
         // ZeRO gets its own copy of the dp group (same ranks, same order), so DataParallel
         // keeps the original for the batch split and the loss sums.
@@ -127,12 +174,21 @@ impl Trainer {
             (Some(_), Some(c)) => c.split(Some(0), c.rank() as i32).map_err(Error::wrap)?,
             _ => None,
         };
-        let model = Gpt::new_sharded(cfg.model, cfg.seed, &device, tp.as_ref())?;
-        let vars: Vec<Var> = model
-            .named_params()
-            .iter()
-            .map(|(_, v)| v.clone())
-            .collect();
+        let ckpt = resume::State::new(tp.clone(), pp_comm.as_mut())?;
+        let net = match pipelined {
+            false => Net::Whole(Gpt::new_sharded(cfg.model, cfg.seed, &device, tp.as_ref())?),
+            true => {
+                let at = (coord.pp, shape.pp);
+                let stage = GptStage::new(cfg.model, cfg.seed, &device, tp.as_ref(), at)?;
+                let p = Pipeline::new(stage, pp_comm, pipe.schedule, m)?;
+                Net::Pipe(Box::new(p))
+            }
+        };
+        let named = match &net {
+            Net::Whole(g) => g.named_params(),
+            Net::Pipe(p) => p.stage().named_params(),
+        };
+        let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
         let sizes = vars.iter().map(|v| v.elem_count()).collect();
         let dp = DataParallel::new(dp_comm, sizes, cfg.bucket_bytes);
         let opt = match cfg.zero {
@@ -149,12 +205,14 @@ impl Trainer {
             cfg,
             shape,
             coord,
-            model,
+            net,
             vars,
             opt,
             dp,
             data,
             device,
+            pipe_idle: None,
+            ckpt,
         })
     }
 
@@ -168,9 +226,31 @@ impl Trainer {
         self.coord
     }
 
-    /// The model.
-    pub fn model(&self) -> &Gpt {
-        &self.model
+    /// The model (`None` when this rank holds a pipeline stage).
+    pub fn model(&self) -> Option<&Gpt> {
+        match &self.net {
+            Net::Whole(g) => Some(g),
+            Net::Pipe(_) => None,
+        }
+    }
+
+    /// The pipeline stage (`None` without a pipeline).
+    pub fn stage(&self) -> Option<&GptStage> {
+        match &self.net {
+            Net::Whole(_) => None,
+            Net::Pipe(p) => Some(p.stage()),
+        }
+    }
+
+    /// Number of scalars in this rank's parameters.
+    pub fn num_params(&self) -> usize {
+        self.vars.iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Share of the last step this rank spent in pipeline transfers, waiting for its
+    /// neighbours included (the measured bubble); `None` without a pipeline.
+    pub fn pipeline_idle_share(&self) -> Option<f64> {
+        self.pipe_idle
     }
 
     /// This rank's data-parallel group.
@@ -204,8 +284,7 @@ impl Trainer {
         // Scaled so that the sum over dp ranks of the gradients is the gradient of the global
         // mean. The loss is already the same on every tp rank, so only dp ranks sum it.
         let share = 1.0 / self.dp.size() as f64;
-        let loss = (self.model.loss(&ids, &targets)? * share)?;
-        let grads = loss.backward()?;
+        let (grads, loss) = self.forward_backward(&ids, &targets, share, start)?;
         let lr = self.cfg.lr.at(step);
         let mut sync = Duration::ZERO;
         match &mut self.opt {
@@ -218,7 +297,7 @@ impl Trainer {
                 sync = zero.take_sync_time();
             }
         }
-        let mut mean = [loss.to_scalar::<f32>()?];
+        let mut mean = [loss];
         self.dp.sum(&mut mean)?;
         let sync = sync + self.dp.take_sync_time();
         // Throughput and comm share cover the training step only, not validation.
@@ -241,15 +320,41 @@ impl Trainer {
         })
     }
 
+    /// This rank's gradients and its part of the mean loss (already times `share`).
+    fn forward_backward(
+        &mut self,
+        ids: &Tensor,
+        targets: &Tensor,
+        share: f64,
+        start: Instant,
+    ) -> Result<(GradStore, f32)> {
+        match &mut self.net {
+            Net::Whole(model) => {
+                let loss = (model.loss(ids, targets)? * share)?;
+                Ok((loss.backward()?, loss.to_scalar::<f32>()?))
+            }
+            Net::Pipe(p) => {
+                // Each micro-batch's loss is a mean over its samples: 1/M makes their sum
+                // the mean over this rank's share.
+                let scale = share / p.micro_batches() as f64;
+                let (mut grads, loss) = p.forward_backward(ids, targets, scale)?;
+                let wait = p.take_wait_time();
+                self.pipe_idle = Some(wait.as_secs_f64() / start.elapsed().as_secs_f64());
+                p.sum_embedding_grads(&mut grads)?;
+                Ok((grads, loss))
+            }
+        }
+    }
+
     /// Mean validation loss over `eval_batches` fixed global batches.
     pub fn evaluate(&mut self) -> Result<f32> {
         let mut total = [0.0f32];
         for k in 0..self.cfg.eval_batches {
             let (ids, targets) = self.batch(Split::Val, k)?;
-            let loss = self
-                .model
-                .loss(&ids.detach(), &targets)?
-                .to_scalar::<f32>()?;
+            let loss = match &mut self.net {
+                Net::Whole(model) => model.loss(&ids.detach(), &targets)?.to_scalar::<f32>()?,
+                Net::Pipe(p) => p.forward_only(&ids, &targets)?,
+            };
             total[0] += loss / self.dp.size() as f32;
         }
         self.dp.sum(&mut total)?;
@@ -266,53 +371,34 @@ impl Trainer {
     }
 
     /// Every parameter whole (tp shards all-gathered), flat, in the model's order: the same
-    /// on every layout. Collective over the tp group.
+    /// on every layout (a pipeline stage: its own parameters only). Collective over the tp
+    /// group.
     pub fn full_params(&self) -> Result<Vec<Vec<f32>>> {
-        self.model
-            .full_params()?
-            .iter()
-            .map(|(_, t)| t.flatten_all()?.to_vec1::<f32>())
+        Ok(self
+            .full_named_params()?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    /// [`Trainer::full_params`] with the parameters' names.
+    pub fn full_named_params(&self) -> Result<Vec<(String, Vec<f32>)>> {
+        let named = match &self.net {
+            Net::Whole(g) => g.full_params()?,
+            Net::Pipe(p) => p.stage().full_params()?,
+        };
+        named
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.flatten_all()?.to_vec1::<f32>()?)))
             .collect()
     }
 
-    /// Trains `cfg.steps` steps, calling `log` after each.
+    /// Trains from [`Trainer::start_step`] to `cfg.steps`, calling `log` after each step.
     pub fn train(&mut self, mut log: impl FnMut(&StepLog)) -> Result<()> {
-        for s in 0..self.cfg.steps {
+        for s in self.ckpt.start..self.cfg.steps {
             let entry = self.step(s)?;
             log(&entry);
         }
         Ok(())
     }
-}
-
-/// Runs `f` on each of `dp` ranks (the whole world: `dp·tp` for a mesh), each a thread of
-/// this process with its own oxccl communicator (rendezvous on a local port), and returns
-/// their results in rank order. With `dp == 1` no communicator is created.
-pub fn run_threads<R: Send + 'static>(
-    dp: u32,
-    config: Config,
-    f: impl Fn(Option<Communicator>) -> Result<R> + Send + Sync + Clone + 'static,
-) -> Result<Vec<R>> {
-    if dp == 1 {
-        return Ok(vec![f(None)?]);
-    }
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let id = UniqueId::new(any, config.timeout).map_err(Error::wrap)?;
-    let handles: Vec<_> = (0..dp)
-        .map(|rank| {
-            let (f, config) = (f.clone(), config.clone());
-            std::thread::spawn(move || {
-                let comm = Communicator::init(id, dp, rank, config).map_err(Error::wrap)?;
-                f(Some(comm))
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for (rank, h) in handles.into_iter().enumerate() {
-        match h.join() {
-            Ok(r) => out.push(r?),
-            Err(_) => candle_core::bail!("rank {rank} panicked"),
-        }
-    }
-    Ok(out)
 }

@@ -181,6 +181,31 @@ impl Zero {
         self.step
     }
 
+    /// Every parameter's AdamW moments `(m, v)`, flat, all-gathered from the dp ranks'
+    /// shards (for checkpoints). Collective over the ZeRO group.
+    pub fn gather_moments(&mut self) -> Result<crate::checkpoint::Moments> {
+        let (layout, n) = (&self.layout, self.vars.len());
+        crate::checkpoint::shard::gather_zero(self.comm.as_mut(), layout, n, &self.m, &self.v)
+    }
+
+    /// Keeps this rank's shard of every parameter's moments `m`, `v` (flat, the model's
+    /// order) and sets the number of steps taken, from a checkpoint.
+    pub fn restore(&mut self, m: &[Vec<f32>], v: &[Vec<f32>], steps: u64) -> Result<()> {
+        let fits = |xs: &[Vec<f32>]| {
+            xs.len() == self.vars.len()
+                && xs
+                    .iter()
+                    .zip(&self.vars)
+                    .all(|(x, p)| x.len() == p.elem_count())
+        };
+        if !fits(m) || !fits(v) {
+            candle_core::bail!("moments do not fit the {} parameters", self.vars.len());
+        }
+        let shard = |xs| crate::checkpoint::shard::zero_shard(&self.layout, self.rank, xs);
+        (self.m, self.v, self.step) = (shard(m), shard(v), steps);
+        Ok(())
+    }
+
     /// Time spent synchronising (packing, reduce-scatter, all-gather, unpacking) since the
     /// last call.
     pub fn take_sync_time(&mut self) -> Duration {

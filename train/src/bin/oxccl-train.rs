@@ -1,10 +1,11 @@
-//! `oxccl-train`: trains the GPT decoder on Tiny Shakespeare with data and tensor
+//! `oxccl-train`: trains the GPT decoder on Tiny Shakespeare with data, tensor and pipeline
 //! parallelism over oxccl, ranks as threads of this process or, under `oxccl-run -n N`, one
-//! per process (`N = dp·tp`, tp innermost: see `oxccl_train::mesh`).
+//! per process (`N = dp·tp·pp`, tp innermost: see `oxccl_train::mesh`).
 //!
 //! ```text
 //! oxccl-train --dp 2 --tp 2 --steps 200 --model tiny --batch 16 --csv loss.csv --sample 200
 //! oxccl-run -n 4 -- oxccl-train --tp 2 --steps 200 --model small
+//! oxccl-train --pp 2 --tp 2 --micro-batches 4 --schedule 1f1b --steps 200
 //! ```
 
 #![forbid(unsafe_code)]
@@ -16,9 +17,10 @@ use oxccl_train::dp::DEFAULT_BUCKET_BYTES;
 use oxccl_train::mesh::{Mesh, MeshShape};
 use oxccl_train::model::GptConfig;
 use oxccl_train::optim::{AdamWConfig, LrSchedule};
+use oxccl_train::pipeline::{bubble_fraction, Schedule};
 use oxccl_train::rng::SplitMix64;
 use oxccl_train::tokenizer::CharTokenizer;
-use oxccl_train::trainer::{run_threads, StepLog, TrainConfig, Trainer};
+use oxccl_train::trainer::{run_threads, PipeConfig, StepLog, TrainConfig, Trainer};
 use oxccl_train::zero::ZeroStage;
 use std::io::Write;
 use std::path::PathBuf;
@@ -32,18 +34,37 @@ enum ModelSize {
     Small,
 }
 
-/// Train a GPT-style character model with data and tensor parallelism over oxccl.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    /// All forwards, then all backwards.
+    Gpipe,
+    /// Warm-up forwards, one forward and one backward in turn, cool-down backwards.
+    #[value(name = "1f1b")]
+    OneFOneB,
+}
+
+/// Train a GPT-style character model with data, tensor and pipeline parallelism over oxccl.
 #[derive(Debug, Clone, Parser)]
 #[command(version)]
 struct Args {
-    /// Data-parallel ranks (default 1; under a launcher, world size / tp). Threads mode runs
-    /// dp·tp ranks as threads; under a launcher dp·tp must equal the world size.
+    /// Data-parallel ranks (default 1; under a launcher, world size / (tp·pp)). Threads mode
+    /// runs dp·tp·pp ranks as threads; under a launcher dp·tp·pp must equal the world size.
     #[arg(long)]
     dp: Option<u32>,
     /// Tensor-parallel ranks per model replica (heads, width and the padded vocabulary must
     /// split evenly over them).
     #[arg(long, default_value_t = 1)]
     tp: u32,
+    /// Pipeline stages (contiguous layers each; at most the model's number of layers).
+    #[arg(long, default_value_t = 1)]
+    pp: u32,
+    /// Micro-batches per step: each data-parallel rank's share of the batch is split this
+    /// many ways (gradients are accumulated over them).
+    #[arg(long, default_value_t = 1)]
+    micro_batches: usize,
+    /// Pipeline schedule of the micro-batches.
+    #[arg(long, value_enum, default_value_t = ScheduleArg::OneFOneB)]
+    schedule: ScheduleArg,
     /// Pad the model's vocabulary to a multiple of this (and of --tp), Megatron-style; a tp=1
     /// run with the same padding starts from the same weights as a tp>1 run.
     #[arg(long, default_value_t = 1)]
@@ -102,6 +123,16 @@ struct Args {
     /// Training text (default: the Tiny Shakespeare copy built into the binary).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Write a checkpoint (safetensors, full tensors: resumable by any layout) here after
+    /// the last step, and every --save-every steps.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// With --save: also checkpoint every this many steps (0: after the last only).
+    #[arg(long, default_value_t = 0)]
+    save_every: u64,
+    /// Resume from this checkpoint (any layout's) and train on to --steps.
+    #[arg(long)]
+    resume: Option<PathBuf>,
 }
 
 /// Variables that say a launcher started this process (see `oxccl::LaunchEnv`).
@@ -134,38 +165,52 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     } else {
         None
     };
-    let tp = args.tp;
-    if tp == 0 || args.pad_vocab == 0 {
-        return Err("--tp and --pad-vocab must be at least 1".into());
+    let (tp, pp) = (args.tp, args.pp);
+    if tp == 0 || pp == 0 || args.pad_vocab == 0 || args.micro_batches == 0 {
+        return Err("--tp, --pp, --pad-vocab and --micro-batches must be at least 1".into());
     }
+    if (pp > 1 || args.micro_batches > 1) && args.sample > 0 {
+        // Generation runs the whole model on one tp group, which a pipeline stage is not.
+        return Err("--sample needs --pp 1 and --micro-batches 1".into());
+    }
+    let tp_pp = tp.checked_mul(pp).ok_or("--tp × --pp overflows")?;
     let dp = match (&env, args.dp) {
-        (Some(e), Some(dp)) if dp.checked_mul(tp) != Some(e.nranks) => {
+        (Some(e), Some(dp)) if dp.checked_mul(tp_pp) != Some(e.nranks) => {
             return Err(format!(
-                "--dp {dp} × --tp {tp} but the launcher ({}) started {} ranks; drop --dp or \
-                 make dp·tp equal the world size",
+                "--dp {dp} × --tp {tp} × --pp {pp} but the launcher ({}) started {} ranks; drop \
+                 --dp or make dp·tp·pp equal the world size",
                 e.source, e.nranks
             )
             .into())
         }
-        (Some(e), None) if e.nranks % tp != 0 => {
+        (Some(e), None) if e.nranks % tp_pp != 0 => {
             return Err(format!(
-                "the launcher ({}) started {} ranks, not a multiple of --tp {tp}",
+                "the launcher ({}) started {} ranks, not a multiple of --tp {tp} × --pp {pp}",
                 e.source, e.nranks
             )
             .into())
         }
-        (Some(e), None) => e.nranks / tp,
+        (Some(e), None) => e.nranks / tp_pp,
         (_, Some(0)) => return Err("--dp must be at least 1".into()),
         (_, dp) => dp.unwrap_or(1),
     };
     let ranks_here = match &env {
         Some(e) => e.nranks,
-        None => dp.checked_mul(tp).ok_or("--dp × --tp overflows")?,
+        None => dp
+            .checked_mul(tp_pp)
+            .ok_or("--dp × --tp × --pp overflows")?,
     };
     let shape = MeshShape {
         dp: dp as usize,
         tp: tp as usize,
-        pp: 1,
+        pp: pp as usize,
+    };
+    let pipe = PipeConfig {
+        micro_batches: args.micro_batches,
+        schedule: match args.schedule {
+            ScheduleArg::Gpipe => Schedule::GPipe,
+            ScheduleArg::OneFOneB => Schedule::OneFOneB,
+        },
     };
     // candle's matmuls use a rayon pool sized by RAYON_NUM_THREADS (read at each call):
     // share this host's cores among its ranks instead of oversubscribing them. Set before
@@ -176,39 +221,79 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         std::env::set_var("RAYON_NUM_THREADS", per_rank.to_string());
     }
     let cfg = train_config(&args, tok.vocab_size());
+    let vocab_chars = tok.vocab_size();
     // Checked here, before any rank starts, so a bad flag fails once and at once.
     cfg.check(shape.dp)?;
     shape.check_model(&cfg.model)?;
+    if cfg.batch % (shape.dp * pipe.micro_batches) != 0 {
+        return Err(format!(
+            "--batch {} does not split into {} micro-batches on each of {} data-parallel ranks",
+            cfg.batch, pipe.micro_batches, shape.dp
+        )
+        .into());
+    }
+    if cfg.model.n_layer < shape.pp {
+        return Err(format!(
+            "--pp {} exceeds the model's {} layers",
+            shape.pp, cfg.model.n_layer
+        )
+        .into());
+    }
+    if cfg.zero.is_some() && (shape.pp > 1 || pipe.micro_batches > 1) {
+        return Err("ZeRO (--zero) is not supported with --pp > 1 or --micro-batches > 1".into());
+    }
     let mut config = Config::from_env()?;
     if config.timeout < std::time::Duration::from_secs(60) {
         // Ranks may spend a while on one step; a slow step is not a lost peer.
         config.timeout = std::time::Duration::from_secs(60);
     }
     let job = move |comm: Option<Communicator>| -> candle_core::Result<()> {
-        let mut trainer = Trainer::with_mesh(cfg.clone(), data.clone(), Mesh::new(comm, shape)?)?;
+        let mesh = Mesh::new(comm, shape)?;
+        let mut trainer = Trainer::with_pipeline(cfg.clone(), data.clone(), mesh, pipe)?;
         let coord = trainer.mesh_coord();
         let rank = shape.rank_of(coord);
+        if let Some(path) = &args.resume {
+            let step = trainer.resume(path)?;
+            if rank == 0 {
+                println!(
+                    "oxccl-train: resumed at step {step} from {}",
+                    path.display()
+                );
+            }
+        }
         let mut csv = match (&args.csv, rank) {
             (Some(p), 0) => Some(std::fs::File::create(p).map_err(candle_core::Error::wrap)?),
             _ => None,
         };
         if rank == 0 {
             println!(
-                "oxccl-train: {} parameters (this rank's shards), dp {}, tp {}, global batch {} \
-                 × {} tokens, {} steps",
-                trainer.model().num_params(),
+                "oxccl-train: {} parameters (this rank's shards), dp {}, tp {}, pp {}, global \
+                 batch {} × {} tokens, {} steps",
+                trainer.num_params(),
                 shape.dp,
                 shape.tp,
+                shape.pp,
                 cfg.batch,
                 cfg.block,
                 cfg.steps
             );
+            if shape.pp > 1 {
+                println!(
+                    "pipeline: {} micro-batches, {} schedule, theoretical bubble {:.1}%",
+                    pipe.micro_batches,
+                    pipe.schedule,
+                    100.0 * bubble_fraction(shape.pp, pipe.micro_batches)
+                );
+            }
             if let Some(f) = csv.as_mut() {
                 writeln!(f, "step,loss,val_loss,tokens_per_s").map_err(candle_core::Error::wrap)?;
             }
         }
         let mut io_err = None;
-        trainer.train(|log| {
+        let (mut idle, mut steps) = (0.0, 0u32);
+        let mut train_step = |log: &StepLog, idle_share: Option<f64>| {
+            idle += idle_share.unwrap_or(0.0);
+            steps += 1;
             if rank == 0 {
                 print_step(log);
                 if let Some(f) = csv.as_mut() {
@@ -220,18 +305,32 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     }
                 }
             }
-        })?;
+        };
+        for s in trainer.start_step()..cfg.steps {
+            let log = trainer.step(s)?;
+            train_step(&log, trainer.pipeline_idle_share());
+            let every = args.save_every > 0 && (s + 1) % args.save_every == 0;
+            if let (Some(path), true) = (&args.save, every || s + 1 == cfg.steps) {
+                trainer.save_checkpoint(path, vocab_chars, s + 1)?;
+            }
+        }
+        if rank == 0 && shape.pp > 1 && steps > 0 {
+            // Rank 0 is the first stage: its time in transfers is mostly waiting for the
+            // backward passes to come back.
+            println!(
+                "pipeline: rank 0 spent {:.1}% of each step in transfers (measured bubble)",
+                100.0 * idle / f64::from(steps)
+            );
+        }
         if let Some(e) = io_err {
             return Err(candle_core::Error::wrap(e));
         }
         // Rank 0's whole tp group generates (its forward passes are collectives over the
         // group); the same seed and the same gathered logits give every member the same text.
-        if coord.dp == 0 && args.sample > 0 {
+        if let (0, true, Some(model)) = (coord.dp, args.sample > 0, trainer.model()) {
             let prompt = tok.encode("\n").map_err(candle_core::Error::wrap)?;
             let mut rng = SplitMix64::keyed(args.seed, &[u64::from_le_bytes(*b"sample\0\0")]);
-            let out = trainer
-                .model()
-                .generate(&prompt, args.sample, args.temperature, &mut rng)?;
+            let out = model.generate(&prompt, args.sample, args.temperature, &mut rng)?;
             if rank == 0 {
                 println!("--- sample ---\n{}", tok.decode(&out));
             }

@@ -29,30 +29,9 @@ use crate::tp::{
 use candle_core::{Device, Error, Result, Tensor, Var};
 use std::collections::HashMap;
 
-/// How a full parameter is cut for a tp rank.
-enum Cut {
-    /// Rows `[r·n/tp, (r+1)·n/tp)` of dimension 0.
-    Rows,
-    /// Columns of dimension 1.
-    Cols,
-    /// This rank's heads of a fused qkv tensor.
-    Qkv,
-    /// The whole tensor.
-    Replicate,
-}
-
-/// The cut of the parameter called `name` (names as [`Gpt::named_params`]).
-fn cut_of(name: &str) -> Cut {
-    if name == "wte.weight" || name == "lm_head.weight" || name.contains(".mlp.c_fc.") {
-        Cut::Rows
-    } else if name.contains(".attn.c_attn.") {
-        Cut::Qkv
-    } else if name.ends_with(".c_proj.weight") {
-        Cut::Cols
-    } else {
-        Cut::Replicate
-    }
-}
+// The cut rules live with the checkpoint code, which needs them public; the model uses the
+// same ones, so a checkpoint's full tensors always slice into exactly these shards.
+use crate::checkpoint::shard::{cut_of, Cut};
 
 impl Gpt {
     /// This tp rank's shards of the model [`Gpt::new`] builds with the same `cfg` and `seed`
@@ -157,27 +136,35 @@ impl Gpt {
     /// all-gathered and reassembled (for checks and checkpoints). Collective over the tp
     /// group: all its ranks must call it. Without tensor parallelism, copies.
     pub fn full_params(&self) -> Result<Vec<(String, Tensor)>> {
-        let g = self.tp_group();
-        let mut out = Vec::with_capacity(self.named.len());
-        for (name, var) in &self.named {
-            let t = var.as_tensor().detach();
-            let full = match (g, cut_of(name)) {
-                (None, _) | (Some(_), Cut::Replicate) => t.copy()?,
-                (Some(g), Cut::Rows) => all_gather_first_dim(&t, g)?,
-                (Some(g), Cut::Cols) => all_gather_last_dim(&t, g)?,
-                (Some(g), Cut::Qkv) => {
-                    // Gathered: [q_0; k_0; v_0; q_1; …]; the full layout is [q_0; q_1; …; k_0; …].
-                    let all = all_gather_first_dim(&t, g)?;
-                    let per = t.dim(0)? / 3;
-                    let parts = (0..3)
-                        .flat_map(|i| (0..g.size()).map(move |r| (r * 3 + i) * per))
-                        .map(|at| all.narrow(0, at, per))
-                        .collect::<Result<Vec<_>>>()?;
-                    Tensor::cat(&parts, 0)?
-                }
-            };
-            out.push((name.clone(), full));
-        }
-        Ok(out)
+        gather_named(&self.named, self.tp_group())
     }
+}
+
+/// The whole parameters of `named` (tp shards cut by name, as [`Gpt::new_sharded`] cuts
+/// them) gathered over `g`; copies without a group.
+pub(super) fn gather_named(
+    named: &[(String, Var)],
+    g: Option<&TpGroup>,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::with_capacity(named.len());
+    for (name, var) in named {
+        let t = var.as_tensor().detach();
+        let full = match (g, cut_of(name)) {
+            (None, _) | (Some(_), Cut::Replicate) => t.copy()?,
+            (Some(g), Cut::Rows) => all_gather_first_dim(&t, g)?,
+            (Some(g), Cut::Cols) => all_gather_last_dim(&t, g)?,
+            (Some(g), Cut::Qkv) => {
+                // Gathered: [q_0; k_0; v_0; q_1; …]; the full layout is [q_0; q_1; …; k_0; …].
+                let all = all_gather_first_dim(&t, g)?;
+                let per = t.dim(0)? / 3;
+                let parts = (0..3)
+                    .flat_map(|i| (0..g.size()).map(move |r| (r * 3 + i) * per))
+                    .map(|at| all.narrow(0, at, per))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 0)?
+            }
+        };
+        out.push((name.clone(), full));
+    }
+    Ok(out)
 }

@@ -7,6 +7,7 @@
 //! `DistributedSampler` order).
 
 use crate::rng::SplitMix64;
+use crate::tokenizer::{CharTokenizer, UnknownChar};
 
 /// Which part of the stream a batch comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,14 @@ impl std::fmt::Display for DataError {
 impl std::error::Error for DataError {}
 
 impl Dataset {
+    /// A text's character tokenizer (its own distinct characters) and the dataset of its
+    /// tokens: what the CLI and the tests train on.
+    pub fn from_text(text: &str) -> Result<(CharTokenizer, Dataset), UnknownChar> {
+        let tok = CharTokenizer::from_text(text);
+        let data = Dataset::new(tok.encode(text)?);
+        Ok((tok, data))
+    }
+
     /// Splits `tokens`: the first 90 % for training, the rest for validation.
     pub fn new(tokens: Vec<u32>) -> Self {
         let cut = tokens.len() * 9 / 10;

@@ -15,7 +15,6 @@ use oxccl_train::dp::DataParallel;
 use oxccl_train::mesh::{Mesh, MeshCoord, MeshShape};
 use oxccl_train::model::{Gpt, GptConfig};
 use oxccl_train::optim::{AdamWConfig, AdamWStep, LrSchedule};
-use oxccl_train::tokenizer::CharTokenizer;
 use oxccl_train::tp::TpGroup;
 use oxccl_train::trainer::{run_threads, TrainConfig};
 use oxccl_train::zero::ShardLayout;
@@ -34,9 +33,8 @@ fn one_thread_per_rank() {
 }
 
 fn dataset() -> (usize, Arc<Dataset>) {
-    let tok = CharTokenizer::from_text(TINY_SHAKESPEARE);
-    let ids = tok.encode(TINY_SHAKESPEARE).expect("the text encodes");
-    (tok.vocab_size(), Arc::new(Dataset::new(ids)))
+    let (tok, data) = Dataset::from_text(TINY_SHAKESPEARE).expect("the text encodes");
+    (tok.vocab_size(), Arc::new(data))
 }
 
 /// A small model (vocabulary padded to a multiple of 2) with untied head, so both vocab cuts

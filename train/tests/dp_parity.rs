@@ -21,11 +21,8 @@ fn one_thread_per_rank() {
 }
 
 fn dataset() -> (CharTokenizer, Arc<Dataset>) {
-    let tok = CharTokenizer::from_text(TINY_SHAKESPEARE);
-    let ids = tok
-        .encode(TINY_SHAKESPEARE)
-        .expect("the text encodes with its own vocabulary");
-    (tok, Arc::new(Dataset::new(ids)))
+    let (tok, data) = Dataset::from_text(TINY_SHAKESPEARE).expect("the text encodes");
+    (tok, Arc::new(data))
 }
 
 fn config(vocab: usize, steps: u64, batch: usize, bucket_bytes: usize) -> TrainConfig {

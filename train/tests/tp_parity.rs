@@ -7,7 +7,6 @@ use oxccl_train::data::Dataset;
 use oxccl_train::mesh::{Mesh, MeshShape};
 use oxccl_train::model::GptConfig;
 use oxccl_train::optim::{AdamWConfig, LrSchedule};
-use oxccl_train::tokenizer::CharTokenizer;
 use oxccl_train::trainer::{run_threads, TrainConfig, Trainer};
 use oxccl_train::TINY_SHAKESPEARE;
 use std::sync::{Arc, Once};
@@ -20,11 +19,8 @@ fn one_thread_per_rank() {
 }
 
 fn dataset() -> (usize, Arc<Dataset>) {
-    let tok = CharTokenizer::from_text(TINY_SHAKESPEARE);
-    let ids = tok
-        .encode(TINY_SHAKESPEARE)
-        .expect("the text encodes with its own vocabulary");
-    (tok.vocab_size(), Arc::new(Dataset::new(ids)))
+    let (tok, data) = Dataset::from_text(TINY_SHAKESPEARE).expect("the text encodes");
+    (tok.vocab_size(), Arc::new(data))
 }
 
 /// The tiny model with its 65-character vocabulary padded to 66 (a multiple of tp = 2), the

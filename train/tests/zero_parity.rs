@@ -12,7 +12,6 @@ use oxccl_train::data::{Dataset, Split};
 use oxccl_train::dp::DataParallel;
 use oxccl_train::model::{Gpt, GptConfig};
 use oxccl_train::optim::{AdamW, AdamWConfig, LrSchedule};
-use oxccl_train::tokenizer::CharTokenizer;
 use oxccl_train::zero::{Zero, ZeroMemory, ZeroStage};
 use oxccl_train::TINY_SHAKESPEARE;
 use std::sync::{Arc, Once};
@@ -31,9 +30,8 @@ fn one_thread_per_rank() {
 }
 
 fn dataset() -> (usize, Arc<Dataset>) {
-    let tok = CharTokenizer::from_text(TINY_SHAKESPEARE);
-    let ids = tok.encode(TINY_SHAKESPEARE).expect("the text encodes");
-    (tok.vocab_size(), Arc::new(Dataset::new(ids)))
+    let (tok, data) = Dataset::from_text(TINY_SHAKESPEARE).expect("the text encodes");
+    (tok.vocab_size(), Arc::new(data))
 }
 
 fn model_config(vocab: usize) -> GptConfig {

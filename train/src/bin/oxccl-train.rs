@@ -19,7 +19,6 @@ use oxccl_train::model::GptConfig;
 use oxccl_train::optim::{AdamWConfig, LrSchedule};
 use oxccl_train::pipeline::{bubble_fraction, Schedule};
 use oxccl_train::rng::SplitMix64;
-use oxccl_train::tokenizer::CharTokenizer;
 use oxccl_train::trainer::{run_threads, PipeConfig, StepLog, TrainConfig, Trainer};
 use oxccl_train::zero::ZeroStage;
 use std::io::Write;
@@ -157,8 +156,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
         None => oxccl_train::TINY_SHAKESPEARE.to_owned(),
     };
-    let tok = CharTokenizer::from_text(&text);
-    let data = Arc::new(Dataset::new(tok.encode(&text)?));
+    let (tok, data) = Dataset::from_text(&text)?;
+    let data = Arc::new(data);
     let launched = !args.threads && LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some());
     let env = if launched {
         Some(LaunchEnv::from_env()?)

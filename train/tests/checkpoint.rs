@@ -6,6 +6,9 @@
 //! trainer's batch, loss, dp all-reduce and [`AdamWStep`] update, element for element): the
 //! code under test is the checkpoint module's gather, merge, file and slicing paths.
 
+mod common;
+use common::{dataset, one_thread_per_rank};
+
 use candle_core::{Device, Result, Var};
 use oxccl::{Communicator, Config};
 use oxccl_train::checkpoint::shard::{self, gather_zero, model_state, zero_shard};
@@ -18,24 +21,13 @@ use oxccl_train::optim::{AdamWConfig, AdamWStep, LrSchedule};
 use oxccl_train::tp::TpGroup;
 use oxccl_train::trainer::{run_threads, TrainConfig};
 use oxccl_train::zero::ShardLayout;
-use oxccl_train::TINY_SHAKESPEARE;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Steps before the checkpoint, and steps compared after it.
 const K: u64 = 3;
 const AFTER: u64 = 2;
-
-fn one_thread_per_rank() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var("RAYON_NUM_THREADS", "1"));
-}
-
-fn dataset() -> (usize, Arc<Dataset>) {
-    let (tok, data) = Dataset::from_text(TINY_SHAKESPEARE).expect("the text encodes");
-    (tok.vocab_size(), Arc::new(data))
-}
 
 /// A small model (vocabulary padded to a multiple of 2) with untied head, so both vocab cuts
 /// are exercised.

@@ -2,6 +2,9 @@
 //! (threads over a real oxccl communicator) report the same losses and end with the same
 //! weights as one; the tokenizer and the batches behave as the layouts need.
 
+mod common;
+use common::one_thread_per_rank;
+
 use oxccl::Config;
 use oxccl_train::data::{Dataset, Split};
 use oxccl_train::dp::plan_buckets;
@@ -10,15 +13,8 @@ use oxccl_train::optim::{AdamWConfig, LrSchedule};
 use oxccl_train::tokenizer::CharTokenizer;
 use oxccl_train::trainer::{run_threads, TrainConfig, Trainer};
 use oxccl_train::TINY_SHAKESPEARE;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// One matmul thread per rank: the ranks are the parallelism here, and the test machine
-/// has two cores. Set once, before any rank thread starts.
-fn one_thread_per_rank() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var("RAYON_NUM_THREADS", "1"));
-}
 
 fn dataset() -> (CharTokenizer, Arc<Dataset>) {
     let (tok, data) = Dataset::from_text(TINY_SHAKESPEARE).expect("the text encodes");

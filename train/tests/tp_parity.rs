@@ -2,26 +2,17 @@
 //! the same seed and global batch, every `(dp, tp)` layout, ranks as threads over real oxccl
 //! communicators split into a mesh, reports the single process's losses, on every rank.
 
+mod common;
+use common::{dataset, one_thread_per_rank};
+
 use oxccl::Config;
 use oxccl_train::data::Dataset;
 use oxccl_train::mesh::{Mesh, MeshShape};
 use oxccl_train::model::GptConfig;
 use oxccl_train::optim::{AdamWConfig, LrSchedule};
 use oxccl_train::trainer::{run_threads, TrainConfig, Trainer};
-use oxccl_train::TINY_SHAKESPEARE;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// One matmul thread per rank: the ranks are the parallelism, and CI has two cores.
-fn one_thread_per_rank() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var("RAYON_NUM_THREADS", "1"));
-}
-
-fn dataset() -> (usize, Arc<Dataset>) {
-    let (tok, data) = Dataset::from_text(TINY_SHAKESPEARE).expect("the text encodes");
-    (tok.vocab_size(), Arc::new(data))
-}
 
 /// The tiny model with its 65-character vocabulary padded to 66 (a multiple of tp = 2), the
 /// same for every layout, so all of them train the same model.

@@ -6,6 +6,9 @@
 //! The loop is written here against the crate's pieces (model, data, dp, optim, zero) rather
 //! than `Trainer`, so it does not depend on the trainer's wiring.
 
+mod common;
+use common::{dataset, one_thread_per_rank};
+
 use candle_core::{Device, Error, Result, Tensor, Var};
 use oxccl::{Communicator, Config, UniqueId};
 use oxccl_train::data::{Dataset, Split};
@@ -13,26 +16,12 @@ use oxccl_train::dp::DataParallel;
 use oxccl_train::model::{Gpt, GptConfig};
 use oxccl_train::optim::{AdamW, AdamWConfig, LrSchedule};
 use oxccl_train::zero::{Zero, ZeroMemory, ZeroStage};
-use oxccl_train::TINY_SHAKESPEARE;
-use std::sync::{Arc, Once};
 use std::time::Duration;
 
 const SEED: u64 = 1337;
 const BLOCK: usize = 32;
 /// Small buckets, so several collectives run per step (and the last is short).
 const BUCKET_BYTES: usize = 48 << 10;
-
-/// One matmul thread per rank: the ranks are the parallelism here (set before any rank
-/// thread starts).
-fn one_thread_per_rank() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var("RAYON_NUM_THREADS", "1"));
-}
-
-fn dataset() -> (usize, Arc<Dataset>) {
-    let (tok, data) = Dataset::from_text(TINY_SHAKESPEARE).expect("the text encodes");
-    (tok.vocab_size(), Arc::new(data))
-}
 
 fn model_config(vocab: usize) -> GptConfig {
     let mut model = GptConfig::tiny(vocab);

@@ -7,7 +7,7 @@
 //! `DistributedSampler` order).
 
 use crate::rng::SplitMix64;
-use crate::tokenizer::{CharTokenizer, UnknownChar};
+use crate::tokenizer::{CharTokenizer, Tokenizer, TokenizerError, TokenizerKind, UnknownChar};
 
 /// Which part of the stream a batch comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,17 @@ impl Dataset {
     /// tokens: what the CLI and the tests train on.
     pub fn from_text(text: &str) -> Result<(CharTokenizer, Dataset), UnknownChar> {
         let tok = CharTokenizer::from_text(text);
+        let data = Dataset::new(tok.encode(text)?);
+        Ok((tok, data))
+    }
+
+    /// A tokenizer of kind `kind` for `text` ([`Tokenizer::for_text`]) and the dataset of
+    /// `text`'s tokens. [`TokenizerKind::Char`] gives [`Dataset::from_text`]'s tokens.
+    pub fn from_text_with(
+        text: &str,
+        kind: TokenizerKind,
+    ) -> Result<(Tokenizer, Dataset), TokenizerError> {
+        let tok = Tokenizer::for_text(kind, text)?;
         let data = Dataset::new(tok.encode(text)?);
         Ok((tok, data))
     }

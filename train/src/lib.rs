@@ -4,8 +4,9 @@
 //! Pieces: a character [`tokenizer`], deterministic [`data`] batches, the [`model`] (candle,
 //! CPU, f32; whole or tensor-parallel shards), AdamW in [`optim`], data parallelism over oxccl
 //! in [`dp`], tensor-parallel layers in [`tp`], pipeline stages and schedules in [`pipeline`],
-//! the `pp × dp × tp` device [`mesh`], and the loop in [`trainer`]. Everything random comes from [`rng`] and is keyed by the seed, so a run's
-//! numbers do not depend on the parallel layout.
+//! the `pp × dp × tp` device [`mesh`], the loop in [`trainer`], and its CSV log, plot and
+//! progress bar in [`report`]. Everything random comes from [`rng`] and is keyed by the seed,
+//! so a run's numbers do not depend on the parallel layout.
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod mesh;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod report;
 pub mod rng;
 pub mod tokenizer;
 pub mod tp;

@@ -1,6 +1,7 @@
 //! A GPT-2 style decoder in candle (CPU, f32): token and learned position embeddings, pre-
 //! LayerNorm blocks of causal multi-head self-attention and a 4× GELU MLP, a final LayerNorm
-//! and a head tied to the token embedding (or not). No dropout.
+//! and a head tied to the token embedding (or not). Dropout (`model/dropout.rs`) on the
+//! embeddings and the residual branches, with masks keyed by step and sample.
 //!
 //! Parameters are candle [`Var`]s named like GPT-2's checkpoints (`h.0.attn.c_attn.weight`),
 //! in a fixed order (the order optimizers and gradient buckets use). Linear weights are stored
@@ -14,10 +15,13 @@
 //! column → row MLP; position embeddings and LayerNorms replicated. Without a tp group the
 //! code path is the single-process one.
 
+mod dropout;
 mod layers;
+mod segments;
 mod shard;
 mod stage;
 
+pub use dropout::{Dropout, Site as DropoutSite};
 pub use stage::{stage_layers, GptStage};
 
 use crate::rng::SplitMix64;
@@ -25,6 +29,7 @@ use crate::tp::{
     copy_to_tp, gather_from_tp, vocab_parallel_cross_entropy, TpGroup, VocabParallelEmbedding,
 };
 use candle_core::{Device, Module, Result, Tensor, Var, D};
+use dropout::{maybe, Site};
 use layers::{Fill, Init, LayerNorm, Lin};
 
 /// Model shape.
@@ -72,6 +77,8 @@ impl GptConfig {
 
 #[derive(Debug, Clone)]
 struct Block {
+    /// Its index in the whole model (dropout masks are keyed by it).
+    layer: usize,
     ln_1: LayerNorm,
     c_attn: Lin,
     attn_proj: Lin,
@@ -119,6 +126,7 @@ impl Gpt {
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             blocks.push(Block {
+                layer: i,
                 ln_1: init.layer_norm(&format!("h.{i}.ln_1"), c)?,
                 c_attn: init.linear(&format!("h.{i}.attn.c_attn"), c, 3 * c, std)?,
                 attn_proj: init.linear(&format!("h.{i}.attn.c_proj"), c, c, proj_std)?,
@@ -172,7 +180,7 @@ impl Gpt {
     /// Under tensor parallelism the vocabulary shards are all-gathered, so every rank of the
     /// tp group gets the full logits (and all of them must call this).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let local = self.local_logits(ids)?;
+        let local = self.local_logits(ids, None)?;
         match self.tp_group() {
             Some(g) => gather_from_tp(&local, g),
             None => Ok(local),
@@ -180,16 +188,25 @@ impl Gpt {
     }
 
     /// Logits for this rank's vocabulary columns, `(batch·t, vocab/tp)`.
-    fn local_logits(&self, ids: &Tensor) -> Result<Tensor> {
+    fn local_logits(&self, ids: &Tensor, drop: Option<&Dropout>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let (c, h) = (self.cfg.n_embd, self.cfg.n_head);
+        let mut x = self.embed(ids, drop)?;
+        let mask = causal_mask(t, ids.device())?;
+        for blk in &self.blocks {
+            x = blk.forward(&x, self.block_dims(b, t), &mask, drop)?;
+        }
+        self.head(&x)
+    }
+
+    /// The residual stream `(b·t, C)` entering the first block: token plus position
+    /// embeddings of `ids` `(b, t)`.
+    fn embed(&self, ids: &Tensor, drop: Option<&Dropout>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let c = self.cfg.n_embd;
         if t > self.cfg.block_size {
             candle_core::bail!("context {t} exceeds block_size {}", self.cfg.block_size);
         }
-        // Each tp rank runs its n_head/tp heads (n_embd/tp of the qkv width per q, k, v).
-        let tp = self.tp_group().map_or(1, |g| g.size());
-        let device = ids.device();
-        let pos = Tensor::arange(0u32, t as u32, device)?;
+        let pos = Tensor::arange(0u32, t as u32, ids.device())?;
         let tok = match &self.tp {
             Some((_, emb)) => emb.forward(ids)?,
             None => self.wte.as_tensor().embedding(&ids.flatten_all()?)?,
@@ -197,12 +214,20 @@ impl Gpt {
         let tok = tok.reshape((b, t, c))?;
         let pos = self.wpe.as_tensor().embedding(&pos)?;
         // The residual stream stays 2-D, (b·t, c), so every linear layer is one matmul.
-        let mut x = tok.broadcast_add(&pos)?.reshape((b * t, c))?;
-        let mask = causal_mask(t, device)?;
-        for blk in &self.blocks {
-            x = blk.forward(&x, (b, t, c / tp, h / tp), &mask)?;
-        }
-        let mut x = self.ln_f.forward(&x)?;
+        let x = tok.broadcast_add(&pos)?.reshape((b * t, c))?;
+        maybe(drop, x, Site::Embeddings)
+    }
+
+    /// A block's `(b, t, width, heads)` on this rank: each tp rank runs its n_head/tp heads
+    /// (n_embd/tp of the qkv width per q, k, v).
+    fn block_dims(&self, b: usize, t: usize) -> (usize, usize, usize, usize) {
+        let tp = self.tp_group().map_or(1, |g| g.size());
+        (b, t, self.cfg.n_embd / tp, self.cfg.n_head / tp)
+    }
+
+    /// This rank's logits from the residual stream after the last block.
+    fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = self.ln_f.forward(x)?;
         if let Some(g) = self.tp_group() {
             // The head is column-parallel over the vocabulary: f sums the ranks' partial
             // gradients of the replicated stream in the backward pass.
@@ -215,10 +240,24 @@ impl Gpt {
     /// Mean cross-entropy of the next-token predictions over all `b·t` positions (the same
     /// value on every tp rank; vocab-parallel, without gathering the logits, under tp).
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let logits = self.local_logits(ids)?;
+        self.loss_with_dropout(ids, targets, None)
+    }
+
+    /// [`Gpt::loss`] in training mode: with `drop`'s dropout masks (`None`: none).
+    pub fn loss_with_dropout(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        drop: Option<&Dropout>,
+    ) -> Result<Tensor> {
+        self.loss_of_logits(&self.local_logits(ids, drop)?, targets)
+    }
+
+    /// [`Gpt::loss`] from this rank's logits.
+    fn loss_of_logits(&self, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         match self.tp_group() {
-            Some(g) => vocab_parallel_cross_entropy(&logits, &targets.flatten_all()?, g),
-            None => cross_entropy(&logits, &targets.flatten_all()?),
+            Some(g) => vocab_parallel_cross_entropy(logits, &targets.flatten_all()?, g),
+            None => cross_entropy(logits, &targets.flatten_all()?),
         }
     }
 
@@ -247,15 +286,19 @@ impl Gpt {
 
 impl Block {
     /// One pre-LN block on the residual stream `x` `(b·t, C)`; `dims` as for [`attention`].
+    /// With `drop`, each residual branch's output is dropped out before it is added.
     fn forward(
         &self,
         x: &Tensor,
         dims: (usize, usize, usize, usize),
         mask: &Tensor,
+        drop: Option<&Dropout>,
     ) -> Result<Tensor> {
-        let x = (x + attention(self, &self.ln_1.forward(x)?, dims, mask)?)?;
+        let a = attention(self, &self.ln_1.forward(x)?, dims, mask)?;
+        let x = (x + maybe(drop, a, Site::Attention(self.layer))?)?;
         let m = self.c_fc.forward(&self.ln_2.forward(&x)?)?.gelu()?;
-        x + self.mlp_proj.forward(&m)?
+        let m = self.mlp_proj.forward(&m)?;
+        x + maybe(drop, m, Site::Mlp(self.layer))?
     }
 }
 

@@ -25,7 +25,7 @@
 //! and last stage of the same `(dp, tp)`, split from the pp group) before the optimizer
 //! step, so both copies get the gradient of the one shared parameter and stay equal.
 
-use crate::model::GptStage;
+use crate::model::{Dropout, GptStage};
 use candle_core::backprop::GradStore;
 use candle_core::{Error, Result, Tensor, Var};
 use oxccl::{Communicator, ReduceOp};
@@ -190,12 +190,14 @@ impl Pipeline {
 
     /// One step's forward and backward passes over the `(b, t)` batch `ids`, `targets`
     /// split into micro-batches: the summed parameter gradients of this stage, and the sum
-    /// over micro-batches of the loss times `scale` (the same on every stage).
+    /// over micro-batches of the loss times `scale` (the same on every stage). `drop`: the
+    /// batch's dropout (each micro-batch takes its samples' masks).
     pub fn forward_backward(
         &mut self,
         ids: &Tensor,
         targets: &Tensor,
         scale: f64,
+        drop: Option<&Dropout>,
     ) -> Result<(GradStore, f32)> {
         let (b, t) = ids.dims2()?;
         let m = self.micro;
@@ -217,7 +219,7 @@ impl Pipeline {
         let mut loss = 0f32;
         for i in 0..warm {
             let x = self.p2p(None, prev.map(|p| (act, p)))?;
-            let f = self.forward_micro(i, x, (ids, targets), scale, &mut loss)?;
+            let f = self.forward_micro(i, x, (ids, targets), scale, drop, &mut loss)?;
             self.p2p(next.map(|n| (&f.output, n)), None)?;
             queue.push_back(f);
         }
@@ -227,7 +229,8 @@ impl Pipeline {
             _ => self.p2p(None, prev.map(|p| (act, p)))?,
         };
         for k in 0..steady {
-            let f = self.forward_micro(warm + k, x.take(), (ids, targets), scale, &mut loss)?;
+            let io = (ids, targets);
+            let f = self.forward_micro(warm + k, x.take(), io, scale, drop, &mut loss)?;
             let g = self.p2p(next.map(|n| (&f.output, n)), next.map(|n| (act, n)))?;
             queue.push_back(f);
             let done = queue.pop_front().expect("a forward is in flight");
@@ -253,14 +256,19 @@ impl Pipeline {
         x: Option<Tensor>,
         (ids, targets): (&Tensor, &Tensor),
         scale: f64,
+        drop: Option<&Dropout>,
         loss: &mut f32,
     ) -> Result<InFlight> {
         let (b, t) = ids.dims2()?;
         let mb = b / self.micro;
         let input = x.map(|x| Var::from_tensor(&x)).transpose()?;
+        let drop = drop.map(|d| d.narrow(i * mb, mb)).transpose()?;
         let y = match &input {
-            Some(v) => self.stage.forward(v.as_tensor(), (mb, t))?,
-            None => self.stage.forward(&ids.narrow(0, i * mb, mb)?, (mb, t))?,
+            Some(v) => self.stage.forward(v.as_tensor(), (mb, t), drop.as_ref())?,
+            None => {
+                let ids = ids.narrow(0, i * mb, mb)?;
+                self.stage.forward(&ids, (mb, t), drop.as_ref())?
+            }
         };
         let output = match self.stage.is_last() {
             true => {
@@ -331,8 +339,8 @@ impl Pipeline {
         let act = (b * t, self.stage.config().n_embd);
         let x = self.p2p(None, (!first).then(|| (act, stage - 1)))?;
         let y = match &x {
-            Some(x) => self.stage.forward(x, (b, t))?,
-            None => self.stage.forward(&ids.detach(), (b, t))?,
+            Some(x) => self.stage.forward(x, (b, t), None)?,
+            None => self.stage.forward(&ids.detach(), (b, t), None)?,
         };
         let loss = match last {
             true => self.stage.loss(&y, targets)?.to_scalar::<f32>()?,

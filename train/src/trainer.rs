@@ -13,9 +13,9 @@
 //! are summed over the embedding group.
 
 use crate::data::{Dataset, Split};
-use crate::dp::DataParallel;
+use crate::dp::{DataParallel, OverlapStats};
 use crate::mesh::{Mesh, MeshCoord, MeshShape};
-use crate::model::{Gpt, GptConfig, GptStage};
+use crate::model::{Dropout, Gpt, GptConfig, GptStage};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 pub use crate::pipeline::PipeConfig;
 use crate::pipeline::Pipeline;
@@ -56,6 +56,9 @@ pub struct TrainConfig {
     /// ZeRO stage over the dp group; `None`: plain data parallelism (all-reduce, then AdamW
     /// on every parameter on every rank).
     pub zero: Option<ZeroStage>,
+    /// Dropout probability of the embeddings and residual branches while training (masks
+    /// keyed by seed, step and global sample, so every layout drops the same elements).
+    pub dropout: f64,
 }
 
 impl TrainConfig {
@@ -66,6 +69,9 @@ impl TrainConfig {
                 "global batch {} must be a positive multiple of the {dp} data-parallel ranks",
                 self.batch
             ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} must be in [0, 1)", self.dropout));
         }
         if self.block == 0 || self.block > self.model.block_size {
             return Err(format!(
@@ -90,8 +96,12 @@ pub struct StepLog {
     pub lr: f64,
     /// Global-batch tokens per second of wall time.
     pub tokens_per_s: f64,
-    /// Share of the step spent synchronising gradients and the loss.
+    /// Share of the step the training thread spent synchronising gradients and the loss
+    /// (waiting for all-reduces the backward pass did not hide included).
     pub comm_share: f64,
+    /// The gradient all-reduce's time and how much of it the backward pass hid, when the
+    /// step overlapped them (data parallel over several ranks, without ZeRO or a pipeline).
+    pub overlap: Option<OverlapStats>,
 }
 
 /// The whole model (tp shards of it), or a pipeline stage.
@@ -190,7 +200,7 @@ impl Trainer {
         };
         let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
         let sizes = vars.iter().map(|v| v.elem_count()).collect();
-        let dp = DataParallel::new(dp_comm, sizes, cfg.bucket_bytes);
+        let dp = DataParallel::new(dp_comm, sizes, cfg.bucket_bytes)?;
         let opt = match cfg.zero {
             None => Optimizer::Full(AdamW::new(vars.clone(), cfg.adamw)),
             Some(stage) => Optimizer::Zero(Box::new(Zero::new(
@@ -258,8 +268,9 @@ impl Trainer {
         &self.dp
     }
 
-    /// This rank's share of the global batch of `step` as tensors `(ids, targets)`.
-    fn batch(&self, split: Split, step: u64) -> Result<(Tensor, Tensor)> {
+    /// This rank's share of the global batch of `step` as tensors `(ids, targets)`, and each
+    /// row's index in the global batch.
+    fn batch(&self, split: Split, step: u64) -> Result<(Tensor, Tensor, Vec<usize>)> {
         let (r, n) = (self.dp.rank(), self.dp.size());
         let b = self
             .data
@@ -274,29 +285,55 @@ impl Trainer {
             .map_err(Error::wrap)?;
         let ids = Tensor::from_vec(b.inputs, (b.samples, b.block), &self.device)?;
         let targets = Tensor::from_vec(b.targets, (b.samples, b.block), &self.device)?;
-        Ok((ids, targets))
+        Ok((ids, targets, b.global_index))
     }
 
     /// Runs optimizer step `step` (0-based) and reports it.
     pub fn step(&mut self, step: u64) -> Result<StepLog> {
         let start = Instant::now();
-        let (ids, targets) = self.batch(Split::Train, step)?;
+        let (ids, targets, samples) = self.batch(Split::Train, step)?;
+        let drop = (self.cfg.dropout > 0.0).then_some(Dropout {
+            p: self.cfg.dropout,
+            seed: self.cfg.seed,
+            step,
+            samples,
+        });
+        let drop = drop.as_ref();
         // Scaled so that the sum over dp ranks of the gradients is the gradient of the global
         // mean. The loss is already the same on every tp rank, so only dp ranks sum it.
         let share = 1.0 / self.dp.size() as f64;
-        let (grads, loss) = self.forward_backward(&ids, &targets, share, start)?;
         let lr = self.cfg.lr.at(step);
         let mut sync = Duration::ZERO;
-        match &mut self.opt {
-            Optimizer::Full(opt) => {
-                let grads = self.dp.reduce_grads(&grads, &self.vars)?;
+        let mut overlap = None;
+        let overlapped = matches!((&self.opt, &self.net), (Optimizer::Full(_), Net::Whole(_)))
+            && self.dp.size() > 1;
+        let loss = match (&mut self.opt, &self.net) {
+            // Data parallel over several ranks: the backward pass runs layer by layer and
+            // each gradient bucket is all-reduced while the earlier layers' run.
+            (Optimizer::Full(opt), Net::Whole(model)) if overlapped => {
+                let mut grads = self.dp.overlap();
+                let loss = model
+                    .backward_by_layer(&ids, &targets, share, drop, |i, g| grads.ready(i, g))?;
+                let (grads, stats) = grads.finish()?;
+                overlap = Some(stats);
                 opt.step(&grads, lr)?;
+                loss
             }
-            Optimizer::Zero(zero) => {
-                zero.step(&grads, lr)?;
-                sync = zero.take_sync_time();
+            _ => {
+                let (grads, loss) = self.forward_backward(&ids, &targets, share, drop, start)?;
+                match &mut self.opt {
+                    Optimizer::Full(opt) => {
+                        let grads = self.dp.reduce_grads(&grads, &self.vars)?;
+                        opt.step(&grads, lr)?;
+                    }
+                    Optimizer::Zero(zero) => {
+                        zero.step(&grads, lr)?;
+                        sync = zero.take_sync_time();
+                    }
+                }
+                loss
             }
-        }
+        };
         let mut mean = [loss];
         self.dp.sum(&mut mean)?;
         let sync = sync + self.dp.take_sync_time();
@@ -317,6 +354,7 @@ impl Trainer {
             lr,
             tokens_per_s: tokens / elapsed.as_secs_f64(),
             comm_share: sync.as_secs_f64() / elapsed.as_secs_f64(),
+            overlap,
         })
     }
 
@@ -326,18 +364,19 @@ impl Trainer {
         ids: &Tensor,
         targets: &Tensor,
         share: f64,
+        drop: Option<&Dropout>,
         start: Instant,
     ) -> Result<(GradStore, f32)> {
         match &mut self.net {
             Net::Whole(model) => {
-                let loss = (model.loss(ids, targets)? * share)?;
+                let loss = (model.loss_with_dropout(ids, targets, drop)? * share)?;
                 Ok((loss.backward()?, loss.to_scalar::<f32>()?))
             }
             Net::Pipe(p) => {
                 // Each micro-batch's loss is a mean over its samples: 1/M makes their sum
                 // the mean over this rank's share.
                 let scale = share / p.micro_batches() as f64;
-                let (mut grads, loss) = p.forward_backward(ids, targets, scale)?;
+                let (mut grads, loss) = p.forward_backward(ids, targets, scale, drop)?;
                 let wait = p.take_wait_time();
                 self.pipe_idle = Some(wait.as_secs_f64() / start.elapsed().as_secs_f64());
                 p.sum_embedding_grads(&mut grads)?;
@@ -350,7 +389,7 @@ impl Trainer {
     pub fn evaluate(&mut self) -> Result<f32> {
         let mut total = [0.0f32];
         for k in 0..self.cfg.eval_batches {
-            let (ids, targets) = self.batch(Split::Val, k)?;
+            let (ids, targets, _) = self.batch(Split::Val, k)?;
             let loss = match &mut self.net {
                 Net::Whole(model) => model.loss(&ids.detach(), &targets)?.to_scalar::<f32>()?,
                 Net::Pipe(p) => p.forward_only(&ids, &targets)?,

@@ -53,6 +53,7 @@ fn config(vocab: usize) -> TrainConfig {
         eval_batches: 0,
         bucket_bytes: 64 << 10,
         zero: None,
+        dropout: 0.0,
     }
 }
 
@@ -115,7 +116,7 @@ impl Rank {
             dp_comm,
             vars.iter().map(|v| v.elem_count()).collect(),
             cfg.bucket_bytes,
-        );
+        )?;
         Ok(Rank {
             cfg,
             vocab,

@@ -41,6 +41,7 @@ fn config(vocab: usize, steps: u64, batch: usize, bucket_bytes: usize) -> TrainC
         eval_batches: 1,
         bucket_bytes,
         zero: None,
+        dropout: 0.0,
     }
 }
 
@@ -53,7 +54,19 @@ fn train(dp: u32, cfg: TrainConfig, data: Arc<Dataset>) -> Vec<RankRun> {
     run_threads(dp, comm_cfg, move |comm| {
         let mut t = Trainer::new(cfg.clone(), data.clone(), comm)?;
         let mut logs = Vec::new();
-        t.train(|l| logs.push((l.loss, l.val_loss)))?;
+        t.train(|l| {
+            // Several ranks overlap the all-reduce with the layer-by-layer backward pass
+            // and say how much of it was hidden; one rank has nothing to overlap.
+            match (&l.overlap, dp) {
+                (None, 1) => {}
+                (Some(o), 2..) => {
+                    assert!(o.comm > Duration::ZERO, "step {}: {o:?}", l.step);
+                    assert!((0.0..=1.0).contains(&o.hidden_share()), "{o:?}");
+                }
+                (o, _) => panic!("dp {dp}, step {}: overlap {o:?}", l.step),
+            }
+            logs.push((l.loss, l.val_loss))
+        })?;
         Ok((logs, t.params()?))
     })
     .expect("training")

@@ -97,3 +97,72 @@ fn generation_is_deterministic_and_stays_in_the_vocabulary() {
     // Longer than the context: generation crops to block_size.
     assert_eq!(run(0.7).len(), 20);
 }
+
+/// The layer-by-layer backward pass (`model/segments.rs`, what data parallelism overlaps
+/// with its all-reduce) hands over every parameter's gradient once, head first and
+/// embeddings last, each equal to the whole-graph backward's, tied head or not.
+#[test]
+fn layer_by_layer_backward_matches_the_whole_graph() {
+    for untied in [false, true] {
+        let mut cfg = tiny();
+        cfg.untied_head = untied;
+        let model = Gpt::new(cfg, 5, &Device::Cpu).unwrap();
+        let ids = Tensor::from_slice(
+            &[1u32, 2, 3, 4, 5, 6, 7, 8, 8, 7, 6, 5, 4, 3, 2, 1],
+            (2, 8),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let targets = Tensor::from_slice(
+            &[2u32, 3, 4, 5, 6, 7, 8, 9, 7, 6, 5, 4, 3, 2, 1, 0],
+            (2, 8),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let whole = (model.loss(&ids, &targets).unwrap() * 0.5).unwrap();
+        let grads = whole.backward().unwrap();
+        let named = model.named_params();
+        let mut order = Vec::new();
+        let loss = model
+            .backward_by_layer(&ids, &targets, 0.5, None, |i, g| {
+                let want = flat(grads.get(named[i].1.as_tensor()).unwrap());
+                let got = flat(g.unwrap());
+                for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                    let tol = 1e-5 * b.abs().max(1e-3);
+                    assert!(
+                        (a - b).abs() <= tol,
+                        "{}[{k}]: {a} vs {b} (untied {untied})",
+                        named[i].0
+                    );
+                }
+                order.push(named[i].0.clone());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(loss, whole.to_scalar::<f32>().unwrap());
+        assert_eq!(
+            order.len(),
+            named.len(),
+            "every parameter exactly once: {order:?}"
+        );
+        let mut sorted = order.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            named.len(),
+            "a parameter came twice: {order:?}"
+        );
+        assert!(
+            order[0].starts_with("ln_f") || order[0] == "lm_head.weight",
+            "{order:?}"
+        );
+        assert!(
+            order.last().unwrap().starts_with("wte") || order.last().unwrap().starts_with("wpe")
+        );
+        assert!(
+            order.iter().position(|n| n.starts_with("h.1."))
+                < order.iter().position(|n| n.starts_with("h.0."))
+        );
+    }
+}

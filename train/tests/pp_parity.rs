@@ -40,6 +40,7 @@ fn config(untied: bool) -> TrainConfig {
         eval_batches: 1,
         bucket_bytes: 64 << 10,
         zero: None,
+        dropout: 0.0,
     }
 }
 

@@ -37,6 +37,7 @@ fn config(vocab: usize, steps: u64, untied: bool) -> TrainConfig {
         eval_batches: 1,
         bucket_bytes: 64 << 10,
         zero: None,
+        dropout: 0.0,
     }
 }
 

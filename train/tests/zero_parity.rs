@@ -71,7 +71,7 @@ fn train_rank(
         .map_or((0, 1), |c| (c.rank() as usize, c.size() as usize));
     let mut opt = match layout {
         Layout::Plain => Opt::Plain(
-            Box::new(DataParallel::new(comm, sizes, BUCKET_BYTES)),
+            Box::new(DataParallel::new(comm, sizes, BUCKET_BYTES)?),
             AdamW::new(vars.clone(), AdamWConfig::default()),
         ),
         Layout::Zero(stage) => Opt::Zero(Box::new(Zero::new(

@@ -3,7 +3,7 @@
 //! per process (`N = dp·tp·pp`, tp innermost: see `oxccl_train::mesh`).
 //!
 //! ```text
-//! oxccl-train --dp 2 --tp 2 --steps 200 --model tiny --batch 16 --csv loss.csv --sample 200
+//! oxccl-train --dp 2 --tp 2 --steps 200 --model tiny --batch 16 --csv loss.csv --plot loss.svg
 //! oxccl-run -n 4 -- oxccl-train --tp 2 --steps 200 --model small
 //! oxccl-train --pp 2 --tp 2 --micro-batches 4 --schedule 1f1b --steps 200
 //! ```
@@ -18,11 +18,11 @@ use oxccl_train::mesh::{Mesh, MeshShape};
 use oxccl_train::model::GptConfig;
 use oxccl_train::optim::{AdamWConfig, LrSchedule};
 use oxccl_train::pipeline::{bubble_fraction, Schedule};
+use oxccl_train::report::{self, CsvLog, Progress, ProgressMode, Row};
 use oxccl_train::rng::SplitMix64;
 use oxccl_train::trainer::{run_threads, PipeConfig, StepLog, TrainConfig, Trainer};
 use oxccl_train::zero::ZeroStage;
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -40,6 +40,16 @@ enum ScheduleArg {
     /// Warm-up forwards, one forward and one backward in turn, cool-down backwards.
     #[value(name = "1f1b")]
     OneFOneB,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProgressArg {
+    /// A bar when stdout is a terminal, plain lines otherwise.
+    Auto,
+    /// One plain line per step (see --log-every).
+    Lines,
+    /// No per-step output.
+    Off,
 }
 
 /// Train a GPT-style character model with data, tensor and pipeline parallelism over oxccl.
@@ -110,10 +120,31 @@ struct Args {
     /// ZeRO stage over the dp group: 0 off, 1 shards the AdamW state, 2 also the gradients.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     zero: u8,
-    /// Write step,loss,val_loss,tokens_per_s here.
+    /// Dropout probability on the embeddings and residual branches while training (the masks
+    /// depend on seed, step and sample only, so every layout trains the same model).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Write step,loss,val_loss,tokens_per_s,lr,comm_share,hidden_share here, a row per step.
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// Print this many generated characters after training.
+    /// Draw loss, validation loss and tokens/s against step into this SVG file, at each
+    /// validation and after the last step.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Title of the --plot chart (default: the model and the layout).
+    #[arg(long)]
+    plot_title: Option<String>,
+    /// Draw --plot from this --csv file of an earlier run, and exit without training.
+    #[arg(long, requires = "plot")]
+    plot_from: Option<PathBuf>,
+    /// Per-step output: a progress bar on a terminal and plain lines otherwise (auto), plain
+    /// lines always, or nothing.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
+    /// Plain lines: print every this many steps (validation steps and the last always).
+    #[arg(long, default_value_t = 1)]
+    log_every: u64,
+    /// Print this many generated tokens (characters with --tokenizer char) after training.
     #[arg(long, default_value_t = 0)]
     sample: usize,
     /// Sampling temperature (0: greedy).
@@ -122,6 +153,10 @@ struct Args {
     /// Training text (default: the Tiny Shakespeare copy built into the binary).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Tokenizer: char (the text's distinct characters) or gpt2 (GPT-2's 50 257-token BPE,
+    /// built in; the vocabulary is padded as for char). A checkpoint resumes only with its own.
+    #[arg(long, default_value_t = oxccl_train::tokenizer::TokenizerKind::Char)]
+    tokenizer: oxccl_train::tokenizer::TokenizerKind,
     /// Write a checkpoint (safetensors, full tensors: resumable by any layout) here after
     /// the last step, and every --save-every steps.
     #[arg(long)]
@@ -145,10 +180,31 @@ const LAUNCHER_VARS: &[&str] = &[
 
 fn main() {
     let args = Args::parse();
-    if let Err(e) = run(args) {
+    let result = match (&args.plot, &args.plot_from) {
+        (Some(plot), Some(csv)) => replot(plot, csv, args.plot_title.as_deref()),
+        (Some(plot), None) => report::check_plot_path(plot)
+            .map_err(Into::into)
+            .and_then(|()| run(args)),
+        _ => run(args),
+    };
+    if let Err(e) = result {
         eprintln!("oxccl-train: {e}");
         std::process::exit(1);
     }
+}
+
+/// `--plot-from CSV --plot OUT`: draws an earlier run's CSV.
+fn replot(
+    plot: &Path,
+    csv: &Path,
+    title: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let rows = report::read_csv(csv)?;
+    let stem = csv.file_stem().unwrap_or_default().to_string_lossy();
+    let title = title.map_or_else(|| format!("oxccl-train: {stem}"), str::to_owned);
+    report::plot(plot, &title, &rows)?;
+    println!("oxccl-train: wrote {}", plot.display());
+    Ok(())
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -156,7 +212,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
         None => oxccl_train::TINY_SHAKESPEARE.to_owned(),
     };
-    let (tok, data) = Dataset::from_text(&text)?;
+    let (tok, data) = Dataset::from_text_with(&text, args.tokenizer)?;
     let data = Arc::new(data);
     let launched = !args.threads && LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some());
     let env = if launched {
@@ -220,7 +276,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         std::env::set_var("RAYON_NUM_THREADS", per_rank.to_string());
     }
     let cfg = train_config(&args, tok.vocab_size());
-    let vocab_chars = tok.vocab_size();
+    let tok_info = tok.info();
     // Checked here, before any rank starts, so a bad flag fails once and at once.
     cfg.check(shape.dp)?;
     shape.check_model(&cfg.model)?;
@@ -252,7 +308,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let coord = trainer.mesh_coord();
         let rank = shape.rank_of(coord);
         if let Some(path) = &args.resume {
-            let step = trainer.resume(path)?;
+            let step = trainer.resume_with_tokenizer(path, tok_info)?;
             if rank == 0 {
                 println!(
                     "oxccl-train: resumed at step {step} from {}",
@@ -261,7 +317,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
         }
         let mut csv = match (&args.csv, rank) {
-            (Some(p), 0) => Some(std::fs::File::create(p).map_err(candle_core::Error::wrap)?),
+            (Some(p), 0) => Some(CsvLog::create(p).map_err(candle_core::Error::wrap)?),
             _ => None,
         };
         if rank == 0 {
@@ -284,23 +340,45 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                     100.0 * bubble_fraction(shape.pp, pipe.micro_batches)
                 );
             }
-            if let Some(f) = csv.as_mut() {
-                writeln!(f, "step,loss,val_loss,tokens_per_s").map_err(candle_core::Error::wrap)?;
-            }
         }
-        let mut io_err = None;
+        let progress = match args.progress {
+            ProgressArg::Auto => ProgressMode::Auto,
+            ProgressArg::Lines => ProgressMode::Lines,
+            ProgressArg::Off => ProgressMode::Off,
+        };
+        let (start, log_every) = (trainer.start_step(), args.log_every);
+        let mut progress =
+            (rank == 0).then(|| Progress::new(progress, start, cfg.steps, log_every));
+        let plot = args.plot.as_ref().filter(|_| rank == 0);
+        let title = args.plot_title.clone().unwrap_or_else(|| {
+            let model = args.model.to_possible_value();
+            let model = model.as_ref().map_or("", |v| v.get_name());
+            format!(
+                "oxccl-train: {model} model, dp {} tp {} pp {}, batch {} × {} tokens",
+                shape.dp, shape.tp, shape.pp, cfg.batch, cfg.block
+            )
+        });
+        // Rank 0's rows for --plot, redrawn at each validation and after the last step.
+        let (mut rows, mut plotted) = (Vec::new(), 0);
+        let mut report_err: Option<String> = None;
         let (mut idle, mut steps) = (0.0, 0u32);
         let mut train_step = |log: &StepLog, idle_share: Option<f64>| {
             idle += idle_share.unwrap_or(0.0);
             steps += 1;
-            if rank == 0 {
-                print_step(log);
-                if let Some(f) = csv.as_mut() {
-                    let val = log.val_loss.map_or(String::new(), |v| format!("{v:.6}"));
-                    let line =
-                        format!("{},{:.6},{val},{:.1}", log.step, log.loss, log.tokens_per_s);
-                    if let Err(e) = writeln!(f, "{line}") {
-                        io_err.get_or_insert(e);
+            if let Some(p) = progress.as_mut() {
+                p.step(log);
+            }
+            if let (Some(f), Some(path)) = (csv.as_mut(), &args.csv) {
+                if let Err(e) = f.write(&Row::from(log)) {
+                    report_err.get_or_insert(format!("{}: {e}", path.display()));
+                }
+            }
+            if let Some(path) = plot {
+                rows.push(Row::from(log));
+                if log.val_loss.is_some() {
+                    plotted = rows.len();
+                    if let Err(e) = report::plot(path, &title, &rows) {
+                        report_err.get_or_insert(e.to_string());
                     }
                 }
             }
@@ -310,7 +388,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             train_step(&log, trainer.pipeline_idle_share());
             let every = args.save_every > 0 && (s + 1) % args.save_every == 0;
             if let (Some(path), true) = (&args.save, every || s + 1 == cfg.steps) {
-                trainer.save_checkpoint(path, vocab_chars, s + 1)?;
+                trainer.save_checkpoint(path, tok_info, s + 1)?;
+            }
+        }
+        if let Some(p) = &progress {
+            p.finish();
+        }
+        if let (Some(path), true) = (plot, plotted < rows.len()) {
+            if let Err(e) = report::plot(path, &title, &rows) {
+                report_err.get_or_insert(e.to_string());
             }
         }
         if rank == 0 && shape.pp > 1 && steps > 0 {
@@ -321,8 +407,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 100.0 * idle / f64::from(steps)
             );
         }
-        if let Some(e) = io_err {
-            return Err(candle_core::Error::wrap(e));
+        if let Some(e) = report_err {
+            return Err(candle_core::Error::msg(e));
         }
         // Rank 0's whole tp group generates (its forward passes are collectives over the
         // group); the same seed and the same gathered logits give every member the same text.
@@ -371,6 +457,7 @@ fn train_config(args: &Args, vocab: usize) -> TrainConfig {
         eval_batches: args.eval_batches,
         bucket_bytes: ((args.bucket_mb * (1 << 20) as f64) as usize).max(4),
         zero: ZeroStage::from_number(args.zero),
+        dropout: args.dropout,
     }
 }
 
@@ -381,18 +468,4 @@ fn lcm(a: usize, b: usize) -> usize {
         (x, y) = (y, x % y);
     }
     a / x * b
-}
-
-fn print_step(log: &StepLog) {
-    let val = log
-        .val_loss
-        .map_or(String::new(), |v| format!("  val {v:.4}"));
-    println!(
-        "step {:>5}  loss {:.4}{val}  lr {:.2e}  {:>8.0} tok/s  comm {:>4.1}%",
-        log.step,
-        log.loss,
-        log.lr,
-        log.tokens_per_s,
-        100.0 * log.comm_share
-    );
 }

@@ -2,6 +2,7 @@
 
 use super::FORMAT_VERSION;
 use crate::model::GptConfig;
+use crate::tokenizer::{TokenizerInfo, TokenizerKind};
 use std::collections::HashMap;
 
 /// What a checkpoint records besides tensors (stored as JSON under [`META_KEY`](super::META_KEY)).
@@ -13,21 +14,28 @@ pub struct Meta {
     pub model: GptConfig,
     /// The run's seed (initial weights and batches).
     pub seed: u64,
-    /// The tokenizer's vocabulary before padding (`model.vocab_size` minus the padding ids).
-    pub vocab_chars: usize,
+    /// The run's tokenizer: its kind and vocabulary size before padding (`model.vocab_size`
+    /// minus the padding ids). Files written before tokenizers had kinds read as `char`.
+    pub tokenizer: TokenizerInfo,
     /// Optimizer steps taken; training resumes at 0-based step `step`, which is also the
     /// data position.
     pub step: u64,
 }
 
 impl Meta {
-    /// The metadata of a run of `model` and `seed` after `step` steps.
-    pub fn new(model: GptConfig, seed: u64, vocab_chars: usize, step: u64) -> Self {
+    /// The metadata of a run of `model`, `seed` and `tokenizer` after `step` steps (a bare
+    /// `usize` for `tokenizer` is a character tokenizer's vocabulary size).
+    pub fn new(
+        model: GptConfig,
+        seed: u64,
+        tokenizer: impl Into<TokenizerInfo>,
+        step: u64,
+    ) -> Self {
         Meta {
             format_version: FORMAT_VERSION,
             model,
             seed,
-            vocab_chars,
+            tokenizer: tokenizer.into(),
             step,
         }
     }
@@ -36,13 +44,15 @@ impl Meta {
     pub fn to_json(&self) -> String {
         let m = &self.model;
         format!(
-            "{{\"format_version\":{},\"seed\":{},\"step\":{},\"vocab_chars\":{},\
+            "{{\"format_version\":{},\"seed\":{},\"step\":{},\"tokenizer\":\"{}\",\
+             \"vocab_tokens\":{},\
              \"n_layer\":{},\"n_head\":{},\"n_embd\":{},\"block_size\":{},\
              \"vocab_size\":{},\"untied_head\":{}}}",
             self.format_version,
             self.seed,
             self.step,
-            self.vocab_chars,
+            self.tokenizer.kind,
+            self.tokenizer.vocab_size,
             m.n_layer,
             m.n_head,
             m.n_embd,
@@ -52,7 +62,9 @@ impl Meta {
         )
     }
 
-    /// Parses [`Meta::to_json`]'s output (a flat object of integers and booleans).
+    /// Parses [`Meta::to_json`]'s output (a flat object of integers, booleans and the
+    /// tokenizer's name), and that of earlier builds (`vocab_chars`, no `tokenizer`: a
+    /// character tokenizer).
     pub fn from_json(s: &str) -> std::result::Result<Self, String> {
         let body = s.trim().strip_prefix('{').and_then(|b| b.strip_suffix('}'));
         let body = body.ok_or_else(|| format!("metadata is not a JSON object: {s}"))?;
@@ -80,11 +92,24 @@ impl Meta {
             "false" => false,
             v => return Err(format!("metadata \"untied_head\" = {v} is not a boolean")),
         };
+        let kind = match fields.get("tokenizer") {
+            None => TokenizerKind::Char,
+            Some(v) => v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .ok_or_else(|| format!("metadata \"tokenizer\" = {v} is not a string"))?
+                .parse()
+                .map_err(|e| format!("metadata \"tokenizer\": {e}"))?,
+        };
+        let vocab_size = match fields.contains_key("vocab_tokens") {
+            true => us("vocab_tokens")?,
+            false => us("vocab_chars")?,
+        };
         Ok(Meta {
             format_version: num("format_version")?,
             seed: num("seed")?,
             step: num("step")?,
-            vocab_chars: us("vocab_chars")?,
+            tokenizer: TokenizerInfo { kind, vocab_size },
             model: GptConfig {
                 n_layer: us("n_layer")?,
                 n_head: us("n_head")?,
@@ -107,5 +132,24 @@ mod tests {
         assert_eq!(Meta::from_json(&meta.to_json()), Ok(meta));
         let e = Meta::from_json("{\"seed\":1}").unwrap_err();
         assert!(e.starts_with("metadata has no"), "{e}");
+        let gpt2 = TokenizerInfo {
+            kind: TokenizerKind::Gpt2,
+            vocab_size: 50257,
+        };
+        let meta = Meta::new(GptConfig::tiny(50258), 7, gpt2, 3);
+        assert!(meta.to_json().contains("\"tokenizer\":\"gpt2\""));
+        assert_eq!(Meta::from_json(&meta.to_json()), Ok(meta));
+    }
+
+    #[test]
+    fn metadata_of_earlier_builds_reads_as_a_character_tokenizer() {
+        let old = "{\"format_version\":1,\"seed\":7,\"step\":3,\"vocab_chars\":65,\
+                   \"n_layer\":2,\"n_head\":2,\"n_embd\":64,\"block_size\":64,\
+                   \"vocab_size\":66,\"untied_head\":false}";
+        let meta = Meta::from_json(old).unwrap();
+        assert_eq!(meta.tokenizer, TokenizerInfo::from(65));
+        let bad = old.replace("\"seed\"", "\"tokenizer\":\"bpe\",\"seed\"");
+        let e = Meta::from_json(&bad).unwrap_err();
+        assert!(e.contains("unknown tokenizer \"bpe\""), "{e}");
     }
 }

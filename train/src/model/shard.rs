@@ -104,6 +104,7 @@ impl Gpt {
         let blocks = (0..cfg.n_layer)
             .map(|i| {
                 Ok(Block {
+                    layer: i,
                     ln_1: ln(&format!("h.{i}.ln_1"))?,
                     c_attn: column(&format!("h.{i}.attn.c_attn"))?,
                     attn_proj: row(&format!("h.{i}.attn.c_proj"))?,

@@ -8,7 +8,8 @@
 //! first and the last stage (two copies of one parameter, as in Megatron-LM); the trainer
 //! sums their gradients over the "embedding group" so the copies stay equal.
 
-use super::{causal_mask, cross_entropy, Block, Gpt, GptConfig, LayerNorm};
+use super::dropout::{maybe, Site};
+use super::{causal_mask, cross_entropy, Block, Dropout, Gpt, GptConfig, LayerNorm};
 use crate::tp::{copy_to_tp, vocab_parallel_cross_entropy, TpGroup, VocabParallelEmbedding};
 use candle_core::{Device, Module, Result, Tensor, Var};
 use std::ops::Range;
@@ -139,8 +140,13 @@ impl GptStage {
     /// This stage's output for a micro-batch of `(b, t)` samples: `input` is the token ids
     /// `(b, t)` on the first stage, else the previous stage's output `(b·t, n_embd)`. The
     /// output is the residual stream `(b·t, n_embd)`, or on the last stage this tp rank's
-    /// logits `(b·t, vocab/tp)`.
-    pub fn forward(&self, input: &Tensor, (b, t): (usize, usize)) -> Result<Tensor> {
+    /// logits `(b·t, vocab/tp)`. `drop`: the micro-batch's dropout (`None`: none).
+    pub fn forward(
+        &self,
+        input: &Tensor,
+        (b, t): (usize, usize),
+        drop: Option<&Dropout>,
+    ) -> Result<Tensor> {
         let (c, h) = (self.cfg.n_embd, self.cfg.n_head);
         let tp = self.tp.as_ref().map_or(1, |g| g.size());
         let device = input.device();
@@ -152,15 +158,17 @@ impl GptStage {
                 };
                 let pos = Tensor::arange(0u32, t as u32, device)?;
                 let pos = e.wpe.as_tensor().embedding(&pos)?;
-                tok.reshape((b, t, c))?
+                let x = tok
+                    .reshape((b, t, c))?
                     .broadcast_add(&pos)?
-                    .reshape((b * t, c))?
+                    .reshape((b * t, c))?;
+                maybe(drop, x, Site::Embeddings)?
             }
             None => input.clone(),
         };
         let mask = causal_mask(t, device)?;
         for blk in &self.blocks {
-            x = blk.forward(&x, (b, t, c / tp, h / tp), &mask)?;
+            x = blk.forward(&x, (b, t, c / tp, h / tp), &mask, drop)?;
         }
         let Some((ln_f, w)) = &self.head else {
             return Ok(x);

@@ -3,6 +3,7 @@
 
 use super::{Net, Optimizer, Trainer};
 use crate::checkpoint::{self, shard, Checkpoint, Meta};
+use crate::tokenizer::TokenizerInfo;
 use crate::tp::TpGroup;
 use candle_core::{Error, Result, Var};
 use oxccl::Communicator;
@@ -47,9 +48,16 @@ impl Trainer {
     /// Saves a checkpoint of the state after `steps` steps to `path` (see
     /// [`crate::checkpoint`]): full parameters and AdamW moments (tp shards all-gathered,
     /// ZeRO shards all-gathered over dp), each stage's from its (dp 0, tp 0) rank, merged on
-    /// world rank 0, which writes the file. `vocab_chars` is the tokenizer's vocabulary
-    /// before padding. Collective: every rank must call it.
-    pub fn save_checkpoint(&mut self, path: &Path, vocab_chars: usize, steps: u64) -> Result<()> {
+    /// world rank 0, which writes the file. `tokenizer` is the run's tokenizer (a
+    /// `&Tokenizer`, or a bare `usize`: a character tokenizer's vocabulary before padding),
+    /// which [`Trainer::resume_with_tokenizer`] checks. Collective: every rank must call it.
+    pub fn save_checkpoint(
+        &mut self,
+        path: &Path,
+        tokenizer: impl Into<TokenizerInfo>,
+        steps: u64,
+    ) -> Result<()> {
+        let tokenizer = tokenizer.into();
         let (m, v) = match &mut self.opt {
             Optimizer::Full(opt) => {
                 let (m, v) = opt.moments();
@@ -61,16 +69,41 @@ impl Trainer {
         if self.coord.dp != 0 || self.coord.tp != 0 {
             return Ok(());
         }
-        let meta = Meta::new(self.cfg.model, self.cfg.seed, vocab_chars, steps);
+        let meta = Meta::new(self.cfg.model, self.cfg.seed, tokenizer, steps);
         checkpoint::save(path, self.ckpt.comm.as_mut(), &meta, state)
     }
 
     /// Restores parameters (this rank's shards, cut by name), AdamW moments and the step
     /// count from the checkpoint at `path`, written by any layout; [`Trainer::train`] then
     /// continues at the saved step, which this returns. Errors name the file and tensor, or
-    /// the mismatching model or seed. Not collective.
+    /// the mismatching model or seed. Not collective. The tokenizer is not checked: see
+    /// [`Trainer::resume_with_tokenizer`].
     pub fn resume(&mut self, path: &Path) -> Result<u64> {
+        self.restore(path, None)
+    }
+
+    /// [`Trainer::resume`], after checking that the checkpoint was trained with `tokenizer`
+    /// (kind and vocabulary size; a bare `usize` is a character tokenizer's): the error
+    /// names both tokenizers.
+    pub fn resume_with_tokenizer(
+        &mut self,
+        path: &Path,
+        tokenizer: impl Into<TokenizerInfo>,
+    ) -> Result<u64> {
+        self.restore(path, Some(tokenizer.into()))
+    }
+
+    /// Restores from `path`, checking the tokenizer first when one is given.
+    fn restore(&mut self, path: &Path, tokenizer: Option<TokenizerInfo>) -> Result<u64> {
         let c = Checkpoint::read(path)?;
+        let saved = c.meta().tokenizer;
+        if let Some(ours) = tokenizer.filter(|t| *t != saved) {
+            candle_core::bail!(
+                "checkpoint {} was trained with {saved}, this run uses {ours}; resume with \
+                 the checkpoint's tokenizer",
+                path.display()
+            );
+        }
         c.check_model(&self.cfg.model)?;
         if c.meta().seed != self.cfg.seed {
             candle_core::bail!(

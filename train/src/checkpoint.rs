@@ -11,8 +11,8 @@
 //! | `step`            | optimizer steps taken, one u32 (candle has no u64)         |
 //!
 //! and the safetensors header's `__metadata__` has one entry, [`META_KEY`], a JSON object
-//! ([`Meta`]): format version, model config, seed, real vocabulary size (before padding) and
-//! the step, which is also the data position (batches are keyed by seed and step).
+//! ([`Meta`]): format version, model config, seed, the tokenizer and its real vocabulary
+//! size (before padding) and the step, which is also the data position (batches are keyed by seed and step).
 //!
 //! Saving is collective ([`save`]): every rank contributes a list of `(name, full tensor)`
 //! (a tp group reassembles its shards first with [`shard::full_tensor`], a ZeRO dp group its

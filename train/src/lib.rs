@@ -1,7 +1,7 @@
 //! `oxccl-train`: GPT-style decoder training on oxccl's collectives, with data, tensor and
 //! pipeline parallelism, checked against single-process training.
 //!
-//! Pieces: a character [`tokenizer`], deterministic [`data`] batches, the [`model`] (candle,
+//! Pieces: character and GPT-2 BPE [`tokenizer`]s, deterministic [`data`] batches, the [`model`] (candle,
 //! CPU, f32; whole or tensor-parallel shards), AdamW in [`optim`], data parallelism over oxccl
 //! in [`dp`], tensor-parallel layers in [`tp`], pipeline stages and schedules in [`pipeline`],
 //! the `pp × dp × tp` device [`mesh`], the loop in [`trainer`], and its CSV log, plot and

@@ -1,5 +1,5 @@
 //! What a training run shows and leaves behind: the per-step CSV log ([`csv`]), the SVG chart
-//! of loss and throughput ([`plot`]), and the console progress ([`progress`]: a bar on a
+//! of loss and throughput ([`mod@plot`]), and the console progress ([`progress`]: a bar on a
 //! terminal, plain lines elsewhere).
 //!
 //! Words used here: a [`Row`] is one step's numbers as the CSV holds them (read back from an

@@ -3,11 +3,13 @@
 mod api;
 mod group;
 mod init;
+mod nodes;
 mod shared;
 mod split;
 mod tags;
 
 pub use group::{Group, Pending};
+pub use nodes::NodeMap;
 pub use shared::SharedBuffer;
 pub(crate) use tags::describe as describe_tag;
 
@@ -46,6 +48,8 @@ pub struct Communicator {
     tuned: Option<Box<crate::tuner::Decisions>>,
     /// How the ranks reach each other (the same on every rank).
     link_class: crate::tuner::LinkClass,
+    /// The node of every rank (the same on every rank).
+    nodes: NodeMap,
 }
 
 /// What a plan depends on besides the communicator's rank and size.
@@ -105,6 +109,22 @@ impl Communicator {
     /// Number of ranks.
     pub fn size(&self) -> u32 {
         self.nranks
+    }
+
+    /// Which node (host) every rank of this communicator is on, and this rank's place on
+    /// its node: the same map on every rank.
+    pub fn nodes(&self) -> &NodeMap {
+        &self.nodes
+    }
+
+    /// This rank's index among the ranks of its node.
+    pub fn local_rank(&self) -> u32 {
+        self.nodes.local_rank(self.rank).unwrap_or(0)
+    }
+
+    /// Number of ranks on this rank's node.
+    pub fn local_size(&self) -> u32 {
+        self.nodes.local_size(self.rank).unwrap_or(1)
     }
 
     /// How this communicator's ranks reach each other: the link class tuning files are

@@ -198,6 +198,9 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         plans: Default::default(),
         tuned,
         link_class: class,
+        nodes: super::NodeMap::from_hosts(
+            &infos.iter().map(|i| i.host.as_str()).collect::<Vec<_>>(),
+        ),
     })
 }
 

@@ -14,6 +14,8 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # C compiler, valgrind, Open MPI and pip for the C ABI step (apt-get, only what is missing).
 bash scripts/c-abi-test.sh --install-tools
+# MPICH and libclang for the launcher tests and feature `mpi` (after Open MPI: it stays default).
+bash scripts/mpi-test.sh --install-tools
 
 echo "== rustfmt"
 cargo fmt --all -- --check
@@ -30,6 +32,8 @@ cargo build --workspace --bins --examples --locked --quiet
 for transport in shm tcp; do
     OXCCL_TRANSPORT=$transport target/debug/oxccl-run -n 4 -- target/debug/examples/allreduce
 done
+echo "== feature mpi (Communicator::from_mpi under mpirun)"
+bash scripts/mpi-test.sh
 echo "== C ABI (our nccl.h and NVIDIA's, valgrind, mpirun)"
 bash scripts/c-abi-test.sh
 echo "== all tests passed"

@@ -9,7 +9,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 /// Conventions, first match wins: `OXCCL_RANK`/`OXCCL_WORLD_SIZE` (oxccl-run), torchrun's
 /// `RANK`/`WORLD_SIZE`, Open MPI's `OMPI_COMM_WORLD_RANK`/`_SIZE`, PMI's `PMI_RANK`/`PMI_SIZE`,
 /// Slurm's `SLURM_PROCID`/`SLURM_NTASKS`. The root is `OXCCL_ROOT`, else `MASTER_ADDR` with
-/// port `MASTER_PORT + 1` (torchrun's own store owns `MASTER_PORT`).
+/// port `MASTER_PORT + 1` (torchrun's own store owns `MASTER_PORT`), else, under Slurm, the
+/// first node of `SLURM_STEP_NODELIST`/`SLURM_JOB_NODELIST` at a port derived from the job
+/// and step ids (`bootstrap/slurm.rs`).
 #[derive(Debug, Clone)]
 pub struct LaunchEnv {
     /// This process's rank.
@@ -83,30 +85,53 @@ impl LaunchEnv {
                 "rank {rank} is not within a world of {nranks} ranks ({source} variables)"
             )));
         }
-        let root_text =
-            match (get("OXCCL_ROOT"), get("MASTER_ADDR"), get("MASTER_PORT")) {
-                (Some(r), _, _) => r,
-                (None, Some(addr), Some(port)) => {
-                    let port: u16 = port
-                        .parse()
-                        .ok()
-                        .filter(|&p: &u16| p < u16::MAX)
-                        .ok_or_else(|| {
-                            Error::Environment(format!(
-                                "MASTER_PORT={port:?} is not a port below 65535"
-                            ))
-                        })?;
-                    if addr.contains(':') && !addr.starts_with('[') {
-                        format!("[{addr}]:{}", port + 1)
-                    } else {
-                        format!("{addr}:{}", port + 1)
+        let root_text = match (get("OXCCL_ROOT"), get("MASTER_ADDR"), get("MASTER_PORT")) {
+            (Some(r), _, _) => r,
+            (None, Some(addr), Some(port)) => {
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|&p: &u16| p < u16::MAX)
+                    .ok_or_else(|| {
+                        Error::Environment(format!(
+                            "MASTER_PORT={port:?} is not a port below 65535"
+                        ))
+                    })?;
+                if addr.contains(':') && !addr.starts_with('[') {
+                    format!("[{addr}]:{}", port + 1)
+                } else {
+                    format!("{addr}:{}", port + 1)
+                }
+            }
+            // A Slurm step names no rendezvous: task 0's node, the list's first.
+            (None, None, _) if source == "Slurm" => {
+                match get("SLURM_STEP_NODELIST").or_else(|| get("SLURM_JOB_NODELIST")) {
+                    Some(list) => {
+                        let host = super::slurm::first_host(&list)?;
+                        let job = get("SLURM_JOB_ID").unwrap_or_default();
+                        let step = get("SLURM_STEP_ID").unwrap_or_default();
+                        format!("{host}:{}", super::slurm::port(&job, &step))
+                    }
+                    None => {
+                        return Err(Error::Environment(
+                            "Slurm job without SLURM_JOB_NODELIST: set OXCCL_ROOT=host:port".into(),
+                        ))
                     }
                 }
-                _ => return Err(Error::Environment(
-                    "no root address: set OXCCL_ROOT=host:port (or MASTER_ADDR and MASTER_PORT)"
-                        .into(),
-                )),
-            };
+            }
+            _ => {
+                return Err(Error::Environment(format!(
+                    "no root address ({source} variables): set OXCCL_ROOT=host:port (or \
+                     MASTER_ADDR and MASTER_PORT){}",
+                    match source {
+                        "Open MPI" | "PMI" =>
+                            ", or build oxccl with feature `mpi` and create \
+                                              the communicator with Communicator::from_mpi",
+                        _ => "",
+                    }
+                )))
+            }
+        };
         let root = resolve(&root_text)?;
         let secret = match get("OXCCL_SECRET") {
             Some(hex) => Secret::from_hex(&hex)?,
@@ -226,5 +251,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("OXCCL_ROOT"), "{e}");
+        let e = env(&[("PMI_RANK", "0"), ("PMI_SIZE", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("from_mpi") && e.contains("PMI"), "{e}");
+        let e = env(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SLURM_JOB_NODELIST"), "{e}");
+    }
+
+    #[test]
+    fn slurm_root_is_the_first_node_of_the_step() {
+        let e = env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_JOB_ID", "4242"),
+            ("SLURM_STEP_ID", "3"),
+            ("SLURM_JOB_NODELIST", "localhost,node[2-3]"),
+        ])
+        .unwrap();
+        let port = crate::bootstrap::slurm::port("4242", "3");
+        assert_eq!(e.id.root, format!("127.0.0.1:{port}").parse().unwrap());
+        assert!(e.hosts_root);
+        let e = env(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "4"),
+            ("SLURM_JOB_NODELIST", "node[01-04]"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("node01"), "the unresolvable host is named: {e}");
     }
 }

@@ -9,6 +9,7 @@ mod client;
 mod env;
 mod root;
 mod secret;
+mod slurm;
 pub(crate) mod wire;
 
 pub(crate) use client::BootstrapClient;

@@ -3,6 +3,8 @@
 mod api;
 mod group;
 mod init;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod nodes;
 mod shared;
 mod split;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 pub const GUARD: Duration = Duration::from_secs(600);
 
 /// What a finished job left.
+#[allow(dead_code)] // not every test binary that includes this module uses it
 pub struct Ran {
     /// The launcher's exit code (`None`: killed by the guard).
     pub code: Option<i32>,
@@ -18,6 +19,7 @@ pub struct Ran {
 }
 
 /// Runs `oxccl-run -n <n> [launcher_args] -- <program> <args>` with extra environment.
+#[allow(dead_code)] // not every test binary that includes this module uses it
 pub fn run_job(
     n: u32,
     launcher_args: &[&str],

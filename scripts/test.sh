@@ -25,6 +25,9 @@ echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 echo "== tests (unit, verifier 1..=64 ranks, threads, multi-process over shm and tcp)"
 cargo nextest run --workspace --locked --no-fail-fast
+echo "== multi-node suite (network namespaces: 2 and 4 nodes x 2 ranks, shm + TCP, 1 Gbit/s smoke)"
+# Needs root for `ip netns`; fails without it unless OXCCL_SKIP_NETNS=1 (then says it skipped).
+bash scripts/netns/suite.sh
 echo "== doc tests"
 cargo test --workspace --doc --locked --quiet
 echo "== oxccl-run -n 4 with the README example, over shm and over tcp"

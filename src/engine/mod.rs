@@ -118,8 +118,14 @@ impl Engine {
                     moved |= step::advance(op, ch, &mut self.links)?;
                 }
             }
+            // Push what earlier steps left in send slots even while a later step waits:
+            // a step is done once its data is in the slots, and nothing else writes them
+            // to the socket. Without this, ranks that all send before they receive (the
+            // linear all-to-all) wait forever on data still in their peers' slots once
+            // the sockets' buffers are smaller than a block (e.g. 1500-byte-MTU links).
+            let flushed = self.flushed(op)?;
             if op.chans.iter().all(|c| c.done) {
-                if self.flushed(op)? {
+                if flushed {
                     op.finish(self.links.nranks)?;
                     moved = true;
                 } else {

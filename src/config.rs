@@ -36,6 +36,8 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_SHM_WINDOW", default: "4M", unit: "bytes (K/M suffix), 0 or 64K-1G", doc: "Bytes of each of the two halves of a rank's peer-readable shared-memory window, used by the load/store algorithms when every rank is on one host. 0 disables them. Larger windows mean fewer synchronisations per large op; pages are only allocated when touched." },
     Knob { name: "OXCCL_LS_ONE_SHOT_MAX", default: "64K", unit: "bytes (K/M suffix)", doc: "On one host with a window, an all-reduce of at most this many bytes runs load/store one-shot, a larger one load/store two-shot." },
     Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
+    Knob { name: "OXCCL_SOCKET_IFNAME", default: "(route to root)", unit: "NCCL_SOCKET_IFNAME's syntax: `eth,ib`, `^docker,lo`, `=eth0`", doc: "Interfaces whose IPv4 address the data listener binds and advertises (when OXCCL_SOCKET_ADDR is unset): a comma list of name prefixes, `^` first to exclude them instead, `=` (after any `^`) for exact names. The first selected interface that is up with an IPv4 address wins (loopback only when named); an error lists every interface when none is. Unset: the address of the route to the root, or the first physical interface when that route leaves through loopback or a bridge (docker0) to a root on another host." },
+    Knob { name: "OXCCL_TOPO_DUMP_FILE", default: "(none)", unit: "path; `%h` host, `%r` rank", doc: "At communicator creation, write this host's detected topology (CPUs, NUMA, PCI tree, NICs, RDMA devices, GPUs): XML when the path ends in `.xml`, JSON otherwise. `%h` becomes the hostname, `%r` the rank; without `%r` only the lowest rank of each host writes. A failed write is a warning." },
     Knob { name: "OXCCL_HOSTNAME", default: "(hostname + boot id)", unit: "text", doc: "Host identity: ranks with the same identity use shared memory. Set per network namespace to emulate several hosts." },
     Knob { name: "OXCCL_SPIN", default: "(auto)", unit: "iterations", doc: "Polls before a waiting rank yields the CPU, then sleeps on a futex or poll. Auto: 2000 when this host's ranks fit its CPUs, 0 when they outnumber them (spinning would steal the CPU from the rank being waited for)." },
     Knob { name: "OXCCL_DEBUG", default: "WARN", unit: "NONE, WARN, INFO, TRACE", doc: "Log level of the stderr log oxccl installs when this is set (a program with its own tracing subscriber gets the events there instead)." },
@@ -81,6 +83,10 @@ pub struct Config {
     pub socket_addr: Option<IpAddr>,
     /// `OXCCL_HOSTNAME`.
     pub hostname: Option<String>,
+    /// `OXCCL_SOCKET_IFNAME`, parsed.
+    pub socket_ifname: Option<crate::topology::IfnameSpec>,
+    /// `OXCCL_TOPO_DUMP_FILE`: where each host writes its topology at creation.
+    pub topo_dump_file: Option<std::path::PathBuf>,
     /// `OXCCL_RD_MAX`.
     pub rd_max: usize,
     /// `OXCCL_TREE_MAX`.
@@ -107,6 +113,8 @@ impl Default for Config {
             algo_rules: None,
             socket_addr: None,
             hostname: None,
+            socket_ifname: None,
+            topo_dump_file: None,
             spin: None,
             rd_max: 32 * 1024,
             tree_max: 256 * 1024,
@@ -195,6 +203,13 @@ impl Config {
             c.tuning = Some(std::sync::Arc::new(file));
         }
         c.hostname = get("OXCCL_HOSTNAME");
+        if let Some(v) = get("OXCCL_SOCKET_IFNAME") {
+            c.socket_ifname = Some(
+                v.parse()
+                    .map_err(|e: String| bad("OXCCL_SOCKET_IFNAME", &v, &e))?,
+            );
+        }
+        c.topo_dump_file = get("OXCCL_TOPO_DUMP_FILE").map(std::path::PathBuf::from);
         if let Some(v) = get("OXCCL_SPIN") {
             c.spin = Some(parse(&v, "OXCCL_SPIN")?);
         }

@@ -26,6 +26,7 @@ mod engine;
 pub mod error;
 pub mod logging;
 pub mod reduce;
+pub mod topology;
 pub mod tuner;
 pub mod types;
 

@@ -129,6 +129,12 @@ impl Communicator {
         self.nodes.local_size(self.rank).unwrap_or(1)
     }
 
+    /// The IP address this rank's data listener bound and advertised to its peers
+    /// (`OXCCL_SOCKET_ADDR`, `OXCCL_SOCKET_IFNAME` or the route to the root).
+    pub fn advertised_ip(&self) -> std::net::IpAddr {
+        self.advertised_ip
+    }
+
     /// How this communicator's ranks reach each other: the link class tuning files are
     /// keyed by.
     pub fn link_class(&self) -> crate::tuner::LinkClass {

@@ -7,6 +7,7 @@
 //!   host (like `torchrun --standalone` or `mpirun` on one node).
 //! - [`perf`]: `oxccl-perf` and the nccl-tests binary names (`all_reduce_perf`, ...):
 //!   bandwidth and correctness of every collective, in nccl-tests' output format.
+//! - [`topo`]: `oxccl-topo`, this host's topology or, under a job, the cluster's.
 //! - [`elem`]: reference arithmetic on the element types (the self-test and `oxccl-perf`
 //!   predict every result with it).
 #![forbid(unsafe_code)]
@@ -14,3 +15,4 @@
 pub mod elem;
 pub mod launch;
 pub mod perf;
+pub mod topo;

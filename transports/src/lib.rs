@@ -33,6 +33,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+pub mod ifaddrs;
 pub mod shm;
 pub mod tcp;
 pub mod wait;

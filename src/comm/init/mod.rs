@@ -14,7 +14,7 @@ use crate::tuner::LinkClass;
 use oxccl_transports::tcp::Listener;
 use oxccl_transports::{FifoConfig, RecvChannel, SendChannel};
 use rank_info::{check_same_config, host_identity, shared_config, RankInfo};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,10 +63,8 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
 
     // Rendezvous: everyone's host, pid, listening address and shared settings.
     let mut boot = BootstrapClient::connect(&id, rank, nranks, config.timeout)?;
-    let ip = config
-        .socket_addr
-        .or_else(|| boot.local_ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // OXCCL_SOCKET_ADDR, else OXCCL_SOCKET_IFNAME, else the route to the root.
+    let ip = crate::topology::listen_ip(&config, boot.local_ip(), id.root.ip())?;
     let listener = Listener::bind(SocketAddr::new(ip, 0)).map_err(|e| Error::Bootstrap {
         rank,
         detail: format!("cannot listen for peers on {ip}: {e} (set OXCCL_SOCKET_ADDR?)"),
@@ -172,6 +170,10 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         tcp_peers.len(),
         me.host
     );
+    if let Some(template) = &config.topo_dump_file {
+        let lowest_on_host = local.first() == Some(&rank);
+        crate::topology::dump_at_init(template, config.hostname.as_deref(), rank, lowest_on_host);
+    }
     Ok(Communicator {
         rank,
         nranks,

@@ -47,19 +47,7 @@ impl RankInfo {
 /// This host's identity: `OXCCL_HOSTNAME`, else the kernel hostname plus the boot id (two
 /// containers with the same hostname on different machines must not try shared memory).
 pub(super) fn host_identity(config: &Config) -> String {
-    if let Some(h) = &config.hostname {
-        return h.clone();
-    }
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
-    };
-    format!(
-        "{}/{}",
-        read("/proc/sys/kernel/hostname"),
-        read("/proc/sys/kernel/random/boot_id")
-    )
+    crate::topology::host_identity(config.hostname.as_deref())
 }
 
 /// The settings that decide byte counts and connections; every rank must agree on them.

@@ -7,7 +7,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::{
-    binomial, bruck, doubling, linear, load_store, one_shot, ring, tree, Collective, Plan, Shape,
+    binomial, bruck, doubling, linear, load_store, one_shot, ring, tree, Collective, Nodes, Plan,
+    Shape,
 };
 
 /// An algorithm that can build plans.
@@ -71,6 +72,14 @@ pub enum Algorithm {
     /// block at once and then receives every block; gather and scatter talk to the root
     /// directly. Name `linear`.
     Linear,
+    /// Hierarchical, node-aware plans (see [`crate::hierarchical`]): all-reduce as intra-node
+    /// reduce-scatter, inter-node all-reduce of each shard among the ranks of the same local
+    /// index, intra-node all-gather; all-gather and reduce-scatter in an inter-node and an
+    /// intra-node phase; broadcast and reduce through one rank per node; all-to-all
+    /// aggregated per node. Built over a [`Nodes`] layout with [`crate::build_with_nodes`];
+    /// without one ([`build`]) every rank is on one node and the plans are flat. Name `hier`;
+    /// also `hierarchical`.
+    Hierarchical,
 }
 
 impl Algorithm {
@@ -86,6 +95,7 @@ impl Algorithm {
         Algorithm::Bruck,
         Algorithm::Binomial,
         Algorithm::Linear,
+        Algorithm::Hierarchical,
     ];
 
     /// The lower-case name, as accepted by [`FromStr`].
@@ -101,6 +111,7 @@ impl Algorithm {
             Algorithm::Bruck => "bruck",
             Algorithm::Binomial => "binomial",
             Algorithm::Linear => "linear",
+            Algorithm::Hierarchical => "hier",
         }
     }
 
@@ -114,6 +125,7 @@ impl Algorithm {
             Algorithm::Tree => &["double_binary_tree"],
             Algorithm::RecursiveDoubling => &["rd", "recursive-doubling"],
             Algorithm::HalvingDoubling => &["hd", "rabenseifner", "halving-doubling"],
+            Algorithm::Hierarchical => &["hierarchical"],
             Algorithm::Bruck | Algorithm::Binomial | Algorithm::Linear => &[],
         }
     }
@@ -151,6 +163,13 @@ impl Algorithm {
             Algorithm::Linear => matches!(
                 collective,
                 Collective::AllToAll | Collective::Gather { .. } | Collective::Scatter { .. }
+            ),
+            Algorithm::Hierarchical => !matches!(
+                collective,
+                Collective::Gather { .. }
+                    | Collective::Scatter { .. }
+                    | Collective::Send { .. }
+                    | Collective::Recv { .. }
             ),
         }
     }
@@ -247,6 +266,13 @@ pub enum PlanError {
         /// The collective asked for.
         collective: Collective,
     },
+    /// The node layout given to [`crate::build_with_nodes`] is for another number of ranks.
+    NodesMismatch {
+        /// Ranks in the layout.
+        layout: u32,
+        /// The communicator size.
+        nranks: u32,
+    },
 }
 
 impl fmt::Display for PlanError {
@@ -275,6 +301,10 @@ impl fmt::Display for PlanError {
                 f,
                 "algorithm {algorithm} does not implement {}",
                 collective.name()
+            ),
+            PlanError::NodesMismatch { layout, nranks } => write!(
+                f,
+                "the node layout has {layout} ranks, the communicator {nranks}"
             ),
         }
     }
@@ -309,6 +339,26 @@ pub fn build(
     rank: u32,
     nchannels: u32,
 ) -> Result<Plan, PlanError> {
+    check_args(algorithm, collective, nranks, rank, nchannels)?;
+    if algorithm == Algorithm::Hierarchical {
+        return Ok(crate::hierarchical::plan(
+            collective,
+            &Nodes::single(nranks),
+            rank,
+            nchannels,
+        ));
+    }
+    Ok(flat(algorithm, collective, nranks, rank, nchannels))
+}
+
+/// The checks every entry point makes before building (see [`PlanError`]).
+pub(crate) fn check_args(
+    algorithm: Algorithm,
+    collective: Collective,
+    nranks: u32,
+    rank: u32,
+    nchannels: u32,
+) -> Result<(), PlanError> {
     if nranks == 0 {
         return Err(PlanError::NoRanks);
     }
@@ -340,6 +390,18 @@ pub fn build(
             collective,
         });
     }
+    Ok(())
+}
+
+/// [`build`] for every algorithm but [`Algorithm::Hierarchical`], over rank order; the
+/// arguments were checked.
+pub(crate) fn flat(
+    algorithm: Algorithm,
+    collective: Collective,
+    nranks: u32,
+    rank: u32,
+    nchannels: u32,
+) -> Plan {
     let (splits, scratch, window, steps) = match algorithm {
         Algorithm::Ring => {
             let ring = ring::steps(collective, nranks, rank);
@@ -375,7 +437,7 @@ pub fn build(
                 load_store::two_shot_all_reduce(nranks, rank)
             };
             // The window protocol is one sequence of posts per rank: one channel.
-            return Ok(Plan {
+            return Plan {
                 collective,
                 nranks,
                 rank,
@@ -391,10 +453,11 @@ pub fn build(
                 },
                 splits: plan.splits,
                 channels: vec![plan.steps],
-            });
+            };
         }
+        Algorithm::Hierarchical => unreachable!("build() hands hierarchical plans over"),
     };
-    Ok(Plan {
+    Plan {
         collective,
         nranks,
         rank,
@@ -408,7 +471,7 @@ pub fn build(
         window: Shape { blocks: window },
         splits,
         channels: vec![steps; nchannels as usize],
-    })
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,12 @@
 //! tuner can take `max(sent, received)·β` for full-duplex links; a scatter's root sends its
 //! `(p-1)·n` and is costed as usual: `α + (p-1)nβ`.
 
+mod nodes;
+
+pub use nodes::{
+    estimate_algorithm, estimate_op, estimate_with_nodes, traffic_by_link, LinkTraffic, NodeLinks,
+};
+
 use crate::plan::{channel_piece, split_range};
 use crate::{Plan, Region, Step};
 
@@ -83,10 +89,23 @@ impl Traffic {
 /// Counts the messages, bytes sent and bytes reduced of `plan` for blocks of
 /// `bytes_per_rank` bytes of `elem_size`-byte elements (see the module doc).
 pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
+    let [all, _] = walk(plan, bytes_per_rank, elem_size, |_| 0);
+    all
+}
+
+/// [`traffic`] split by link class: `class(peer)` (0 or 1) is the class of the link to
+/// `peer`; a send's bytes, message and α go to its class; reductions and one-sided loads
+/// to class 0.
+fn walk(
+    plan: &Plan,
+    bytes_per_rank: u64,
+    elem_size: u32,
+    class: impl Fn(u32) -> usize,
+) -> [Traffic; 2] {
     let elem = u64::from(elem_size.max(1));
     let block_len = bytes_per_rank / elem;
     let nchannels = u32::try_from(plan.channels.len()).unwrap_or(u32::MAX);
-    let mut total = Traffic::default();
+    let mut total = [Traffic::default(); 2];
     for (c, steps) in plan.channels.iter().enumerate() {
         let piece = channel_piece(block_len, nchannels, c as u32);
         let window = piece.end - piece.start;
@@ -94,7 +113,7 @@ pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
             let range = split_range(window, plan.splits, region.split);
             (range.end - range.start) * elem
         };
-        let (mut messages, mut latencies) = (0, 0);
+        let (mut messages, mut latencies) = ([0u64; 2], [0u64; 2]);
         // A non-empty chunk was received since the last send that added an α (the first
         // send always adds one).
         let mut waited = true;
@@ -114,10 +133,10 @@ pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
             if let Some((phase, moved, reduced)) = loaded {
                 if moved > 0 && phase > phase_waited {
                     phase_waited = phase;
-                    latencies += 1;
+                    latencies[0] += 1;
                 }
-                total.bytes_sent += moved;
-                total.bytes_reduced += reduced;
+                total[0].bytes_sent += moved;
+                total[0].bytes_reduced += reduced;
                 continue;
             }
             // (sent, received before sending, received independently, reduced)
@@ -138,17 +157,20 @@ pub fn traffic(plan: &Plan, bytes_per_rank: u64, elem_size: u32) -> Traffic {
             let nonempty = |region: Option<Region>| region.map(bytes).filter(|&b| b > 0);
             waited |= nonempty(fused).is_some();
             if let Some(bytes) = nonempty(sent) {
-                messages += 1;
-                total.bytes_sent += bytes;
+                let k = step.send_peer().map_or(0, &class);
+                messages[k] += 1;
+                total[k].bytes_sent += bytes;
                 if std::mem::take(&mut waited) {
-                    latencies += 1;
+                    latencies[k] += 1;
                 }
             }
             waited |= nonempty(received).is_some();
-            total.bytes_reduced += reduced.map_or(0, bytes);
+            total[0].bytes_reduced += reduced.map_or(0, bytes);
         }
-        total.latencies = total.latencies.max(latencies);
-        total.messages = total.messages.max(messages);
+        for k in 0..2 {
+            total[k].latencies = total[k].latencies.max(latencies[k]);
+            total[k].messages = total[k].messages.max(messages[k]);
+        }
     }
     total
 }

@@ -6,7 +6,9 @@
 //! collective but gather and scatter), [`one_shot`] all-reduce (small messages), the
 //! [`load_store`] family for ranks that read each other's memory, and the latency-oriented
 //! [`tree`], [`doubling`], [`bruck`], [`binomial`] and [`linear`] plans (the last two also
-//! gather and scatter). The [`verify`] module runs every rank's plan against the
+//! gather and scatter). For multi-node jobs, [`build_with_nodes`] takes the node of every
+//! rank ([`Nodes`]): it builds the plans over the node-contiguous order ([`order`]) and the
+//! node-aware [`hierarchical`] plans. The [`verify`] module runs every rank's plan against the
 //! others with chunks as sets of contributions and proves deadlock freedom and the
 //! collective's result; [`cost`] gives the α–β–γ cost of a plan for the tuner.
 //!
@@ -32,9 +34,12 @@ mod built;
 pub mod collective;
 pub mod cost;
 pub mod doubling;
+pub mod hierarchical;
 pub mod linear;
 pub mod load_store;
+pub mod nodes;
 pub mod one_shot;
+pub mod order;
 pub mod plan;
 pub mod ring;
 pub mod tree;
@@ -42,4 +47,6 @@ pub mod verify;
 
 pub use algorithm::{build, Algorithm, ParseAlgorithmError, PlanError};
 pub use collective::Collective;
+pub use nodes::{Nodes, NodesError};
+pub use order::build_with_nodes;
 pub use plan::{Buf, Plan, Region, Shape, Step};

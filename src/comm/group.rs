@@ -138,25 +138,20 @@ impl Communicator {
 
     /// The plan for one op on this communicator, built once per shape and then cached.
     fn plan_for(&mut self, spec: &OpSpec) -> Result<Arc<PreparedPlan>> {
-        let choice = crate::tuner::choose(
-            &self.config,
-            self.tuned.as_deref(),
-            spec.collective,
-            spec.dtype,
-            spec.count,
-            self.nranks,
-            self.engine.links.window.is_some(),
-        );
+        let choice = self.choice(spec.collective, spec.dtype, spec.count);
         let key = (choice.algorithm, spec.collective, choice.nchannels);
         if let Some((_, p)) = self.plans.iter().find(|(k, _)| *k == key) {
             return Ok(p.clone());
         }
-        let plan = oxccl_algorithms::build(
+        // Over several nodes the plans follow the node-contiguous order (and the
+        // hierarchical ones use the layout), whatever the rank placement.
+        let plan = oxccl_algorithms::build_with_nodes(
             choice.algorithm,
             spec.collective,
             self.nranks,
             self.rank,
             choice.nchannels,
+            self.layout.as_ref(),
         )
         .map_err(|e| Error::invalid(spec.collective.name(), e.to_string()))?;
         let prepared = Arc::new(PreparedPlan::new(plan));

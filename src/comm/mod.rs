@@ -52,6 +52,10 @@ pub struct Communicator {
     link_class: crate::tuner::LinkClass,
     /// The node of every rank (the same on every rank).
     nodes: NodeMap,
+    /// `nodes` for the plan builder, when the ranks span several nodes.
+    layout: Option<oxccl_algorithms::Nodes>,
+    /// Where the hierarchical plans are predicted to win (several nodes, one with 2+ ranks).
+    planner: Option<Box<crate::tuner::NodePlanner>>,
 }
 
 /// What a plan depends on besides the communicator's rank and size.
@@ -150,7 +154,7 @@ impl Communicator {
         dtype: crate::DataType,
         count: usize,
     ) -> crate::tuner::Choice {
-        crate::tuner::choose(
+        let choice = crate::tuner::choose(
             &self.config,
             self.tuned.as_deref(),
             collective,
@@ -158,7 +162,20 @@ impl Communicator {
             count,
             self.nranks,
             self.engine.links.window.is_some(),
+        );
+        crate::tuner::refine(
+            &self.config,
+            self.tuned.as_deref(),
+            self.planner.as_deref(),
+            (collective, dtype, count),
+            choice,
         )
+    }
+
+    /// The links the multi-node choice assumed (intra-node, inter-node), when the ranks
+    /// span several nodes and one of them holds more than one rank.
+    pub fn node_links(&self) -> Option<oxccl_algorithms::cost::NodeLinks> {
+        self.planner.as_ref().map(|p| p.links())
     }
 
     /// The configuration in effect.

@@ -28,17 +28,29 @@
 //!      all-to-all up to `OXCCL_TREE_MAX` runs linear, the rest the ring (chains for
 //!      broadcast, pairwise all-to-all).
 //!
+//! 4. **Several nodes** ([`NodePlanner`], `tuner/nodes.rs`): when the ranks span several
+//!    hosts and one holds more than one rank, the choice of steps 2–3 is replaced by the
+//!    hierarchical plans ([`Algorithm::Hierarchical`]) for every collective and block size
+//!    where the α–β–γ model with an intra-node (shared memory) and an inter-node (TCP)
+//!    link predicts them faster, unless an algorithm is forced or the tuning file decided
+//!    the op. Every plan is built over the node-contiguous rank order
+//!    (`oxccl_algorithms::build_with_nodes`), so interleaved placements cross the network
+//!    no more than contiguous ones.
+//!
 //! A selection in NCCL_ALGO's syntax ([`AlgoRules`]) keeps the built-in choice when it
 //! allows it and otherwise takes the first allowed algorithm in a size-dependent order of
 //! preference.
 
 mod decide;
 mod file;
+mod nodes;
 mod rules;
 mod table;
 
 pub use decide::{Candidate, Decisions};
 pub use file::{CollectiveKind, LinkClass, TimeKey, TuningFile};
+pub(crate) use nodes::refine;
+pub use nodes::NodePlanner;
 pub use rules::AlgoRules;
 pub(crate) use table::log_table;
 

@@ -9,14 +9,14 @@ use oxccl_algorithms::{build, Algorithm, Collective};
 
 /// Link parameters assumed for ranks that share memory: about 1 µs per synchronisation,
 /// 10 GB/s of copy, 20 GB/s of reduction (the 2-core development machine).
-const SHM_LINK: LinkCost = LinkCost {
+pub(super) const SHM_LINK: LinkCost = LinkCost {
     alpha_s: 1e-6,
     beta_s_per_byte: 1e-10,
     gamma_s_per_byte: 5e-11,
 };
 
 /// Link parameters assumed for TCP: about 10 µs per message, 1 GB/s.
-const TCP_LINK: LinkCost = LinkCost {
+pub(super) const TCP_LINK: LinkCost = LinkCost {
     alpha_s: 10e-6,
     beta_s_per_byte: 1e-9,
     gamma_s_per_byte: 5e-11,

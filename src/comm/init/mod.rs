@@ -174,6 +174,21 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         let lowest_on_host = local.first() == Some(&rank);
         crate::topology::dump_at_init(template, config.hostname.as_deref(), rank, lowest_on_host);
     }
+    // Where every rank sits: plans follow the node-contiguous order, and the hierarchical
+    // ones are chosen where the two-link model predicts they win.
+    let nodes =
+        super::NodeMap::from_hosts(&infos.iter().map(|i| i.host.as_str()).collect::<Vec<_>>());
+    let layout = match nodes.nnodes() {
+        0 | 1 => None,
+        _ => Some(
+            oxccl_algorithms::Nodes::new(nodes.node_of_each().to_vec())
+                .map_err(|e| Error::invalid("Communicator::init", e.to_string()))?,
+        ),
+    };
+    let planner = layout
+        .as_ref()
+        .and_then(|l| crate::tuner::NodePlanner::build(&config, l))
+        .map(Box::new);
     Ok(Communicator {
         rank,
         nranks,
@@ -200,9 +215,9 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         plans: Default::default(),
         tuned,
         link_class: class,
-        nodes: super::NodeMap::from_hosts(
-            &infos.iter().map(|i| i.host.as_str()).collect::<Vec<_>>(),
-        ),
+        layout,
+        planner,
+        nodes,
     })
 }
 

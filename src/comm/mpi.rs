@@ -8,7 +8,7 @@ use crate::bootstrap::UniqueId;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use mpi::traits::{Communicator as MpiCommunicator, CommunicatorCollectives, Root};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// Longest host name compared when deciding whether every process shares rank 0's host.
 const NAME_BYTES: usize = 256;
@@ -16,8 +16,9 @@ const NAME_BYTES: usize = 256;
 impl Communicator {
     /// A communicator whose ranks are `mpi_comm`'s (e.g. `universe.world()`), same order.
     /// Collective over `mpi_comm`: every process must call it. Rank 0's rendezvous listens
-    /// on `OXCCL_SOCKET_ADDR` when set, else on the loopback address when every process
-    /// runs on rank 0's host, else on this host's first non-loopback IPv4 address.
+    /// on the loopback address when every process runs on rank 0's host (and neither
+    /// `OXCCL_SOCKET_ADDR` nor `OXCCL_SOCKET_IFNAME` is set), else where
+    /// [`crate::topology::rendezvous_ip`] says.
     pub fn from_mpi<C: MpiCommunicator>(mpi_comm: &C, config: Config) -> Result<Self> {
         crate::logging::init();
         let (rank, size) = (mpi_comm.rank(), mpi_comm.size());
@@ -68,23 +69,8 @@ fn all_on_rank0_host<C: MpiCommunicator>(comm: &C) -> bool {
 
 /// Where rank 0's rendezvous listens (see [`Communicator::from_mpi`]).
 fn root_address(config: &Config, single_host: bool) -> Result<SocketAddr> {
-    if let Some(ip) = config.socket_addr {
-        return Ok(SocketAddr::new(ip, 0));
-    }
-    if single_host {
+    if single_host && config.socket_addr.is_none() && config.socket_ifname.is_none() {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    let found = (host, 0)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.find(|a| a.is_ipv4() && !a.ip().is_loopback()));
-    found.ok_or_else(|| {
-        Error::Environment(format!(
-            "the MPI job spans hosts and this host's name {host:?} resolves to no \
-             non-loopback IPv4 address: set OXCCL_SOCKET_ADDR to an address of rank 0's host \
-             that the other hosts reach"
-        ))
-    })
+    Ok(SocketAddr::new(crate::topology::rendezvous_ip(config)?, 0))
 }

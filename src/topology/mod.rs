@@ -38,7 +38,7 @@ pub use ib::{IbDevice, IbPort};
 pub use ifname::IfnameSpec;
 pub use net::{Address, Nic, NicKind};
 pub use pci::{PciDevice, PciLink};
-pub use select::{listen_ip, select_interface};
+pub use select::{listen_ip, rendezvous_ip, select_interface};
 
 use crate::error::{Error, Result};
 use std::path::Path;

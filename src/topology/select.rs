@@ -107,6 +107,31 @@ pub fn listen_ip(config: &crate::Config, route: Option<IpAddr>, root: IpAddr) ->
     choose(None, config.socket_ifname.as_ref(), route, root, &nics)
 }
 
+/// Where a rendezvous root listens before any peer is known (`UniqueId::new` for
+/// `ncclGetUniqueId`, `Communicator::from_mpi` across hosts): `OXCCL_SOCKET_ADDR`; else
+/// the interface `OXCCL_SOCKET_IFNAME` selects (an error listing every interface when none
+/// is); else the first physical interface that is up with an IPv4 address; else (virtual
+/// interfaces only, e.g. containers or network namespaces) the first non-loopback,
+/// non-bridge one; else the loopback address.
+pub fn rendezvous_ip(config: &crate::Config) -> Result<IpAddr> {
+    if let Some(ip) = config.socket_addr {
+        return Ok(ip);
+    }
+    let mut nics = super::net::detect(Path::new("/"), &[]);
+    super::net::attach_addresses(&mut nics, &oxccl_transports::ifaddrs::interface_addrs());
+    if let Some(spec) = config.socket_ifname.as_ref() {
+        return choose(None, Some(spec), None, IpAddr::V4(Ipv4Addr::LOCALHOST), &nics);
+    }
+    let up = |kinds: &[NicKind]| {
+        nics.iter()
+            .filter(|n| kinds.contains(&n.kind) && n.is_up())
+            .find_map(Nic::ipv4)
+    };
+    Ok(up(&[NicKind::Physical])
+        .or_else(|| up(&[NicKind::Veth, NicKind::Virtual, NicKind::Tun]))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Address;

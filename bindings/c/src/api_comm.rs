@@ -49,12 +49,10 @@ fn comm_id_secret(addr: SocketAddr) -> CResult<Secret> {
     }
 }
 
-/// Where `ncclGetUniqueId` binds its rendezvous.
-fn root_bind_ip() -> IpAddr {
-    env::env_lookup("OXCCL_SOCKET_ADDR")
-        .and_then(|a| a.trim().parse().ok())
-        .or_else(|| crate::ifaddr::ipv4_of("^docker,lo"))
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+/// Where `ncclGetUniqueId` binds its rendezvous: `oxccl::topology::rendezvous_ip` with the
+/// `OXCCL_*`/`NCCL_*` configuration (socket address, interface selection).
+fn root_bind_ip() -> CResult<IpAddr> {
+    Ok(oxccl::topology::rendezvous_ip(&env::config()?)?)
 }
 
 export! {
@@ -72,7 +70,7 @@ export! {
         need(unique_id, "uniqueId")?;
         let id = match comm_id_addr()? {
             Some(root) => UniqueId { root, secret: comm_id_secret(root)? },
-            None => UniqueId::new(SocketAddr::new(root_bind_ip(), 0), env::config()?.timeout)?,
+            None => UniqueId::new(SocketAddr::new(root_bind_ip()?, 0), env::config()?.timeout)?,
         };
         let out = NcclUniqueId { internal: id.to_bytes().map(|b| b as c_char) };
         // SAFETY: checked non-null above.

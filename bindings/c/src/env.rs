@@ -9,11 +9,12 @@
 //! | `NCCL_DEBUG_SUBSYS` | `OXCCL_DEBUG_SUBSYS` |
 //! | `NCCL_DEBUG_FILE` (`%h` host, `%p` pid) | the log goes to that file |
 //! | `NCCL_ALGO` (Ring → ring, Tree → tree; CollNet*, NVLS*, PAT dropped with a warning) | `OXCCL_ALGO` |
-//! | `NCCL_SOCKET_IFNAME` (`eth`, `^docker`, `=eth0`) | `OXCCL_SOCKET_ADDR` = the first matching interface's IPv4 address |
+//! | `NCCL_SOCKET_IFNAME` (`eth`, `^docker`, `=eth0`) | `OXCCL_SOCKET_IFNAME` (the same syntax; no match is an error listing the interfaces) |
+//! | `NCCL_TOPO_DUMP_FILE` | `OXCCL_TOPO_DUMP_FILE` (XML for `.xml`, else JSON) |
 //! | `NCCL_BUFFSIZE` (bytes per connection) | `OXCCL_SLOT_SIZE` = BUFFSIZE / `OXCCL_NSLOTS`, a multiple of 64 |
 //! | `NCCL_SHM_DISABLE=1` | `OXCCL_TRANSPORT=tcp` |
 //! | `NCCL_COMM_ID` (`host:port`) | the root address of `ncclGetUniqueId` (see the `api_comm` module) |
-//! | `NCCL_PROTO`, `NCCL_P2P_DISABLE`, `NCCL_IB_DISABLE`, `NCCL_IB_HCA`, `NCCL_TOPO_DUMP_FILE` | accepted, logged as not applicable |
+//! | `NCCL_PROTO`, `NCCL_P2P_DISABLE`, `NCCL_IB_DISABLE`, `NCCL_IB_HCA` | accepted, logged as not applicable |
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Once, OnceLock};
@@ -106,9 +107,8 @@ pub fn lookup(key: &str, get: &dyn Fn(&str) -> Option<String>) -> Option<String>
                 .and_then(|b| slot_size_for(&b, nslots))
                 .map(|s| s.to_string())
         }
-        "OXCCL_SOCKET_ADDR" => set("NCCL_SOCKET_IFNAME")
-            .and_then(|spec| crate::ifaddr::ipv4_of(&spec))
-            .map(|ip| ip.to_string()),
+        "OXCCL_SOCKET_IFNAME" => set("NCCL_SOCKET_IFNAME"),
+        "OXCCL_TOPO_DUMP_FILE" => set("NCCL_TOPO_DUMP_FILE"),
         _ => None,
     }
 }
@@ -198,19 +198,11 @@ fn report_unused() {
             tracing::warn!(target: "oxccl::nccl", "NCCL_ALGO={v}: oxccl has no {}; ignored", dropped.join(", "));
         }
     }
-    if let Ok(spec) = std::env::var("NCCL_SOCKET_IFNAME") {
-        if std::env::var_os("OXCCL_SOCKET_ADDR").is_none()
-            && crate::ifaddr::ipv4_of(&spec).is_none()
-        {
-            tracing::warn!(target: "oxccl::nccl", "NCCL_SOCKET_IFNAME={spec}: no interface with an IPv4 address matches; using the default address");
-        }
-    }
     for k in [
         "NCCL_PROTO",
         "NCCL_P2P_DISABLE",
         "NCCL_IB_DISABLE",
         "NCCL_IB_HCA",
-        "NCCL_TOPO_DUMP_FILE",
     ] {
         if let Ok(v) = std::env::var(k) {
             tracing::info!(target: "oxccl::nccl", "{k}={v} accepted; not applicable to oxccl yet");

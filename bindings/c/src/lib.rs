@@ -23,7 +23,6 @@ pub mod error;
 pub mod ffi;
 pub mod group;
 pub mod handle;
-pub mod ifaddr;
 pub mod ops;
 pub mod types;
 

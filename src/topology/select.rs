@@ -120,7 +120,13 @@ pub fn rendezvous_ip(config: &crate::Config) -> Result<IpAddr> {
     let mut nics = super::net::detect(Path::new("/"), &[]);
     super::net::attach_addresses(&mut nics, &oxccl_transports::ifaddrs::interface_addrs());
     if let Some(spec) = config.socket_ifname.as_ref() {
-        return choose(None, Some(spec), None, IpAddr::V4(Ipv4Addr::LOCALHOST), &nics);
+        return choose(
+            None,
+            Some(spec),
+            None,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            &nics,
+        );
     }
     let up = |kinds: &[NicKind]| {
         nics.iter()

@@ -26,7 +26,7 @@ pub struct Args {
     /// Print the JSON dump (under a job: the fused cluster as JSON)
     #[arg(long, conflicts_with = "xml")]
     pub json: bool,
-    /// Print the XML dump (under a job: every node's dump inside one <cluster> element)
+    /// Print the XML dump (under a job: every node's dump inside one `<cluster>` element)
     #[arg(long)]
     pub xml: bool,
 }

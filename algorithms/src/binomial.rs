@@ -288,10 +288,19 @@ pub(crate) fn steps(collective: Collective, nranks: u32, rank: u32) -> Built {
 }
 
 fn broadcast(p: u32, root: u32, rank: u32) -> Vec<Step> {
-    let children = broadcast_children(p, root, rank);
+    tree_broadcast(
+        broadcast_parent(p, root, rank),
+        broadcast_children(p, root, rank),
+    )
+}
+
+/// One rank's broadcast down a tree of whole blocks: the root copies its input to its
+/// output, every other rank receives from `parent`, forwarding to the first child in the
+/// same step, then sends to the other children. Shared with the hierarchical broadcast.
+pub(crate) fn tree_broadcast(parent: Option<u32>, children: Vec<u32>) -> Vec<Step> {
     let mut steps = Vec::with_capacity(children.len() + 1);
     let mut children = children.into_iter();
-    let src = match broadcast_parent(p, root, rank) {
+    let src = match parent {
         None => {
             steps.push(Step::Copy {
                 src: input(),

@@ -100,7 +100,8 @@ pub struct StepLog {
     /// (waiting for all-reduces the backward pass did not hide included).
     pub comm_share: f64,
     /// The gradient all-reduce's time and how much of it the backward pass hid, when the
-    /// step overlapped them (data parallel over several ranks, without ZeRO or a pipeline).
+    /// step overlapped them (data parallel over several ranks with several gradient
+    /// buckets, without ZeRO or a pipeline).
     pub overlap: Option<OverlapStats>,
 }
 
@@ -305,8 +306,11 @@ impl Trainer {
         let lr = self.cfg.lr.at(step);
         let mut sync = Duration::ZERO;
         let mut overlap = None;
+        // With one bucket nothing can start before the embeddings' gradient, the last one:
+        // the plain backward then costs less than the layer-by-layer one.
         let overlapped = matches!((&self.opt, &self.net), (Optimizer::Full(_), Net::Whole(_)))
-            && self.dp.size() > 1;
+            && self.dp.size() > 1
+            && self.dp.buckets().len() > 1;
         let loss = match (&mut self.opt, &self.net) {
             // Data parallel over several ranks: the backward pass runs layer by layer and
             // each gradient bucket is all-reduced while the earlier layers' run.

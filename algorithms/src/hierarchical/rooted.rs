@@ -90,33 +90,7 @@ fn place(nodes: &Nodes, root: u32, rank: u32, broadcast: bool) -> Place {
 /// the other children.
 pub(super) fn broadcast(nodes: &Nodes, root: u32, rank: u32) -> Vec<Step> {
     let place = place(nodes, root, rank, true);
-    let mut children = place.down.into_iter();
-    let mut steps = Vec::new();
-    let src = match place.parent {
-        None => {
-            steps.push(Step::Copy {
-                src: input(),
-                dst: output(),
-            });
-            input()
-        }
-        Some(from) => {
-            steps.push(match children.next() {
-                Some(to) => Step::RecvCopySend {
-                    from,
-                    to,
-                    dst: output(),
-                },
-                None => Step::Recv {
-                    from,
-                    dst: output(),
-                },
-            });
-            output()
-        }
-    };
-    steps.extend(children.map(|to| Step::Send { to, src }));
-    steps
+    binomial::tree_broadcast(place.parent, place.down)
 }
 
 /// Reduce onto `root`: fold the children in (in scratch off the root, as the binomial

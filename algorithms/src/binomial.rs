@@ -126,15 +126,18 @@
 use crate::built::Built;
 use crate::{Buf, Collective, Region, Step};
 
-fn input() -> Region {
+/// The whole block of this buffer (shared with the hierarchical rooted plans).
+pub(crate) fn input() -> Region {
     Region::new(Buf::Input, 0, 0)
 }
 
-fn output() -> Region {
+/// The whole block of this buffer (shared with the hierarchical rooted plans).
+pub(crate) fn output() -> Region {
     Region::new(Buf::Output, 0, 0)
 }
 
-fn scratch() -> Region {
+/// The whole block of this buffer (shared with the hierarchical rooted plans).
+pub(crate) fn scratch() -> Region {
     Region::new(Buf::Scratch, 0, 0)
 }
 

@@ -8,19 +8,8 @@
 //! have the most left to forward), reduce folds up it (a representative folds its node's
 //! chain first, then its inter-node children in the binomial reduce tree's order).
 
-use crate::{binomial, Buf, Nodes, Region, Step};
-
-fn input() -> Region {
-    Region::new(Buf::Input, 0, 0)
-}
-
-fn output() -> Region {
-    Region::new(Buf::Output, 0, 0)
-}
-
-fn scratch() -> Region {
-    Region::new(Buf::Scratch, 0, 0)
-}
+use crate::binomial::{self, input, output, scratch};
+use crate::{Nodes, Step};
 
 /// Where `rank` sits in the tree of `root`.
 struct Place {

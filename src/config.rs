@@ -27,6 +27,7 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_TIMEOUT", default: "300", unit: "seconds", doc: "Deadline for any wait without progress (bootstrap, connect, every collective). An op that makes no progress this long fails with an error naming the peer and step." },
     Knob { name: "OXCCL_TRANSPORT", default: "auto", unit: "auto, shm, tcp", doc: "auto: shared memory between ranks on one host, TCP between hosts. tcp: TCP everywhere. shm: shared memory, and an error if ranks are on several hosts." },
     Knob { name: "OXCCL_NCHANNELS", default: "2", unit: "count (1-64)", doc: "Channels per operation; each has its own connection (TCP: its own socket stream) to every peer and handles 1/n of the data." },
+    Knob { name: "OXCCL_ZERO_COPY", default: "1", unit: "0 or 1", doc: "TCP: send straight from the op's buffers and receive plain copies straight into them (1), or move every byte through the connection's FIFO slots (0, one more copy on each side). The bytes on the wire are the same." },
     Knob { name: "OXCCL_SLOT_SIZE", default: "128K", unit: "bytes (K/M suffix)", doc: "Bytes per FIFO slot: the unit in which data moves and pipelines between ranks." },
     Knob { name: "OXCCL_NSLOTS", default: "8", unit: "count (2-1024)", doc: "Slots per one-way connection. A plan chunk is half the FIFO, so consecutive steps overlap." },
     Knob { name: "OXCCL_ALGO", default: "(tuner)", unit: "an algorithm, or NCCL_ALGO's syntax", doc: "One name (ring, one_shot, ls_one_shot, ls_two_shot, tree, recursive_doubling, halving_doubling, bruck, binomial, linear) forces that algorithm for every collective it supports (the ls_ (load/store) algorithms only where every rank is on this host with shared memory); the others keep the tuner's choice. A list restricts the tuner: `ring,tree`, `^tree` (all but), `allreduce:tree,ring;allgather:^bruck` (per collective)." },
@@ -73,6 +74,8 @@ pub struct Config {
     pub nchannels: u32,
     /// `OXCCL_SLOT_SIZE`.
     pub slot_size: usize,
+    /// `OXCCL_ZERO_COPY`: TCP moves data straight from and to the op's buffers.
+    pub zero_copy: bool,
     /// `OXCCL_NSLOTS`.
     pub nslots: usize,
     /// `OXCCL_ALGO` when it names one algorithm (`None`: the tuner decides).
@@ -108,6 +111,7 @@ impl Default for Config {
             transport: TransportChoice::Auto,
             nchannels: 2,
             slot_size: 128 * 1024,
+            zero_copy: true,
             nslots: 8,
             algorithm: None,
             algo_rules: None,
@@ -170,6 +174,13 @@ impl Config {
                     "expected bytes with optional K/M suffix",
                 )
             })?;
+        }
+        if let Some(v) = get("OXCCL_ZERO_COPY") {
+            c.zero_copy = match v.to_ascii_lowercase().as_str() {
+                "1" | "on" | "true" | "yes" => true,
+                "0" | "off" | "false" | "no" => false,
+                _ => return Err(bad("OXCCL_ZERO_COPY", &v, "expected 0 or 1")),
+            };
         }
         if let Some(v) = get("OXCCL_NSLOTS") {
             c.nslots = parse(&v, "OXCCL_NSLOTS")?;

@@ -160,6 +160,16 @@ impl<'a> OpMemory<'a> {
         }
     }
 
+    /// Whether two regions share any byte (a window region shares none with local memory).
+    pub fn overlaps(&self, a: (Buf, Range<usize>), b: (Buf, Range<usize>)) -> Result<bool> {
+        if a.0 == Buf::Window || b.0 == Buf::Window {
+            return Ok(false);
+        }
+        let (pa, ra) = self.locate(a.0, a.1)?;
+        let (pb, rb) = self.locate(b.0, b.1)?;
+        Ok(pa == pb && !ra.is_empty() && !rb.is_empty() && ra.start < rb.end && rb.start < ra.end)
+    }
+
     /// The whole output, for final passes (average division).
     pub fn output(&mut self, len: usize) -> Result<&mut [u8]> {
         self.write(Buf::Output, 0..len)

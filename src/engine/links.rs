@@ -43,6 +43,9 @@ pub(crate) struct Links {
     pub nranks: u32,
     /// Bytes per FIFO slot (the same on every connection).
     pub slot_size: usize,
+    /// Whether steps may move data straight from and to the op's memory on channels that
+    /// support it (`OXCCL_ZERO_COPY`).
+    pub zero_copy: bool,
     /// Largest plan chunk in bytes (half a FIFO).
     pub chunk_bytes: usize,
     /// Sending halves.
@@ -83,6 +86,24 @@ impl Links {
                 "rank {rank} has no connection from rank {peer} on channel {ch}"
             ))),
         }
+    }
+
+    /// The sending half towards `peer` on `ch` when data may leave straight from the op's
+    /// memory on it.
+    pub fn direct_sender(
+        &mut self,
+        peer: u32,
+        ch: usize,
+    ) -> Result<Option<&mut dyn SendChannel>, Error> {
+        let zero_copy = self.zero_copy;
+        let s = self.sender(peer, ch)?;
+        Ok((zero_copy && s.zero_copy()).then_some(s))
+    }
+
+    /// Whether data from `peer` on `ch` may land straight in the op's memory.
+    pub fn direct_from(&mut self, peer: u32, ch: usize) -> Result<bool, Error> {
+        let zero_copy = self.zero_copy;
+        Ok(zero_copy && self.receiver(peer, ch)?.zero_copy())
     }
 
     /// Both halves at once (different peers or directions never alias).

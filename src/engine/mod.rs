@@ -13,6 +13,7 @@
 //! direction keep their issue order on the wire, which is what both sides expect.
 
 mod buffers;
+mod direct;
 mod layout;
 mod links;
 mod op;

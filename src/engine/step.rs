@@ -11,10 +11,11 @@ use super::op::OpRun;
 use crate::error::{Error, Result};
 use crate::reduce;
 use oxccl_algorithms::{Buf, Region, Step};
-use oxccl_transports::{Message, RecvChannel, SendChannel};
+use oxccl_transports::{Direct, Message, RecvChannel, SendChannel};
 use std::ops::Range;
 
 /// Outcome of running a step as far as possible.
+#[derive(Debug)]
 pub(crate) enum Status {
     /// Every slice is done.
     Done,
@@ -92,13 +93,13 @@ pub(super) fn tr(rank: u32, peer: u32, op: &OpRun<'_>, e: oxccl_transports::Erro
 }
 
 /// Slice `i` of byte range `r`, or `None` past the end.
-fn slice(r: &Range<usize>, i: usize, slot: usize) -> Option<Range<usize>> {
+pub(super) fn slice(r: &Range<usize>, i: usize, slot: usize) -> Option<Range<usize>> {
     let start = r.start + i * slot;
     (start < r.end).then(|| start..r.end.min(start + slot))
 }
 
 /// The oldest message from a receiver, asking the transport to move bytes if none is there.
-fn peek(r: &mut dyn RecvChannel) -> oxccl_transports::Result<Option<Message<'_>>> {
+pub(super) fn peek(r: &mut dyn RecvChannel) -> oxccl_transports::Result<Option<Message<'_>>> {
     if r.try_peek()?.is_none() {
         r.progress()?;
     }
@@ -114,7 +115,13 @@ fn acquire(s: &mut dyn SendChannel) -> oxccl_transports::Result<Option<&mut [u8]
 }
 
 /// Checks that a message belongs to `op` (its tag) and has the expected length.
-fn check_msg(rank: u32, op: &OpRun<'_>, from: u32, msg: &Message<'_>, want: usize) -> Result<()> {
+pub(super) fn check_msg(
+    rank: u32,
+    op: &OpRun<'_>,
+    from: u32,
+    msg: &Message<'_>,
+    want: usize,
+) -> Result<()> {
     if msg.tag != op.tag {
         return Err(tr(
             rank,
@@ -175,7 +182,7 @@ fn run_step(
             }
             Ok(Status::Done)
         }
-        Step::Send { to, src } => send_half(op, ch, links, to, src.buf, range(src), moved),
+        Step::Send { to, src } => send_half(op, ch, links, to, (src.buf, range(src)), true, moved),
         Step::Recv { from, dst } => recv_half(
             op,
             ch,
@@ -184,6 +191,7 @@ fn run_step(
             range(dst),
             Counter::A,
             moved,
+            Some(dst.buf),
             store(dst.buf),
         ),
         Step::RecvReduce { from, src, dst } => {
@@ -197,6 +205,7 @@ fn run_step(
                 rd.clone(),
                 Counter::A,
                 moved,
+                None,
                 |mem, sl, msg| {
                     let off = sl.start - rd.start;
                     let ss = rs.start + off..rs.start + off + sl.len();
@@ -211,30 +220,39 @@ fn run_step(
         Step::RecvReduceSend { from, to, src } => {
             fused(op, ch, round, links, from, to, Fused::Reduce(src), moved)
         }
-        Step::RecvReduceCopySend { from, to, src, dst } => fused(
-            op,
-            ch,
-            round,
-            links,
-            from,
-            to,
-            Fused::ReduceCopy(src, dst),
-            moved,
-        ),
+        Step::RecvReduceCopySend { from, to, src, dst } => {
+            if links.direct_sender(to, ch)?.is_some() {
+                let kind = super::direct::Fill::Reduce(src);
+                return super::direct::fused(op, ch, round, links, from, to, kind, dst, moved);
+            }
+            let kind = Fused::ReduceCopy(src, dst);
+            fused(op, ch, round, links, from, to, kind, moved)
+        }
         Step::RecvCopySend { from, to, dst } => {
+            if links.direct_sender(to, ch)?.is_some() {
+                let kind = super::direct::Fill::Copy;
+                return super::direct::fused(op, ch, round, links, from, to, kind, dst, moved);
+            }
             fused(op, ch, round, links, from, to, Fused::Copy(dst), moved)
         }
         Step::SendRecv { to, src, from, dst } => {
             // The halves progress independently; the receive half counts slices in `b`.
-            let sent = send_half(op, ch, links, to, src.buf, range(src), moved)?;
+            // The send half leaves straight from `src` only when the receive half cannot
+            // overwrite bytes it has not sent yet.
+            let (rs, rd) = (range(src), range(dst));
+            let direct = !op
+                .mem
+                .overlaps((src.buf, rs.clone()), (dst.buf, rd.clone()))?;
+            let sent = send_half(op, ch, links, to, (src.buf, rs), direct, moved)?;
             let received = recv_half(
                 op,
                 ch,
                 links,
                 from,
-                range(dst),
+                rd,
                 Counter::B,
                 moved,
+                Some(dst.buf),
                 store(dst.buf),
             )?;
             Ok(match (sent, received) {
@@ -264,7 +282,9 @@ enum Counter {
 }
 
 /// Receives byte range `rd` from `from` slice by slice, continuing at the slice counter
-/// `ctr`; `apply` consumes each message with the byte range it covers.
+/// `ctr`; `apply` consumes each message with the byte range it covers. With `direct`, a
+/// message the transport can deliver straight into that range of `direct` lands there
+/// instead (`apply` must then be a plain store into it).
 #[allow(clippy::too_many_arguments)]
 fn recv_half(
     op: &mut OpRun<'_>,
@@ -274,6 +294,7 @@ fn recv_half(
     rd: Range<usize>,
     ctr: Counter,
     moved: &mut bool,
+    direct: Option<Buf>,
     mut apply: impl FnMut(&mut OpMemory<'_>, Range<usize>, &[u8]) -> Result<()>,
 ) -> Result<Status> {
     let (slot, rank) = (links.slot_size, links.rank);
@@ -285,6 +306,25 @@ fn recv_half(
         let Some(sl) = slice(&rd, done, slot) else {
             return Ok(Status::Done);
         };
+        let landed = match direct {
+            Some(buf) => super::direct::recv_into(op, ch, links, from, (buf, sl.clone()))?,
+            None => Direct::Slot,
+        };
+        match landed {
+            Direct::Done => {
+                match ctr {
+                    Counter::A => op.chans[ch].a += 1,
+                    Counter::B => op.chans[ch].b += 1,
+                }
+                *moved = true;
+                continue;
+            }
+            Direct::Moved | Direct::Waiting => {
+                *moved |= landed == Direct::Moved;
+                return Ok(Status::Blocked(Dir::From(from)));
+            }
+            Direct::Slot => {}
+        }
         let r = links.receiver(from, ch)?;
         let Some(msg) = peek(r).map_err(|e| tr(rank, from, op, e))? else {
             return Ok(Status::Blocked(Dir::From(from)));
@@ -303,20 +343,34 @@ fn recv_half(
     }
 }
 
-/// Sends byte range `rs` of `buf` to `to`, continuing at slice `chans[ch].a`.
+/// Sends byte range `rs` of `buf` to `to`, continuing at slice `chans[ch].a`; with
+/// `direct`, straight from `buf` where the connection allows it.
 #[allow(clippy::too_many_arguments)]
 fn send_half(
     op: &mut OpRun<'_>,
     ch: usize,
     links: &mut Links,
     to: u32,
-    buf: Buf,
-    rs: Range<usize>,
+    (buf, rs): (Buf, Range<usize>),
+    direct: bool,
     moved: &mut bool,
 ) -> Result<Status> {
     let slot = links.slot_size;
     let rank = links.rank;
     while let Some(sl) = slice(&rs, op.chans[ch].a, slot) {
+        if direct && links.direct_sender(to, ch)?.is_some() {
+            match super::direct::send_from(op, ch, links, to, (buf, sl))? {
+                Direct::Done => {
+                    op.chans[ch].a += 1;
+                    *moved = true;
+                    continue;
+                }
+                d => {
+                    *moved |= d == Direct::Moved;
+                    return Ok(Status::Blocked(Dir::To(to)));
+                }
+            }
+        }
         let s = links.sender(to, ch)?;
         let data = op.mem.read(buf, sl.clone())?;
         let Some(dst) = acquire(s).map_err(|e| tr(rank, to, op, e))? else {

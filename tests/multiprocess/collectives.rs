@@ -12,6 +12,9 @@
 //! others leave them to the tuner's default). Every run also checks
 //! that no shared-memory segment is left behind.
 //!
+//! TCP runs move data straight from and to the op's buffers (zero copy, the default);
+//! `tcp_through_slots_*` run with `OXCCL_ZERO_COPY=0`.
+//!
 //! Odd rank counts run with a small FIFO (4 KiB × 4 slots) and the smallest window (64 KiB)
 //! so that every op spans many rounds, slices and window epochs; even ones with the
 //! defaults.
@@ -28,8 +31,13 @@ fn check_forced(n: u32, transport: &str, algo: &str) {
 }
 
 fn run(n: u32, transport: &str, algo: Option<&str>, args: &[&str]) {
+    run_env(n, transport, algo, args, &[]);
+}
+
+fn run_env(n: u32, transport: &str, algo: Option<&str>, args: &[&str], extra: &[(&str, &str)]) {
     let small_fifo = n % 2 == 1;
     let mut env = vec![("OXCCL_TRANSPORT", transport), ("OXCCL_TIMEOUT", "120")];
+    env.extend_from_slice(extra);
     if small_fifo {
         env.extend([
             ("OXCCL_SLOT_SIZE", "4K"),
@@ -51,6 +59,20 @@ fn run(n: u32, transport: &str, algo: Option<&str>, args: &[&str]) {
         ran.output
     );
     common::assert_no_segments_left(since);
+}
+
+/// TCP moves data straight from and to the op's buffers by default (`OXCCL_ZERO_COPY`);
+/// these keep the path through the FIFO slots checked too.
+#[test]
+fn tcp_through_slots_3_ranks() {
+    let args = ["--counts", "0,1,7,1031,100003"];
+    run_env(3, "tcp", None, &args, &[("OXCCL_ZERO_COPY", "0")]);
+}
+
+#[test]
+fn tcp_through_slots_4_ranks() {
+    let args = ["--counts", "0,1,7,1031,1000003"];
+    run_env(4, "tcp", None, &args, &[("OXCCL_ZERO_COPY", "0")]);
 }
 
 macro_rules! suite {

@@ -13,6 +13,13 @@
 //!   no help).
 //! - Receiver: [`RecvChannel::try_peek`] → read the returned [`Message`] (bytes and tag) →
 //!   [`RecvChannel::release`]. Call [`RecvChannel::progress`] when `try_peek` returns `None`.
+//! - Zero copy: a channel whose [`SendChannel::zero_copy`] is true also takes a whole
+//!   message straight from the caller's memory ([`SendChannel::send_direct`]); one whose
+//!   [`RecvChannel::zero_copy`] is true delivers the next message straight into the caller's
+//!   memory ([`RecvChannel::recv_direct`]) when that message is not already in a slot. Both
+//!   are resumable: a call that returns before the whole message moved is repeated with the
+//!   same memory. The wire format is the same either way, so one end may use slots and the
+//!   other its caller's memory.
 //! - Tags are opaque to transports: a transport delivers each message's tag exactly as the
 //!   sender committed it, and never reads, checks or orders by it. The engine uses it to tell
 //!   which operation a message belongs to (so a stray message left on a connection by a
@@ -53,6 +60,23 @@ pub struct Message<'a> {
     pub tag: u32,
 }
 
+/// How far a zero-copy transfer got ([`SendChannel::send_direct`],
+/// [`RecvChannel::recv_direct`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// The whole message moved; the caller's memory is free again.
+    Done,
+    /// Some bytes moved, not all: call again later with the same memory.
+    Moved,
+    /// Nothing moved: wait on the channel's [`WaitSource`], then call again with the same
+    /// memory.
+    Waiting,
+    /// Receiving only: the next message does not go to the caller's memory (it is already in
+    /// a slot, or its length or tag differ from what the caller expects): take it with
+    /// [`RecvChannel::try_peek`].
+    Slot,
+}
+
 /// The sending half of a one-way connection to one peer.
 pub trait SendChannel: Send {
     /// Bytes per slot. Every committed message is at most this long.
@@ -81,6 +105,22 @@ pub trait SendChannel: Send {
     fn check_alive(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Whether [`Self::send_direct`] saves a copy on this channel. Where the peer reads the
+    /// slots themselves (shared memory) it does not, and the default is `false`.
+    fn zero_copy(&self) -> bool {
+        false
+    }
+    /// Sends `data` (at most `slot_size` bytes) as one message tagged `tag`, straight from
+    /// the caller's memory, after every committed slot. `Done` once the whole message has
+    /// left; otherwise the caller repeats the call with the same `data` and `tag` (the
+    /// channel remembers how far it got) and, until `Done`, neither changes `data` nor
+    /// acquires a slot. The receiver sees an ordinary message.
+    fn send_direct(&mut self, data: &[u8], tag: u32) -> Result<Direct> {
+        let _ = (data, tag);
+        Err(Error::Config(
+            "send_direct on a channel that sends through its slots only".into(),
+        ))
+    }
 }
 
 /// The receiving half of a one-way connection from one peer.
@@ -107,6 +147,18 @@ pub trait RecvChannel: Send {
     /// a dead peer keep the default.
     fn check_alive(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// Whether [`Self::recv_direct`] can save a copy on this channel (default `false`).
+    fn zero_copy(&self) -> bool {
+        false
+    }
+    /// Receives the next message straight into `dst` when it is exactly `dst.len()` bytes
+    /// tagged `tag` and no part of it is in a slot yet; `Slot` when it is not for `dst`
+    /// (then [`Self::try_peek`] returns it, so the caller can report the mismatch). Until
+    /// `Done` the caller repeats the call with the same `dst` and takes no slot message.
+    fn recv_direct(&mut self, dst: &mut [u8], tag: u32) -> Result<Direct> {
+        let _ = (dst, tag);
+        Ok(Direct::Slot)
     }
 }
 

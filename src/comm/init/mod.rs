@@ -197,6 +197,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
                 rank,
                 nranks,
                 slot_size: fifo.slot_size,
+                zero_copy: config.zero_copy,
                 chunk_bytes: fifo.slot_size * (fifo.nslots / 2).max(1),
                 send,
                 recv,

@@ -13,7 +13,10 @@ use rustix::net::{SendAncillaryBuffer, SendFlags};
 
 use super::layout::{decode_header, encode_header, Header, HEADER_LEN};
 use crate::wait::WaitSource;
-use crate::{Error, FifoConfig, Message, RecvChannel, Result, SendChannel};
+use crate::{Direct, Error, FifoConfig, Message, RecvChannel, Result, SendChannel};
+
+mod direct;
+use direct::DirectSend;
 
 /// Most messages gathered into one `sendmsg`.
 const MAX_GATHER: usize = 32;
@@ -102,6 +105,12 @@ pub struct TcpSender {
     partial: usize,
     /// `try_acquire` handed out slot `committed % nslots` and no commit followed yet.
     acquired: bool,
+    /// The message `send_direct` is writing from its caller's memory, if any.
+    direct: Option<DirectSend>,
+    /// Since when `send_direct` has been waiting on a socket that takes nothing.
+    stalled_since: Option<std::time::Instant>,
+    /// Direct messages whose rest went into a slot because the socket stalled.
+    spills: u64,
 }
 
 impl TcpSender {
@@ -115,6 +124,9 @@ impl TcpSender {
             sent: 0,
             partial: 0,
             acquired: false,
+            direct: None,
+            stalled_since: None,
+            spills: 0,
         }
     }
 
@@ -189,6 +201,11 @@ impl SendChannel for TcpSender {
     }
 
     fn try_acquire(&mut self) -> Result<Option<&mut [u8]>> {
+        if self.direct.is_some() {
+            return Err(Error::Config(
+                "try_acquire while a send_direct message is half written".into(),
+            ));
+        }
         if !self.acquired {
             if self.committed - self.sent >= self.ring.nslots as u64 {
                 return Ok(None);
@@ -237,13 +254,21 @@ impl SendChannel for TcpSender {
     }
 
     fn flushed(&self) -> bool {
-        self.sent == self.committed
+        self.sent == self.committed && self.direct.is_none()
     }
 
     /// `Writable(fd)`; with nothing unsent it is ready at once, which is right: a slot is
     /// free then.
     fn wait_source(&self) -> WaitSource {
         WaitSource::Writable(self.stream.as_raw_fd())
+    }
+
+    fn zero_copy(&self) -> bool {
+        true
+    }
+
+    fn send_direct(&mut self, data: &[u8], tag: u32) -> Result<Direct> {
+        self.write_direct(data, tag)
     }
 }
 
@@ -254,6 +279,10 @@ impl Drop for TcpSender {
         if !self.flushed() {
             tracing::debug!(peer = %self.peer, unsent = self.committed - self.sent,
                 "TCP sender dropped with unsent messages");
+        }
+        if self.spills > 0 {
+            tracing::debug!(peer = %self.peer, spills = self.spills,
+                "direct sends that finished through a slot (the peer did not drain the socket)");
         }
         let _ = self.stream.shutdown(Shutdown::Write);
     }
@@ -267,6 +296,9 @@ enum ReadState {
     /// Reading a payload of `len` bytes, tagged `tag`, into the slot of message `received`;
     /// `got` are in.
     Payload { len: usize, tag: u32, got: usize },
+    /// Reading a payload of `len` bytes into the memory of `recv_direct`'s caller, which
+    /// starts at address `at`; `got` are in. Only `recv_direct` reads on.
+    Direct { len: usize, at: usize, got: usize },
 }
 
 /// The receiving end of a TCP connection. [`RecvChannel::progress`] reads messages into
@@ -354,10 +386,40 @@ impl TcpReceiver {
                 peer: self.peer.clone(),
                 detail: format!("end of stream after {got} bytes of a message header"),
             }),
-            ReadState::Payload { len, got, .. } => Err(Error::PeerClosed {
-                peer: self.peer.clone(),
-                detail: format!("end of stream after {got} of {len} payload bytes"),
-            }),
+            ReadState::Payload { len, got, .. } | ReadState::Direct { len, got, .. } => {
+                Err(Error::PeerClosed {
+                    peer: self.peer.clone(),
+                    detail: format!("end of stream after {got} of {len} payload bytes"),
+                })
+            }
+        }
+    }
+
+    /// Checks the header just read (sequence number, length) and returns its length and tag.
+    fn accept_header(&self) -> Result<(usize, u32)> {
+        let Header { len, seq, tag } = decode_header(&self.header);
+        let expected = self.received as u32;
+        if seq != expected {
+            return Err(self.protocol(format!(
+                "message sequence number {seq}, expected {expected}"
+            )));
+        }
+        let len = len as usize;
+        if len > self.ring.slot_size {
+            return Err(self.protocol(format!(
+                "message of {len} bytes exceeds the slot size {}",
+                self.ring.slot_size
+            )));
+        }
+        Ok((len, tag))
+    }
+
+    /// Continues into the slot path after a header whose message goes to a slot.
+    fn continue_in_slot(&mut self, len: usize, tag: u32) {
+        if len == 0 {
+            self.complete(0, tag);
+        } else {
+            self.state = ReadState::Payload { len, tag, got: 0 };
         }
     }
 
@@ -426,26 +488,11 @@ impl RecvChannel for TcpReceiver {
                         self.state = ReadState::Header(got);
                         continue;
                     }
-                    let Header { len, seq, tag } = decode_header(&self.header);
-                    let expected = self.received as u32;
-                    if seq != expected {
-                        return Err(self.protocol(format!(
-                            "message sequence number {seq}, expected {expected}"
-                        )));
-                    }
-                    let len = len as usize;
-                    if len > self.ring.slot_size {
-                        return Err(self.protocol(format!(
-                            "message of {len} bytes exceeds the slot size {}",
-                            self.ring.slot_size
-                        )));
-                    }
-                    if len == 0 {
-                        self.complete(0, tag);
-                    } else {
-                        self.state = ReadState::Payload { len, tag, got: 0 };
-                    }
+                    let (len, tag) = self.accept_header()?;
+                    self.continue_in_slot(len, tag);
                 }
+                // The caller of `recv_direct` owns this message's destination.
+                ReadState::Direct { .. } => break,
                 ReadState::Payload { len, tag, got } => {
                     let Some(n) = self.read_some(false, got..len)? else {
                         break;
@@ -472,5 +519,13 @@ impl RecvChannel for TcpReceiver {
 
     fn wait_source(&self) -> WaitSource {
         WaitSource::Readable(self.stream.as_raw_fd())
+    }
+
+    fn zero_copy(&self) -> bool {
+        true
+    }
+
+    fn recv_direct(&mut self, dst: &mut [u8], tag: u32) -> Result<Direct> {
+        self.read_direct(dst, tag)
     }
 }

@@ -9,7 +9,8 @@
 //!
 //! - `connect.rs`: [`connect`], [`Listener`], [`channel_pair`].
 //! - `fifo.rs`: [`TcpSender`] and [`TcpReceiver`], the [`SendChannel`](crate::SendChannel)
-//!   and [`RecvChannel`](crate::RecvChannel) implementations.
+//!   and [`RecvChannel`](crate::RecvChannel) implementations; `fifo/direct.rs` their
+//!   zero-copy halves (`send_direct`, `recv_direct`).
 //!
 //! Nothing a peer sends can make us panic or allocate more than a slot ring: handshake
 //! payloads are capped at [`MAX_PAYLOAD`] bytes, message lengths at the slot size.
@@ -18,6 +19,8 @@ mod connect;
 mod fifo;
 mod layout;
 
+#[cfg(test)]
+mod direct_tests;
 #[cfg(test)]
 mod tests;
 

@@ -24,7 +24,7 @@ fn soon(secs: u64) -> Instant {
 }
 
 /// An authenticated connection over loopback: (connector's stream, acceptor's stream).
-fn connected() -> (TcpStream, TcpStream) {
+pub(super) fn connected() -> (TcpStream, TcpStream) {
     let listener = Listener::bind(loopback()).unwrap();
     let addr = listener.local_addr();
     let client = std::thread::spawn(move || connect(addr, &KEY, b"rank 3", soon(30)).unwrap());

@@ -175,7 +175,7 @@ def part1(out, status, lines):
         mp = result(docs["mpi"][k], s, "out_of_place")
         rg, rm = ratio(oxi, gl), ratio(ox, mp)
         if s == 64 * MIB:
-            at64 = {"gloo": rg, "mpi": rm, "ox": ox}
+            at64 = {"gloo": rg, "mpi": rm, "ox": ox, "ox_ip": oxi}
         lines.append("| " + " | ".join([fsize(s), fbw(ox), fbw(oxi), fbw(gl), fbw(mp),
                                          fratio(rg), fratio(rm)]) + " |")
     lines.append("")
@@ -201,6 +201,17 @@ def part1(out, status, lines):
                      "one stream's rate is the ceiling of its busbw when the link is full duplex.)")
     else:
         lines.append(f"Plain-TCP ceiling: {why_failed(status, 'tcp_ceiling') or 'no result'}")
+    two = [best_of(t, "ceiling2_" + d) for d in ("ab", "ba")]
+    if all(c and isinstance(c.get("GB_per_s"), (int, float)) for c in two):
+        c2 = min(c["GB_per_s"] for c in two)
+        frac = ""
+        if at64.get("ox_ip"):
+            frac = f"; oxccl's in-place 64 MiB busbw is {at64['ox_ip'][1] / c2:.0%} of it"
+        lines.append("")
+        lines.append(f"Both directions at once (one stream each way, as a 2-rank all-reduce "
+                     f"moves its data): **{c2:.3g} GB/s** per direction (the slower one){frac}. "
+                     "The nodes share this machine's cores, so the two streams also compete for "
+                     "CPU, as the ranks of an all-reduce do.")
     lines.append("")
     for lib in ("oxccl", "gloo", "mpi"):
         for k in ("lat", "bw"):

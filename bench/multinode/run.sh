@@ -6,7 +6,7 @@
 #
 #   1. TCP between hosts, 2 nodes × 1 rank, unshaped veth links: all_reduce busbw at 8 B and
 #      1, 4, 16, 64 MiB for oxccl, torch gloo and Open MPI (tcp BTL), and the plain-TCP
-#      ceiling (one Python socket stream, 2 GiB).
+#      ceiling (one Python socket stream, 2 GiB; and one each way at the same time).
 #   2. 2 nodes × 2 ranks with --rate links: all_reduce 64 MiB, OXCCL_ALGO=ring, =hier and the
 #      tuner's default.
 #   3. 2 nodes × 2 ranks, contiguous vs interleaved placement, --rate links and unshaped:
@@ -219,6 +219,19 @@ round_tcp() {
         --bytes 2G -J "$out/tcp/ceiling$x.json"
     wait "$receiver" 2>/dev/null || true
     receiver=""
+    # Both directions at once, as a 2-rank all-reduce moves its data: node 1 -> node 0 in the
+    # background while node 0 -> node 1 is measured the same way.
+    local back=$((port + 1)) rx0 rx1 tx1
+    ip netns exec "oxn$u-1" python3 "$here/tcp_ceiling.py" recv "$port" --timeout 60 &
+    rx1=$!
+    ip netns exec "oxn$u-0" python3 "$here/tcp_ceiling.py" recv "$back" --timeout 60 &
+    rx0=$!
+    ip netns exec "oxn$u-1" python3 "$here/tcp_ceiling.py" send "$a0" "$back" \
+        --bytes 2G -J "$out/tcp/ceiling2_ba$x.json" >/dev/null 2>&1 &
+    tx1=$!
+    run_logged "tcp_ceiling2$x" ip netns exec "oxn$u-0" python3 "$here/tcp_ceiling.py" send "$a1" "$port" \
+        --bytes 2G -J "$out/tcp/ceiling2_ab$x.json"
+    wait "$tx1" "$rx0" "$rx1" 2>/dev/null || true
 
     # oxccl: one rank per node, so the default transport is TCP.
     run_logged "oxccl_lat$x" job "$u" 1 contiguous -- "$perf" "${lat[@]}" -J "$out/tcp/oxccl_lat$x.json"

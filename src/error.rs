@@ -53,24 +53,38 @@ pub enum Error {
     },
     /// An operation made no progress within the deadline (`OXCCL_TIMEOUT`).
     #[error(
-        "rank {rank}: {op} made no progress for {waited:?} (deadline): waiting on {waiting_for} \
-         at channel {channel} step {step} ({step_desc})"
+        "rank {rank}: {op} made no progress for {waited:.1?} (deadline): waiting on {waiting_for} \
+         at {at}{ranks}"
     )]
     Timeout {
         /// This rank.
         rank: u32,
-        /// The operation.
+        /// The operation, with its sequence number (`all_reduce #57`).
         op: String,
         /// What the stuck step waits for, e.g. `data from rank 3`.
         waiting_for: String,
-        /// Channel of the stuck step.
-        channel: u32,
-        /// Index of the stuck step in its channel.
-        step: usize,
-        /// The stuck step.
-        step_desc: String,
+        /// Where the op is stuck: channel, step and round.
+        at: String,
         /// How long nothing moved.
         waited: Duration,
+        /// Where every rank stands, from their answers at the deadline (`; rank 3 has not
+        /// entered all_reduce #57 (it finished all_reduce #56); ranks 0-2 are in
+        /// all_reduce #57`), or empty. (Boxed: it keeps [`Error`] small.)
+        ranks: Box<str>,
+    },
+    /// A rank of the communicator died (its process ended without leaving the
+    /// communicator: killed, crashed) while this rank needed it.
+    #[error(
+        "rank {rank}: {op} failed: rank {dead} died (its process ended without leaving the \
+         communicator)"
+    )]
+    PeerDied {
+        /// This rank.
+        rank: u32,
+        /// The rank found dead.
+        dead: u32,
+        /// The operation in flight (or about to start).
+        op: String,
     },
     /// The communicator was aborted (`abort()` or an [`AbortHandle`](crate::AbortHandle)).
     #[error("rank {rank}: communicator aborted")]

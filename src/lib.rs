@@ -24,6 +24,7 @@ mod comm;
 pub mod config;
 mod engine;
 pub mod error;
+mod health;
 pub mod logging;
 pub mod reduce;
 pub mod topology;

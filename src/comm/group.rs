@@ -108,6 +108,11 @@ impl<'a> Group<'a> {
         for run in &mut runs {
             run.tag = comm.tags.next(run.spec.collective);
             run.signature = crate::engine::signature(run);
+            if run.tag & super::P2P_TAG == 0 {
+                comm.engine
+                    .health
+                    .enter(u64::from(run.tag) + 1, run.spec.collective.name());
+            }
         }
         for (s, r) in self_sends.into_iter().zip(self_recvs) {
             r.copy_from_slice(s);
@@ -223,10 +228,12 @@ impl Pending<'_> {
             Ok(done) => {
                 if done {
                     self.state = State::Done;
+                    self.comm.engine.health.finish();
                 }
                 Ok(done)
             }
             Err(e) => {
+                let e = self.comm.engine.attribute(e);
                 self.state = State::Failed;
                 self.comm.fail(&e);
                 Err(e)

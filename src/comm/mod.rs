@@ -14,13 +14,14 @@ pub use group::{Group, Pending};
 pub use nodes::NodeMap;
 pub use shared::SharedBuffer;
 pub(crate) use tags::describe as describe_tag;
+pub(crate) use tags::P2P as P2P_TAG;
 
 use crate::bootstrap::{LaunchEnv, RootServer, UniqueId};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// A group of `nranks` processes (or threads) that run collectives together; this value is
@@ -34,6 +35,8 @@ use std::sync::Arc;
 /// Operations take `&mut self`: one op (or [`Group`]) is in flight at a time, and its
 /// [`Pending`] handle borrows the buffers until it completes.
 pub struct Communicator {
+    /// Dropped first: its goodbye reaches the peers before the data connections close.
+    _watchdog: Option<crate::health::watchdog::Watchdog>,
     rank: u32,
     nranks: u32,
     engine: Engine,
@@ -64,12 +67,12 @@ type PlanKey = (crate::Algorithm, oxccl_algorithms::Collective, u32);
 /// Aborts a communicator from another thread: its wait in progress (or next op) fails with
 /// [`Error::Aborted`] within a few milliseconds.
 #[derive(Clone, Debug)]
-pub struct AbortHandle(Arc<AtomicBool>);
+pub struct AbortHandle(Arc<crate::health::Health>);
 
 impl AbortHandle {
     /// Requests the abort.
     pub fn abort(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.abort.store(true, Ordering::Relaxed);
     }
 }
 
@@ -185,12 +188,12 @@ impl Communicator {
 
     /// A handle that aborts this communicator from another thread.
     pub fn abort_handle(&self) -> AbortHandle {
-        AbortHandle(self.engine.abort.clone())
+        AbortHandle(self.engine.health.clone())
     }
 
     /// Closes every connection now; peers waiting on this rank get an error promptly.
     pub fn abort(mut self) {
-        self.engine.abort.store(true, Ordering::Relaxed);
+        self.engine.health.abort.store(true, Ordering::Relaxed);
         self.engine.links.close();
     }
 
@@ -202,8 +205,15 @@ impl Communicator {
                 first: first.clone(),
             });
         }
-        if self.engine.abort.load(Ordering::Relaxed) {
+        if self.engine.health.abort.load(Ordering::Relaxed) {
             return Err(Error::Aborted { rank: self.rank });
+        }
+        if let Some((dead, _)) = self.engine.health.dead() {
+            return Err(Error::PeerDied {
+                rank: self.rank,
+                dead,
+                op: "the next operation".into(),
+            });
         }
         Ok(())
     }

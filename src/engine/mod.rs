@@ -28,9 +28,10 @@ pub(crate) use registry::Registered;
 pub(crate) use window::{signature, Window};
 
 use crate::error::{Error, Result};
+use crate::health::Health;
 use oxccl_transports::wait::coarse_now;
 use oxccl_transports::wait::{wait_any, WaitSource};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,13 @@ use std::time::Duration;
 const ALIVE_CHECK: Duration = Duration::from_millis(100);
 /// Longest single sleep, so aborts and deadlines are noticed promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(10);
+/// How long a wait goes on after a peer was found dead before it fails: data the dead rank
+/// sent before it died may still be on its way on a data connection.
+const DEAD_GRACE: Duration = Duration::from_millis(500);
+/// How long a broken data connection waits for the watchdog to name a dead rank.
+const ATTRIBUTE_WAIT: Duration = Duration::from_millis(300);
+/// How long a rank whose wait passed its deadline waits for every peer's counters.
+const STUCK_QUERY: Duration = Duration::from_secs(2);
 /// A pause between two polls longer than this is the caller's time, not waiting.
 const GAP: Duration = Duration::from_millis(50);
 /// Yields after spinning, before sleeping.
@@ -51,8 +59,8 @@ pub(crate) struct Engine {
     pub timeout: Duration,
     /// Polls before yielding.
     pub spin: u32,
-    /// Set by `abort()` from any thread.
-    pub abort: Arc<AtomicBool>,
+    /// Abort flag, dead peers and op counters, shared with the watchdog thread.
+    pub health: Arc<Health>,
 }
 
 /// Waiting state of one group in flight. Times are [`coarse_now`] readings: a few
@@ -155,7 +163,7 @@ impl Engine {
                         s.progress().map_err(|e| Error::Transport {
                             rank,
                             peer: p,
-                            op: op.name().into(),
+                            op: op.label(),
                             source: e,
                         })?;
                         all &= s.flushed();
@@ -169,8 +177,17 @@ impl Engine {
     /// Called after a pass that moved nothing: spin, yield or sleep; fail on deadline/abort.
     pub fn idle(&mut self, ops: &[OpRun<'_>], w: &mut Waiter) -> Result<()> {
         let rank = self.links.rank;
-        if self.abort.load(Ordering::Relaxed) {
+        if self.health.abort.load(Ordering::Relaxed) {
             return Err(Error::Aborted { rank });
+        }
+        if let Some((dead, ago)) = self.health.dead() {
+            if ago >= DEAD_GRACE {
+                return Err(Error::PeerDied {
+                    rank,
+                    dead,
+                    op: Self::current(ops),
+                });
+            }
         }
         w.idle_passes = w.idle_passes.saturating_add(1);
         let spinning = w.idle_passes <= self.spin;
@@ -283,33 +300,77 @@ impl Engine {
         Ok(())
     }
 
+    /// Reports a data connection that closed because its rank stopped after another rank
+    /// died as that death: the rank that died is the one to name. The watchdog may learn
+    /// of the death a moment after the data path broke, so this waits briefly for it.
+    pub fn attribute(&self, e: Error) -> Error {
+        let Error::Transport {
+            rank,
+            peer,
+            op,
+            source: oxccl_transports::Error::PeerClosed { .. },
+        } = &e
+        else {
+            return e;
+        };
+        let until = std::time::Instant::now() + ATTRIBUTE_WAIT;
+        let dead = loop {
+            if let Some((dead, _)) = self.health.dead() {
+                break dead;
+            }
+            if std::time::Instant::now() >= until {
+                return e;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let op = if dead == *peer {
+            op.clone()
+        } else {
+            format!("{op} (rank {peer} stopped after it)")
+        };
+        Error::PeerDied {
+            rank: *rank,
+            dead,
+            op,
+        }
+    }
+
+    /// The first unfinished op, for messages.
+    fn current(ops: &[OpRun<'_>]) -> String {
+        ops.iter()
+            .find(|o| !o.done)
+            .map_or_else(|| "a group".to_owned(), |o| o.label())
+    }
+
     fn timeout_error(&self, ops: &[OpRun<'_>], waited: Duration) -> Error {
         let rank = self.links.rank;
+        // Where every rank stands: the sentence that names the rank holding the job up.
+        let ranks = self
+            .health
+            .stuck_report(STUCK_QUERY)
+            .map_or_else(Box::default, |r| format!("; {r}").into_boxed_str());
         match Self::blocked(ops).next() {
             Some((o, ch, d)) => {
                 let st = &o.chans[ch];
                 Error::Timeout {
                     rank,
-                    op: o.name().into(),
+                    op: o.label(),
                     waiting_for: d.to_string(),
-                    channel: ch as u32,
-                    step: st.step,
-                    step_desc: format!("{}, round {}", o.plan.channels[ch][st.step], st.round),
+                    at: format!(
+                        "channel {ch} step {} ({}, round {})",
+                        st.step, o.plan.channels[ch][st.step], st.round
+                    ),
                     waited,
+                    ranks: ranks.clone(),
                 }
             }
             None => Error::Timeout {
                 rank,
-                op: ops
-                    .iter()
-                    .find(|o| !o.done)
-                    .map_or("group", |o| o.name())
-                    .into(),
+                op: Self::current(ops),
                 waiting_for: "queued data to leave this rank".into(),
-                channel: 0,
-                step: 0,
-                step_desc: "flush".into(),
+                at: "the final flush".into(),
                 waited,
+                ranks,
             },
         }
     }

@@ -229,17 +229,31 @@ impl<'a> OpRun<'a> {
         self.spec.collective.name()
     }
 
+    /// The op with its sequence number, for messages: `all_reduce #57` (the 57th
+    /// collective of the communicator, the same on every rank), `send #3 to rank 2` (the
+    /// third send to that peer).
+    pub fn label(&self) -> String {
+        let seq = u64::from(self.tag & !crate::comm::P2P_TAG) + 1;
+        match self.spec.collective {
+            oxccl_algorithms::Collective::Send { peer } => format!("send #{seq} to rank {peer}"),
+            oxccl_algorithms::Collective::Recv { peer } => {
+                format!("recv #{seq} from rank {peer}")
+            }
+            c => format!("{} #{seq}", c.name()),
+        }
+    }
+
     /// The op and where channel `ch` stands, for error messages.
     pub fn at(&self, ch: usize) -> String {
         let st = &self.chans[ch];
         match self.plan.channels[ch].get(st.step) {
             Some(step) => format!(
                 "{} (channel {ch}, round {}, step {}: {step})",
-                self.name(),
+                self.label(),
                 st.round,
                 st.step
             ),
-            None => self.name().into(),
+            None => self.label(),
         }
     }
 

@@ -87,7 +87,7 @@ pub(super) fn tr(rank: u32, peer: u32, op: &OpRun<'_>, e: oxccl_transports::Erro
     Error::Transport {
         rank,
         peer,
-        op: op.name().into(),
+        op: op.label(),
         source: e,
     }
 }

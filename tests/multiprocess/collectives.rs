@@ -71,7 +71,7 @@ fn tcp_through_slots_3_ranks() {
 
 #[test]
 fn tcp_through_slots_4_ranks() {
-    let args = ["--counts", "0,1,7,1031,1000003"];
+    let args = ["--counts", "0,1,7,1031,100003"];
     run_env(4, "tcp", None, &args, &[("OXCCL_ZERO_COPY", "0")]);
 }
 

@@ -63,7 +63,7 @@ pub fn code_of(e: &oxccl::Error) -> NcclResult {
         E::InvalidArgument { .. } | E::Config { .. } | E::Failed { .. } => ffi::INVALID_ARGUMENT,
         E::Environment(_) | E::Aborted { .. } => ffi::INVALID_USAGE,
         E::Bootstrap { .. } => ffi::SYSTEM_ERROR,
-        E::Transport { .. } | E::Timeout { .. } => ffi::REMOTE_ERROR,
+        E::Transport { .. } | E::Timeout { .. } | E::PeerDied { .. } => ffi::REMOTE_ERROR,
         _ => ffi::INTERNAL_ERROR,
     }
 }

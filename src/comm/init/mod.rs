@@ -15,7 +15,6 @@ use oxccl_transports::tcp::Listener;
 use oxccl_transports::{FifoConfig, RecvChannel, SendChannel};
 use rank_info::{check_same_config, host_identity, shared_config, RankInfo};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -122,10 +121,30 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
     };
     let shm = shm::setup(&plan, &id.secret, &mut boot, nch as u32, fifo, window_len)?;
     let key = id.secret.subkey(DATA_KEY);
-    let streams = tcp::connect_all(
-        listener, key, &tcp_peers, &infos, rank, nranks, nch, deadline,
-    )?;
+    // Data connections to the TCP peers on every channel, and one control connection (for
+    // the watchdog, "channel" `nch`) to every peer.
+    let control = nch;
+    let wanted: Vec<(u32, usize)> = tcp_peers
+        .iter()
+        .flat_map(|&p| (0..nch).map(move |ch| (p, ch)))
+        .chain((0..nranks).filter(|&p| p != rank).map(|p| (p, control)))
+        .collect();
+    let mut streams = tcp::connect_all(listener, key, &wanted, &infos, rank, deadline)?;
     boot.close();
+    let controls: Vec<(u32, std::net::TcpStream)> = {
+        let (c, d): (Vec<_>, Vec<_>) = streams.into_iter().partition(|s| s.1 == control);
+        streams = d;
+        c.into_iter().map(|(p, _, s)| (p, s)).collect()
+    };
+    let health = Arc::new(crate::health::Health::new(rank, nranks));
+    let watchdog = if nranks > 1 {
+        Some(crate::health::watchdog::Watchdog::start(
+            health.clone(),
+            controls,
+        )?)
+    } else {
+        None
+    };
 
     let mut send: Vec<Vec<Option<Box<dyn SendChannel>>>> = table(nranks, nch);
     let mut recv: Vec<Vec<Option<Box<dyn RecvChannel>>>> = table(nranks, nch);
@@ -190,6 +209,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         .and_then(|l| crate::tuner::NodePlanner::build(&config, l))
         .map(Box::new);
     Ok(Communicator {
+        _watchdog: watchdog,
         rank,
         nranks,
         engine: Engine {
@@ -207,7 +227,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
             },
             timeout: config.timeout,
             spin: config.spin.unwrap_or_else(|| spin::auto_spin(local.len())),
-            abort: Arc::new(AtomicBool::new(false)),
+            health,
         },
         advertised_ip: ip,
         config,

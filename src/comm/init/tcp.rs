@@ -11,38 +11,35 @@ use std::time::{Duration, Instant};
 /// Hello payload that tells our own accept thread to stop (no rank has this number).
 const STOP: u32 = u32::MAX;
 
-/// One connection per (peer, channel) with every peer in `peers`: the higher rank of a pair
-/// connects, the lower accepts (in a thread, so the two proceed together).
-#[allow(clippy::too_many_arguments)]
+/// One connection per (peer, channel) in `wanted`: the higher rank of a pair connects, the
+/// lower accepts (in a thread, so the two proceed together). Every rank lists the same
+/// pairs from its side (`(p, ch)` here, `(rank, ch)` on `p`).
 pub(super) fn connect_all(
     listener: Listener,
     key: [u8; 32],
-    peers: &[u32],
+    wanted: &[(u32, usize)],
     infos: &[RankInfo],
     rank: u32,
-    nranks: u32,
-    nch: usize,
     deadline: Instant,
 ) -> Result<Vec<(u32, usize, TcpStream)>> {
-    let expected = peers.iter().filter(|&&p| p > rank).count() * nch;
+    let expected: std::collections::HashSet<(u32, usize)> =
+        wanted.iter().copied().filter(|&(p, _)| p > rank).collect();
     let own_addr = listener.local_addr();
     let acceptor = std::thread::Builder::new()
         .name("oxccl-accept".into())
-        .spawn(move || accept_all(&listener, &key, expected, rank, nranks, nch, deadline))
+        .spawn(move || accept_all(&listener, &key, expected, rank, deadline))
         .map_err(|e| Error::Internal(format!("cannot start the accept thread: {e}")))?;
     let mut streams = Vec::new();
     let mut failure = None;
-    'outer: for &p in peers.iter().filter(|&&p| p < rank) {
-        for ch in 0..nch {
-            let mut hello = Enc::default();
-            hello.u32(rank).u32(ch as u32);
-            let addr = infos[p as usize].data_addr;
-            match tcp::connect(addr, &key, &hello.0, deadline) {
-                Ok(s) => streams.push((p, ch, s)),
-                Err(e) => {
-                    failure = Some(transport_error(rank, p, format!("connect to {addr}"))(e));
-                    break 'outer;
-                }
+    for &(p, ch) in wanted.iter().filter(|&&(p, _)| p < rank) {
+        let mut hello = Enc::default();
+        hello.u32(rank).u32(ch as u32);
+        let addr = infos[p as usize].data_addr;
+        match tcp::connect(addr, &key, &hello.0, deadline) {
+            Ok(s) => streams.push((p, ch, s)),
+            Err(e) => {
+                failure = Some(transport_error(rank, p, format!("connect to {addr}"))(e));
+                break;
             }
         }
     }
@@ -70,22 +67,19 @@ pub(super) fn connect_all(
 fn accept_all(
     listener: &Listener,
     key: &[u8; 32],
-    expected: usize,
+    mut expected: std::collections::HashSet<(u32, usize)>,
     rank: u32,
-    nranks: u32,
-    nch: usize,
     deadline: Instant,
 ) -> Result<Vec<(u32, usize, TcpStream)>> {
-    let mut got = Vec::with_capacity(expected);
-    let mut seen = std::collections::HashSet::new();
-    while got.len() < expected {
+    let mut got = Vec::with_capacity(expected.len());
+    while !expected.is_empty() {
         let (s, payload, from) = listener
             .accept(key, deadline)
             .map_err(|e| Error::Bootstrap {
                 rank,
                 detail: format!(
                     "waiting for {} more peer connections on {}: {e}",
-                    expected - got.len(),
+                    expected.len(),
                     listener.local_addr()
                 ),
             })?;
@@ -100,7 +94,7 @@ fn accept_all(
         if p == STOP {
             return Err(Error::Internal("connection setup abandoned".into()));
         }
-        if p <= rank || p >= nranks || ch >= nch || !seen.insert((p, ch)) {
+        if !expected.remove(&(p, ch)) {
             tracing::warn!(target: "oxccl::init", "rank {rank}: unexpected connection claiming rank {p} channel {ch} from {from}, ignored");
             continue;
         }

@@ -6,6 +6,7 @@
 
 mod cases;
 mod elem;
+mod random;
 mod shared;
 
 use cases::Tally;
@@ -30,9 +31,32 @@ struct Args {
     /// Kill this rank (SIGKILL) in the middle of a series of all-reduces.
     #[arg(long)]
     kill_rank: Option<u32>,
-    /// Number of all-reduces before the kill.
+    /// Number of all-reduces before the kill (or, with `--random`, the op of the sequence
+    /// before which the rank kills itself).
     #[arg(long, default_value_t = 3)]
     kill_after: usize,
+    /// Instead of the matrix: this many collectives (kind, datatype, op, count, in place,
+    /// root) drawn from `--seed`, the same sequence on every rank, each checked.
+    #[arg(long)]
+    random: Option<usize>,
+    /// Seed of `--random`.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Largest element count of a `--random` op.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_count: usize,
+    /// With `--random`: this rank sleeps `--stall-secs` before op `--fault-at`.
+    #[arg(long)]
+    stall_rank: Option<u32>,
+    /// Seconds of `--stall-rank`'s sleep.
+    #[arg(long, default_value_t = 10.0)]
+    stall_secs: f64,
+    /// With `--random`: this rank stops itself (SIGSTOP) before op `--fault-at`.
+    #[arg(long)]
+    stop_rank: Option<u32>,
+    /// The op of the `--random` sequence before which a stall or stop happens.
+    #[arg(long, default_value_t = 0)]
+    fault_at: usize,
 }
 
 fn matrix<T: TestElem>(c: &mut Communicator, t: &mut Tally, counts: &[usize]) -> Result<()> {
@@ -205,6 +229,34 @@ fn run(args: &Args) -> Result<Tally> {
     let start = Instant::now();
     let mut c = Communicator::from_env()?;
     let mut t = Tally::default();
+    if let Some(ops) = args.random {
+        let at = args.fault_at;
+        let fault = match (args.kill_rank, args.stall_rank, args.stop_rank) {
+            (Some(rank), _, _) => Some(random::Fault::Kill {
+                rank,
+                at: args.kill_after,
+            }),
+            (_, Some(rank), _) => Some(random::Fault::Stall {
+                rank,
+                at,
+                secs: args.stall_secs,
+            }),
+            (_, _, Some(rank)) => Some(random::Fault::Stop { rank, at }),
+            _ => None,
+        };
+        random::soak(&mut c, &mut t, ops, args.seed, args.max_count, fault)?;
+        c.barrier()?;
+        eprintln!(
+            "rank {}/{}: {ops} random ops (seed {}), {} checks, {} wrong elements, {:.1} s",
+            c.rank(),
+            c.size(),
+            args.seed,
+            t.checks,
+            t.wrong,
+            start.elapsed().as_secs_f64()
+        );
+        return Ok(t);
+    }
     if let Some(victim) = args.kill_rank {
         kill_test(&mut c, victim, args.kill_after)?;
         return Ok(t);
@@ -253,6 +305,8 @@ fn main() {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            // For the fault-injection scripts: when this rank saw the failure.
+            eprintln!("failed at unix ms {}", random::unix_ms());
             std::process::exit(1);
         }
     }

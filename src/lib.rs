@@ -32,7 +32,7 @@ pub mod tuner;
 pub mod types;
 
 pub use bootstrap::{LaunchEnv, UniqueId};
-pub use comm::{AbortHandle, Communicator, Group, NodeMap, Pending, SharedBuffer};
+pub use comm::{AbortHandle, Communicator, Group, NodeMap, Pending, PendingInit, SharedBuffer};
 pub use config::{Config, TransportChoice};
 pub use error::{Error, Result};
 pub use half::{bf16, f16};

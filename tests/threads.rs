@@ -376,3 +376,73 @@ fn in_place_gather_and_scatter_use_block_rank() {
         }
     }
 }
+
+#[test]
+fn shrink_builds_a_renumbered_communicator_of_the_survivors() {
+    let out = job(4, config(30.0, TransportChoice::Auto), |c| {
+        let r = c.rank();
+        // Bad lists are argument errors, and leave the communicator usable.
+        let own = c.shrink(&[r]).err().map(|e| e.to_string());
+        let range = c.shrink(&[9]).err().map(|e| e.to_string());
+        assert!(own.is_some_and(|e| e.contains("its own exclude list")));
+        assert!(range.is_some_and(|e| e.contains("out of range for 4 ranks")));
+        if r == 1 {
+            // The excluded rank does not take part.
+            return (r, None);
+        }
+        let mut small = c.shrink(&[1]).expect("shrink");
+        let mut v = vec![f64::from(r); 1000];
+        small.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+        assert!(v.iter().all(|&x| x == 0.0 + 2.0 + 3.0), "{}", v[0]);
+        (r, Some((small.rank(), small.size())))
+    });
+    assert_eq!(
+        out,
+        vec![
+            (0, Some((0, 3))),
+            (1, None),
+            (2, Some((1, 3))),
+            (3, Some((2, 3)))
+        ]
+    );
+}
+
+#[test]
+fn nonblocking_init_then_async_error_query() {
+    let id = UniqueId::new("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).unwrap();
+    let handles: Vec<_> = (0..2)
+        .map(|r| {
+            std::thread::spawn(move || {
+                let cfg = config(30.0, TransportChoice::Tcp);
+                let mut pending = Communicator::init_nonblocking(id, 2, r, cfg).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut c = loop {
+                    if let Some(c) = pending.test().unwrap() {
+                        break c;
+                    }
+                    assert!(Instant::now() < deadline, "init never finished");
+                    std::thread::sleep(Duration::from_millis(1));
+                };
+                assert!(pending.test().is_err(), "handed out twice");
+                assert!(c.async_error().is_none());
+                let mut v = vec![1u32; 10];
+                c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+                v[0]
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 2);
+    }
+}
+
+#[test]
+fn async_error_reports_an_abort() {
+    let out = job(2, config(30.0, TransportChoice::Auto), |c| {
+        c.abort_handle().abort();
+        c.async_error().map(|e| e.to_string())
+    });
+    assert!(out
+        .iter()
+        .all(|e| e.as_deref().is_some_and(|e| e.contains("aborted"))));
+}

@@ -7,12 +7,14 @@ mod init;
 mod mpi;
 mod nodes;
 mod shared;
+mod shrink;
 mod split;
 mod tags;
 
 pub use group::{Group, Pending};
 pub use nodes::NodeMap;
 pub use shared::SharedBuffer;
+pub use shrink::PendingInit;
 pub(crate) use tags::describe as describe_tag;
 pub(crate) use tags::P2P as P2P_TAG;
 
@@ -59,6 +61,8 @@ pub struct Communicator {
     layout: Option<oxccl_algorithms::Nodes>,
     /// Where the hierarchical plans are predicted to win (several nodes, one with 2+ ranks).
     planner: Option<Box<crate::tuner::NodePlanner>>,
+    /// Shrinks so far (the same count on every survivor: it tells their rendezvous apart).
+    shrinks: u64,
 }
 
 /// What a plan depends on besides the communicator's rank and size.

@@ -92,6 +92,10 @@ pub(crate) struct Health {
     stop: AtomicBool,
     /// Whether a watchdog runs (not for a single rank).
     watched: AtomicBool,
+    /// Frames for the watchdog to send: (peer, frame).
+    outbox: Mutex<Vec<(u32, Vec<u8>)>>,
+    /// Unique ids of shrunk communicators received: (from, generation, id bytes).
+    shrink_ids: Mutex<Vec<(u32, u64, Vec<u8>)>>,
 }
 
 impl Health {
@@ -116,6 +120,8 @@ impl Health {
             query: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             watched: AtomicBool::new(false),
+            outbox: Mutex::new(Vec::new()),
+            shrink_ids: Mutex::new(Vec::new()),
         }
     }
 
@@ -172,6 +178,35 @@ impl Health {
         if let Some(v) = peers.get_mut(peer as usize) {
             f(v);
         }
+    }
+
+    /// Queues `frame` for the watchdog to send to `peer`.
+    pub fn send(&self, peer: u32, frame: Vec<u8>) {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((peer, frame));
+    }
+
+    fn take_outbox(&self) -> Vec<(u32, Vec<u8>)> {
+        std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn deliver_shrink(&self, from: u32, generation: u64, id: &[u8]) {
+        self.shrink_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((from, generation, id.to_vec()));
+    }
+
+    /// The unique id `from` sent for shrink number `generation`, if it arrived.
+    pub fn shrink_id(&self, from: u32, generation: u64) -> Option<Vec<u8>> {
+        self.shrink_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(f, g, _)| *f == from && *g == generation)
+            .map(|(_, _, id)| id.clone())
     }
 
     /// A copy of every peer's view.

@@ -1,17 +1,18 @@
 //! The watchdog thread: one control connection to every other rank, heartbeats, queries,
 //! goodbyes, and the death notices that end every survivor's wait.
 //!
-//! # Frames (24 bytes, little endian)
+//! # Frames (little endian)
 //! ```text
-//! kind u32 | a u64 | b u64 | c u32
-//! HEARTBEAT  a = collectives entered, b = collectives finished, c = kind of the last op
-//! QUERY      (answer with a HEARTBEAT now)
-//! BYE        (the sender's communicator is going; its connection closing is no failure)
-//! DEAD       c = a rank the sender found dead
+//! kind u32 | len u32 | payload (len bytes, at most MAX_PAYLOAD)
+//! HEARTBEAT  entered u64 | finished u64 | kind u32   (collectives entered, finished; last op)
+//! QUERY      -                                       (answer with a HEARTBEAT now)
+//! BYE        -            (the sender's communicator is going; its closing is no failure)
+//! DEAD       rank u32     (a rank the sender found dead)
+//! SHRINK     generation u64 | unique id [128]  (the new communicator of a shrink)
 //! ```
 //! The connections are authenticated at creation like the data connections (the job's
-//! secret, a separate subkey), so a stranger cannot speak this protocol. A peer that sends a
-//! frame of an unknown kind is logged and ignored from then on.
+//! secret), so a stranger cannot speak this protocol. A peer that sends a frame of an
+//! unknown kind or length is logged and ignored from then on.
 
 use super::{Health, Leave};
 use crate::error::{Error, Result};
@@ -28,34 +29,47 @@ use std::time::{Duration, Instant};
 pub(crate) const BEAT: Duration = Duration::from_millis(500);
 /// Longest sleep of the thread, so queries and a stop are handled promptly.
 const TICK: Duration = Duration::from_millis(20);
-/// Bytes per frame.
-const FRAME: usize = 24;
+/// Bytes of a frame header.
+const HEADER: usize = 8;
+/// Largest payload a peer may send.
+const MAX_PAYLOAD: usize = 256;
 /// Unsent bytes per connection beyond which heartbeats to it are dropped (a stopped peer
 /// reads nothing; its backlog must not grow without bound).
-const MAX_BACKLOG: usize = 64 * FRAME;
+const MAX_BACKLOG: usize = 4096;
 
 const HEARTBEAT: u32 = 1;
 const QUERY: u32 = 2;
 const BYE: u32 = 3;
 const DEAD: u32 = 4;
+pub(crate) const SHRINK: u32 = 5;
 
-fn frame(kind: u32, a: u64, b: u64, c: u32) -> [u8; FRAME] {
-    let mut f = [0u8; FRAME];
-    f[0..4].copy_from_slice(&kind.to_le_bytes());
-    f[4..12].copy_from_slice(&a.to_le_bytes());
-    f[12..20].copy_from_slice(&b.to_le_bytes());
-    f[20..24].copy_from_slice(&c.to_le_bytes());
+/// A frame of `kind` carrying `payload`.
+pub(crate) fn frame(kind: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(HEADER + payload.len());
+    f.extend_from_slice(&kind.to_le_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    f.extend_from_slice(payload);
     f
 }
 
-fn parse(f: &[u8]) -> (u32, u64, u64, u32) {
-    let u32_at = |i: usize| u32::from_le_bytes([f[i], f[i + 1], f[i + 2], f[i + 3]]);
-    let u64_at = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&f[i..i + 8]);
-        u64::from_le_bytes(b)
-    };
-    (u32_at(0), u64_at(4), u64_at(12), u32_at(20))
+fn heartbeat((entered, finished, kind): (u64, u64, u32)) -> Vec<u8> {
+    let mut p = [0u8; 20];
+    p[0..8].copy_from_slice(&entered.to_le_bytes());
+    p[8..16].copy_from_slice(&finished.to_le_bytes());
+    p[16..20].copy_from_slice(&kind.to_le_bytes());
+    frame(HEARTBEAT, &p)
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[i..i + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(a)
 }
 
 /// One control connection.
@@ -125,18 +139,22 @@ fn run(h: &Health, mut conns: Vec<Conn>) {
         let now = Instant::now();
         let query = h.query.swap(false, Ordering::AcqRel);
         if now >= next_beat || query {
-            let (entered, finished, kind) = h.counters();
-            let beat = frame(HEARTBEAT, entered, finished, kind);
+            let beat = heartbeat(h.counters());
             for c in conns
                 .iter_mut()
                 .filter(|c| c.open && c.out.len() < MAX_BACKLOG)
             {
                 c.out.extend_from_slice(&beat);
                 if query {
-                    c.out.extend_from_slice(&frame(QUERY, 0, 0, 0));
+                    c.out.extend_from_slice(&frame(QUERY, &[]));
                 }
             }
             next_beat = now + BEAT;
+        }
+        for (peer, f) in h.take_outbox() {
+            if let Some(c) = conns.iter_mut().find(|c| c.peer == peer && c.open) {
+                c.out.extend_from_slice(&f);
+            }
         }
         flush(&mut conns);
         let sources: Vec<WaitSource> = conns
@@ -160,7 +178,7 @@ fn run(h: &Health, mut conns: Vec<Conn>) {
 
 /// Reads what `conns[i]` has and acts on each complete frame.
 fn read(h: &Health, conns: &mut [Conn], i: usize) {
-    let mut buf = [0u8; 16 * FRAME];
+    let mut buf = [0u8; 4096];
     let closed = loop {
         match (&conns[i].stream).read(&mut buf) {
             Ok(0) => break Some("its connection closed".to_owned()),
@@ -171,51 +189,48 @@ fn read(h: &Health, conns: &mut [Conn], i: usize) {
         }
     };
     let peer = conns[i].peer;
-    let frames: Vec<[u8; FRAME]> = {
+    loop {
         let c = &mut conns[i];
-        let whole = c.inbuf.len() / FRAME * FRAME;
-        let v = c.inbuf[..whole]
-            .chunks_exact(FRAME)
-            .map(|f| {
-                let mut a = [0u8; FRAME];
-                a.copy_from_slice(f);
-                a
-            })
-            .collect();
-        c.inbuf.drain(..whole);
-        v
-    };
-    for f in frames {
-        if conns[i].garbled {
+        if c.garbled || c.inbuf.len() < HEADER {
             break;
         }
-        let (kind, a, b, c) = parse(&f);
+        let (kind, len) = (u32_at(&c.inbuf, 0), u32_at(&c.inbuf, 4) as usize);
+        let expected = match kind {
+            HEARTBEAT => Some(20),
+            QUERY | BYE => Some(0),
+            DEAD => Some(4),
+            SHRINK => Some(8 + crate::bootstrap::UniqueId::BYTES),
+            _ => None,
+        };
+        if expected != Some(len) || len > MAX_PAYLOAD {
+            tracing::warn!(target: "oxccl::init",
+                "rank {}: rank {peer} sent a malformed control frame (kind {kind}, {len} bytes); \
+                 ignoring it from now on", h.rank);
+            c.garbled = true;
+            c.inbuf.clear();
+            break;
+        }
+        if c.inbuf.len() < HEADER + len {
+            break;
+        }
+        let p: Vec<u8> = c.inbuf.drain(..HEADER + len).skip(HEADER).collect();
         match kind {
             HEARTBEAT => h.update(peer, |v| {
-                v.entered = a;
-                v.finished = b;
-                v.kind = c;
+                v.entered = u64_at(&p, 0);
+                v.finished = u64_at(&p, 8);
+                v.kind = u32_at(&p, 16);
                 v.heard = Some(Instant::now());
             }),
-            QUERY => {
-                let (entered, finished, kind) = h.counters();
-                conns[i]
-                    .out
-                    .extend_from_slice(&frame(HEARTBEAT, entered, finished, kind));
-            }
+            QUERY => c.out.extend_from_slice(&heartbeat(h.counters())),
             BYE => h.update(peer, |v| v.leave = Leave::Bye),
             DEAD => {
-                if h.mark_dead(c) {
+                let dead = u32_at(&p, 0);
+                if h.mark_dead(dead) {
                     tracing::error!(target: "oxccl::init",
-                        "rank {}: rank {peer} reports that rank {c} died", h.rank);
+                        "rank {}: rank {peer} reports that rank {dead} died", h.rank);
                 }
             }
-            _ => {
-                tracing::warn!(target: "oxccl::init",
-                    "rank {}: rank {peer} sent an unknown control frame (kind {kind}); ignoring it from now on",
-                    h.rank);
-                conns[i].garbled = true;
-            }
+            _ => h.deliver_shrink(peer, u64_at(&p, 0), &p[8..]),
         }
     }
     if let Some(why) = closed {
@@ -229,7 +244,7 @@ fn read(h: &Health, conns: &mut [Conn], i: usize) {
             tracing::error!(target: "oxccl::init",
                 "rank {}: rank {peer} died ({why}, without a goodbye)", h.rank);
             // Peers whose own connection to it is slower to notice learn it from us.
-            let notice = frame(DEAD, 0, 0, peer);
+            let notice = frame(DEAD, &peer.to_le_bytes());
             for c in conns.iter_mut().filter(|c| c.open) {
                 c.out.extend_from_slice(&notice);
             }
@@ -253,7 +268,7 @@ fn flush(conns: &mut [Conn]) {
 
 /// Queues a goodbye on every connection, pushes it out (briefly) and closes.
 fn goodbye(conns: &mut [Conn]) {
-    let bye = frame(BYE, 0, 0, 0);
+    let bye = frame(BYE, &[]);
     for c in conns.iter_mut() {
         c.out.extend_from_slice(&bye);
     }

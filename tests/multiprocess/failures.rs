@@ -1,5 +1,6 @@
 //! When a rank dies, the others fail with an error naming the dead peer instead of hanging,
-//! and the launcher exits non-zero.
+//! and the launcher exits non-zero; when a rank is late or stopped, the deadline's error
+//! says which rank holds the job up.
 
 mod common;
 
@@ -55,4 +56,132 @@ fn killed_rank_over_shm() {
 #[test]
 fn killed_rank_over_tcp() {
     killed_rank("tcp");
+}
+
+/// The first error line of rank `r`.
+fn error_of(r: u32, output: &str) -> String {
+    output
+        .lines()
+        .find(|l| l.starts_with(&format!("[{r}] error:")))
+        .unwrap_or_else(|| panic!("rank {r} reported no error\n{output}"))
+        .to_owned()
+}
+
+/// 8 ranks run random collectives; rank 6 kills itself at op 57. Every survivor's error
+/// names rank 6, including those whose own peers only stopped after it.
+fn killed_in_random_ops(transport: &str) {
+    let env = [("OXCCL_TRANSPORT", transport)];
+    let since = std::time::SystemTime::now();
+    let args = [
+        "--random",
+        "100000",
+        "--seed",
+        "4",
+        "--max-count",
+        "65536",
+        "--kill-rank",
+        "6",
+        "--kill-after",
+        "57",
+    ];
+    let ran = common::run_job(8, &["--grace", "30"], common::selftest(), &args, &env);
+    assert!(ran.code.is_some_and(|c| c != 0), "{}", ran.output);
+    for r in (0..8).filter(|&r| r != 6) {
+        let line = error_of(r, &ran.output);
+        assert!(line.contains("rank 6 died"), "{line}\n{}", ran.output);
+    }
+    common::assert_no_segments_left(since);
+}
+
+#[test]
+fn killed_in_random_ops_over_shm() {
+    killed_in_random_ops("shm");
+}
+
+#[test]
+fn killed_in_random_ops_over_tcp() {
+    killed_in_random_ops("tcp");
+}
+
+/// Rank 2 arrives 8 s late at op 20 while the deadline is 3 s: the others' errors say that
+/// rank 2 has not entered the op the rest are in.
+#[test]
+fn a_late_rank_is_named_at_the_deadline() {
+    let env = [("OXCCL_TIMEOUT", "3")];
+    let args = [
+        "--random",
+        "40",
+        "--seed",
+        "9",
+        "--stall-rank",
+        "2",
+        "--stall-secs",
+        "8",
+        "--fault-at",
+        "20",
+    ];
+    let ran = common::run_job(4, &["--grace", "30"], common::selftest(), &args, &env);
+    assert!(ran.code.is_some_and(|c| c != 0), "{}", ran.output);
+    for r in [0, 1, 3] {
+        let line = error_of(r, &ran.output);
+        assert!(line.contains("made no progress"), "{line}");
+        assert!(line.contains("rank 2 has not entered"), "{line}");
+        assert!(line.contains("(it finished"), "{line}");
+        assert!(line.contains("ranks 0-1, 3 are in"), "{line}");
+    }
+}
+
+/// Rank 1 stops itself (SIGSTOP: alive, silent): the others' errors say it does not answer.
+#[test]
+fn a_stopped_rank_is_named_at_the_deadline() {
+    let env = [("OXCCL_TIMEOUT", "3"), ("OXCCL_TRANSPORT", "tcp")];
+    let args = [
+        "--random",
+        "40",
+        "--seed",
+        "9",
+        "--stop-rank",
+        "1",
+        "--fault-at",
+        "20",
+    ];
+    let ran = common::run_job(4, &["--grace", "5"], common::selftest(), &args, &env);
+    assert!(ran.code.is_some_and(|c| c != 0), "{}", ran.output);
+    for r in [0, 2, 3] {
+        let line = error_of(r, &ran.output);
+        assert!(line.contains("rank 1 does not answer"), "{line}");
+    }
+}
+
+/// After rank 2 dies, the survivors shrink the communicator without it and run 200 more
+/// random collectives on the 3 that remain, every result checked.
+#[test]
+fn survivors_shrink_and_go_on() {
+    for transport in ["shm", "tcp"] {
+        let env = [("OXCCL_TRANSPORT", transport)];
+        let args = [
+            "--random",
+            "100000",
+            "--seed",
+            "3",
+            "--max-count",
+            "65536",
+            "--kill-rank",
+            "2",
+            "--kill-after",
+            "30",
+            "--recover",
+            "200",
+        ];
+        let ran = common::run_job(4, &["--grace", "60"], common::selftest(), &args, &env);
+        for r in [0, 1, 3] {
+            let line = "continued on 3 ranks after rank 2 died: 200 ops";
+            let ok = ran.output.lines().any(|l| {
+                l.starts_with(&format!("[{r}] "))
+                    && l.contains(line)
+                    && l.ends_with(" 0 wrong elements")
+            });
+            assert!(ok, "rank {r} over {transport}\n{}", ran.output);
+        }
+    }
 }

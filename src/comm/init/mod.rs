@@ -238,6 +238,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         link_class: class,
         layout,
         planner,
+        shrinks: 0,
         nodes,
     })
 }

@@ -57,6 +57,10 @@ struct Args {
     /// The op of the `--random` sequence before which a stall or stop happens.
     #[arg(long, default_value_t = 0)]
     fault_at: usize,
+    /// With `--random` and a kill: after the failure, the survivors shrink the communicator
+    /// without the dead rank and run this many more random ops on it, checked.
+    #[arg(long)]
+    recover: Option<usize>,
 }
 
 fn matrix<T: TestElem>(c: &mut Communicator, t: &mut Tally, counts: &[usize]) -> Result<()> {
@@ -225,26 +229,31 @@ fn kill_test(c: &mut Communicator, victim: u32, after: usize) -> Result<()> {
     Ok(())
 }
 
-fn run(args: &Args) -> Result<Tally> {
-    let start = Instant::now();
-    let mut c = Communicator::from_env()?;
-    let mut t = Tally::default();
-    if let Some(ops) = args.random {
-        let at = args.fault_at;
-        let fault = match (args.kill_rank, args.stall_rank, args.stop_rank) {
-            (Some(rank), _, _) => Some(random::Fault::Kill {
-                rank,
-                at: args.kill_after,
-            }),
-            (_, Some(rank), _) => Some(random::Fault::Stall {
-                rank,
-                at,
-                secs: args.stall_secs,
-            }),
-            (_, _, Some(rank)) => Some(random::Fault::Stop { rank, at }),
-            _ => None,
-        };
-        random::soak(&mut c, &mut t, ops, args.seed, args.max_count, fault)?;
+/// `--random`: the seeded soak, with its planted fault and, with `--recover`, the shrink.
+fn random_mode(
+    args: &Args,
+    c: &mut Communicator,
+    t: &mut Tally,
+    ops: usize,
+    start: Instant,
+) -> Result<()> {
+    let at = args.fault_at;
+    let fault = match (args.kill_rank, args.stall_rank, args.stop_rank) {
+        (Some(rank), _, _) => Some(random::Fault::Kill {
+            rank,
+            at: args.kill_after,
+        }),
+        (_, Some(rank), _) => Some(random::Fault::Stall {
+            rank,
+            at,
+            secs: args.stall_secs,
+        }),
+        (_, _, Some(rank)) => Some(random::Fault::Stop { rank, at }),
+        _ => None,
+    };
+    let ran = random::soak(c, t, ops, args.seed, args.max_count, fault);
+    let (Err(e), Some(more)) = (&ran, args.recover) else {
+        ran?;
         c.barrier()?;
         eprintln!(
             "rank {}/{}: {ops} random ops (seed {}), {} checks, {} wrong elements, {:.1} s",
@@ -255,6 +264,37 @@ fn run(args: &Args) -> Result<Tally> {
             t.wrong,
             start.elapsed().as_secs_f64()
         );
+        return Ok(());
+    };
+    // Go on without the rank the error names.
+    let dead = match e {
+        oxccl::Error::PeerDied { dead, .. } => *dead,
+        oxccl::Error::Transport { peer, .. } => *peer,
+        _ => return ran,
+    };
+    eprintln!("rank {}: {e}; shrinking without rank {dead}", c.rank());
+    let mut small = c.shrink(&[dead])?;
+    let before = (t.checks, t.wrong);
+    random::soak(&mut small, t, more, args.seed + 1, args.max_count, None)?;
+    small.barrier()?;
+    eprintln!(
+        "rank {} (rank {} before): continued on {} ranks after rank {dead} died: {more} ops, {} \
+         checks, {} wrong elements",
+        small.rank(),
+        c.rank(),
+        small.size(),
+        t.checks - before.0,
+        t.wrong - before.1
+    );
+    Ok(())
+}
+
+fn run(args: &Args) -> Result<Tally> {
+    let start = Instant::now();
+    let mut c = Communicator::from_env()?;
+    let mut t = Tally::default();
+    if let Some(ops) = args.random {
+        random_mode(args, &mut c, &mut t, ops, start)?;
         return Ok(t);
     }
     if let Some(victim) = args.kill_rank {

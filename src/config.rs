@@ -27,6 +27,7 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_TIMEOUT", default: "300", unit: "seconds", doc: "Deadline for any wait without progress (bootstrap, connect, every collective). An op that makes no progress this long fails with an error naming the peer and step." },
     Knob { name: "OXCCL_TRANSPORT", default: "auto", unit: "auto, shm, tcp", doc: "auto: shared memory between ranks on one host, TCP between hosts. tcp: TCP everywhere. shm: shared memory, and an error if ranks are on several hosts." },
     Knob { name: "OXCCL_NCHANNELS", default: "2", unit: "count (1-64)", doc: "Channels per operation; each has its own connection (TCP: its own socket stream) to every peer and handles 1/n of the data." },
+    Knob { name: "OXCCL_CHECK", default: "0", unit: "0 or 1", doc: "1: before each group of collectives the ranks compare what each is about to run (collective, datatype, count, root, reduction) with one small all-gather, and a mismatch fails on every rank with an error naming who called what, instead of corrupting data or hanging. Costs one extra small exchange per group (see README). Every rank must set the same value." },
     Knob { name: "OXCCL_ZERO_COPY", default: "1", unit: "0 or 1", doc: "TCP: send straight from the op's buffers and receive plain copies straight into them (1), or move every byte through the connection's FIFO slots (0, one more copy on each side). The bytes on the wire are the same." },
     Knob { name: "OXCCL_SLOT_SIZE", default: "128K", unit: "bytes (K/M suffix)", doc: "Bytes per FIFO slot: the unit in which data moves and pipelines between ranks." },
     Knob { name: "OXCCL_NSLOTS", default: "8", unit: "count (2-1024)", doc: "Slots per one-way connection. A plan chunk is half the FIFO, so consecutive steps overlap." },
@@ -76,6 +77,8 @@ pub struct Config {
     pub slot_size: usize,
     /// `OXCCL_ZERO_COPY`: TCP moves data straight from and to the op's buffers.
     pub zero_copy: bool,
+    /// `OXCCL_CHECK`: ranks compare every group of collectives before running it.
+    pub check: bool,
     /// `OXCCL_NSLOTS`.
     pub nslots: usize,
     /// `OXCCL_ALGO` when it names one algorithm (`None`: the tuner decides).
@@ -112,6 +115,7 @@ impl Default for Config {
             nchannels: 2,
             slot_size: 128 * 1024,
             zero_copy: true,
+            check: false,
             nslots: 8,
             algorithm: None,
             algo_rules: None,
@@ -175,12 +179,17 @@ impl Config {
                 )
             })?;
         }
-        if let Some(v) = get("OXCCL_ZERO_COPY") {
-            c.zero_copy = match v.to_ascii_lowercase().as_str() {
-                "1" | "on" | "true" | "yes" => true,
-                "0" | "off" | "false" | "no" => false,
-                _ => return Err(bad("OXCCL_ZERO_COPY", &v, "expected 0 or 1")),
-            };
+        for (knob, field) in [
+            ("OXCCL_ZERO_COPY", &mut c.zero_copy),
+            ("OXCCL_CHECK", &mut c.check),
+        ] {
+            if let Some(v) = get(knob) {
+                *field = match v.to_ascii_lowercase().as_str() {
+                    "1" | "on" | "true" | "yes" => true,
+                    "0" | "off" | "false" | "no" => false,
+                    _ => return Err(bad(knob, &v, "expected 0 or 1")),
+                };
+            }
         }
         if let Some(v) = get("OXCCL_NSLOTS") {
             c.nslots = parse(&v, "OXCCL_NSLOTS")?;

@@ -446,3 +446,38 @@ fn async_error_reports_an_abort() {
         .iter()
         .all(|e| e.as_deref().is_some_and(|e| e.contains("aborted"))));
 }
+
+#[test]
+fn check_mode_names_who_called_what_and_keeps_the_communicator() {
+    for transport in [TransportChoice::Shm, TransportChoice::Tcp] {
+        let mut cfg = config(30.0, transport);
+        cfg.check = true;
+        let out = job(3, cfg, |c| {
+            let r = c.rank();
+            let n = if r == 1 { 1200 } else { 1000 };
+            let mut v = vec![1f32; n];
+            let count = c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap_err();
+            let mut b = vec![0u8; 7];
+            let root = c.broadcast_in_place(&mut b, r.min(1)).unwrap_err();
+            // Nothing was sent: a matching op still works, with the right result.
+            let mut w = vec![1f32; 1000];
+            c.all_reduce_in_place(&mut w, ReduceOp::Sum).unwrap();
+            assert!(w.iter().all(|&x| x == 3.0));
+            (count.to_string(), root.to_string(), count.is_recoverable())
+        });
+        for (count, root, recoverable) in out {
+            assert!(recoverable);
+            assert!(
+                count.contains("the ranks disagree on all_reduce #1")
+                    && count.contains("ranks 0, 2 called all_reduce of 1000 float (sum)")
+                    && count.contains("rank 1 called all_reduce of 1200 float (sum)"),
+                "{count}"
+            );
+            assert!(
+                root.contains("rank 0 called broadcast of 7 uint8 from/to root 0")
+                    && root.contains("ranks 1-2 called broadcast of 7 uint8 from/to root 1"),
+                "{root}"
+            );
+        }
+    }
+}

@@ -90,6 +90,15 @@ impl<'a> Group<'a> {
                 Collective::Send { .. } | Collective::Recv { .. }
             )
         });
+        if comm.config.check && !comm.checking && !colls.is_empty() {
+            let specs: Vec<&OpSpec> = colls.iter().map(|(s, _)| s).collect();
+            let label = format!(
+                "{} #{}",
+                colls[0].0.collective.name(),
+                (comm.tags.check() & super::SEQ_TAG) + 1
+            );
+            comm.check_consistent(&specs, &label)?;
+        }
         let mut runs = Vec::with_capacity(colls.len() + p2p.len());
         for (spec, bufs) in colls.into_iter().chain(p2p) {
             let plan = comm.plan_for(&spec)?;
@@ -106,9 +115,13 @@ impl<'a> Group<'a> {
             runs.push(OpRun::new(spec, plan, bufs, &mut comm.engine.links)?);
         }
         for run in &mut runs {
-            run.tag = comm.tags.next(run.spec.collective);
+            run.tag = if comm.checking {
+                comm.tags.check()
+            } else {
+                comm.tags.next(run.spec.collective)
+            };
             run.signature = crate::engine::signature(run);
-            if run.tag & super::P2P_TAG == 0 {
+            if run.tag & (super::P2P_TAG | super::CHECK_TAG) == 0 {
                 comm.engine
                     .health
                     .enter(u64::from(run.tag) + 1, run.spec.collective.name());

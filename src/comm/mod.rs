@@ -1,6 +1,7 @@
 //! The communicator: a set of ranks that run collectives together.
 
 mod api;
+mod check;
 mod group;
 mod init;
 #[cfg(feature = "mpi")]
@@ -16,7 +17,7 @@ pub use nodes::NodeMap;
 pub use shared::SharedBuffer;
 pub use shrink::PendingInit;
 pub(crate) use tags::describe as describe_tag;
-pub(crate) use tags::P2P as P2P_TAG;
+pub(crate) use tags::{CHECK as CHECK_TAG, P2P as P2P_TAG, SEQ as SEQ_TAG};
 
 use crate::bootstrap::{LaunchEnv, RootServer, UniqueId};
 use crate::config::Config;
@@ -63,6 +64,9 @@ pub struct Communicator {
     planner: Option<Box<crate::tuner::NodePlanner>>,
     /// Shrinks so far (the same count on every survivor: it tells their rendezvous apart).
     shrinks: u64,
+    /// An `OXCCL_CHECK` exchange is being launched (it is not checked itself, and its tag
+    /// is set apart from the caller's collectives).
+    checking: bool,
 }
 
 /// What a plan depends on besides the communicator's rank and size.

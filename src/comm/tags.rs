@@ -19,6 +19,11 @@ use oxccl_algorithms::Collective;
 
 /// Bit set in the tags of point-to-point messages.
 pub(crate) const P2P: u32 = 1 << 31;
+/// Bit set (with the number of the collective it precedes) in the tag of an `OXCCL_CHECK`
+/// exchange.
+pub(crate) const CHECK: u32 = 1 << 30;
+/// The sequence-number bits of a tag.
+pub(crate) const SEQ: u32 = !(P2P | CHECK);
 
 /// Per-communicator tag counters.
 #[derive(Debug, Default)]
@@ -47,12 +52,12 @@ impl TagCounter {
         };
         match counter {
             Some(n) => {
-                let tag = P2P | (*n & !P2P);
+                let tag = P2P | (*n & SEQ);
                 *n = n.wrapping_add(1);
                 tag
             }
             None => {
-                let tag = self.collectives & !P2P;
+                let tag = self.collectives & SEQ;
                 self.collectives = self.collectives.wrapping_add(1);
                 tag
             }
@@ -60,10 +65,20 @@ impl TagCounter {
     }
 }
 
+impl TagCounter {
+    /// The tag of the `OXCCL_CHECK` exchange before the next collective (the counter does
+    /// not advance: the check is not one of the caller's collectives).
+    pub fn check(&self) -> u32 {
+        CHECK | (self.collectives & SEQ)
+    }
+}
+
 /// Describes a tag for error messages.
 pub(crate) fn describe(tag: u32) -> String {
     if tag & P2P != 0 {
-        format!("point-to-point message #{}", tag & !P2P)
+        format!("point-to-point message #{}", tag & SEQ)
+    } else if tag & CHECK != 0 {
+        format!("the OXCCL_CHECK exchange before collective #{}", tag & SEQ)
     } else {
         format!("collective #{}", tag)
     }

@@ -233,7 +233,10 @@ impl<'a> OpRun<'a> {
     /// collective of the communicator, the same on every rank), `send #3 to rank 2` (the
     /// third send to that peer).
     pub fn label(&self) -> String {
-        let seq = u64::from(self.tag & !crate::comm::P2P_TAG) + 1;
+        let seq = u64::from(self.tag & crate::comm::SEQ_TAG) + 1;
+        if self.tag & crate::comm::P2P_TAG == 0 && self.tag & crate::comm::CHECK_TAG != 0 {
+            return format!("the OXCCL_CHECK exchange before collective #{seq}");
+        }
         match self.spec.collective {
             oxccl_algorithms::Collective::Send { peer } => format!("send #{seq} to rank {peer}"),
             oxccl_algorithms::Collective::Recv { peer } => {

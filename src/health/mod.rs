@@ -42,7 +42,8 @@ pub(crate) fn kind_code(name: &str) -> u32 {
     }
 }
 
-fn kind_name(code: u32) -> &'static str {
+/// The name of an op kind's wire index.
+pub(crate) fn kind_name(code: u32) -> &'static str {
     KINDS.get(code as usize).copied().unwrap_or("an op")
 }
 

@@ -239,6 +239,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         layout,
         planner,
         shrinks: 0,
+        checking: false,
         nodes,
     })
 }

@@ -54,7 +54,8 @@ pub(super) fn host_identity(config: &Config) -> String {
 pub(super) fn shared_config(c: &Config) -> String {
     format!(
         "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={} \
-         OXCCL_RD_MAX={} OXCCL_TREE_MAX={} OXCCL_SHM_WINDOW={} OXCCL_LS_ONE_SHOT_MAX={} OXCCL_TUNING_FILE={}",
+         OXCCL_RD_MAX={} OXCCL_TREE_MAX={} OXCCL_SHM_WINDOW={} OXCCL_LS_ONE_SHOT_MAX={} OXCCL_TUNING_FILE={} \
+         OXCCL_CHECK={}",
         c.nchannels,
         c.slot_size,
         c.nslots,
@@ -72,7 +73,8 @@ pub(super) fn shared_config(c: &Config) -> String {
         // (paths may differ between hosts).
         c.tuning
             .as_ref()
-            .map_or("none".to_owned(), |f| format!("{:016x}", f.fingerprint()))
+            .map_or("none".to_owned(), |f| format!("{:016x}", f.fingerprint())),
+        u8::from(c.check)
     )
 }
 

@@ -24,6 +24,8 @@ mod comm;
 pub mod config;
 mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 pub mod logging;
 pub mod reduce;

@@ -481,3 +481,59 @@ fn check_mode_names_who_called_what_and_keeps_the_communicator() {
         }
     }
 }
+
+#[test]
+fn strangers_at_the_root_do_not_disturb_the_rendezvous() {
+    use std::io::Write;
+    let id = UniqueId::new("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).unwrap();
+    let root = id.root;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // A port scanner, a garbage sender, an oversized claim, and a peer with the wrong secret.
+    let stranger = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut rejected = 0;
+            while !stop.load(Ordering::SeqCst) {
+                drop(std::net::TcpStream::connect(root));
+                if let Ok(mut s) = std::net::TcpStream::connect(root) {
+                    let _ = s.write_all(&[0xde; 300]);
+                }
+                if let Ok(mut s) = std::net::TcpStream::connect(root) {
+                    let mut claim = vec![0u8; 64];
+                    claim.extend(u32::MAX.to_le_bytes());
+                    let _ = s.write_all(&claim);
+                }
+                let wrong = [0x11u8; 32];
+                let deadline = Instant::now() + Duration::from_secs(2);
+                match oxccl_transports::tcp::connect(root, &wrong, &[0, 0, 0, 0], deadline) {
+                    Err(oxccl_transports::Error::Auth { .. }) => rejected += 1,
+                    // The rendezvous is over and the root gone: nothing left to disturb.
+                    Err(_) => break,
+                    Ok(_) => panic!("a wrong secret was accepted by the root"),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            rejected
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let handles: Vec<_> = (0..3)
+        .map(|r| {
+            std::thread::spawn(move || {
+                // Ranks arrive spread out, so the strangers hit the root between them.
+                std::thread::sleep(Duration::from_millis(150 * u64::from(r)));
+                let mut c = Communicator::init(id, 3, r, config(30.0, TransportChoice::Tcp))
+                    .expect("init despite strangers");
+                let mut v = vec![1u32; 1000];
+                c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+                v[999]
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 3);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let rejected = stranger.join().unwrap();
+    assert!(rejected > 0, "the wrong secret never reached the root");
+}

@@ -69,32 +69,32 @@ impl BootstrapClient {
                 self.root, self.timeout
             ))
         })?;
-        let mut d = Dec(&reply);
-        let malformed = |m: super::wire::Malformed| {
-            self.fail(format!("malformed reply from the root: {}", m.0))
-        };
-        match d.u8().map_err(malformed)? {
-            ROUND => {}
-            ERROR => {
-                let why = d.str().unwrap_or_else(|_| "(unreadable)".into());
-                return Err(self.fail(format!("the root reports: {why}")));
-            }
-            k => return Err(self.fail(format!("unexpected frame kind {k} from the root"))),
-        }
-        let n = d.u32().map_err(malformed)?;
-        if n != self.nranks {
-            return Err(self.fail(format!(
-                "root answered with {n} blobs for {} ranks",
-                self.nranks
-            )));
-        }
-        (0..n)
-            .map(|_| d.bytes().map(<[u8]>::to_vec).map_err(malformed))
-            .collect()
+        decode_reply(&reply, self.nranks).map_err(|why| self.fail(why))
     }
 
     /// Ends this rank's part in the rendezvous.
     pub fn close(mut self) {
         let _ = write_frame(&mut self.stream, &[CLOSE], self.timeout);
     }
+}
+
+/// The root's answer to an all-gather round: one blob per rank, or why it is unusable.
+pub(crate) fn decode_reply(reply: &[u8], nranks: u32) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let mut d = Dec(reply);
+    let malformed = |m: super::wire::Malformed| format!("malformed reply from the root: {}", m.0);
+    match d.u8().map_err(malformed)? {
+        ROUND => {}
+        ERROR => {
+            let why = d.str().unwrap_or_else(|_| "(unreadable)".into());
+            return Err(format!("the root reports: {why}"));
+        }
+        k => return Err(format!("unexpected frame kind {k} from the root")),
+    }
+    let n = d.u32().map_err(malformed)?;
+    if n != nranks {
+        return Err(format!("root answered with {n} blobs for {nranks} ranks"));
+    }
+    (0..n)
+        .map(|_| d.bytes().map(<[u8]>::to_vec).map_err(malformed))
+        .collect()
 }

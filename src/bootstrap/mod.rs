@@ -12,7 +12,7 @@ mod secret;
 mod slurm;
 pub(crate) mod wire;
 
-pub(crate) use client::BootstrapClient;
+pub(crate) use client::{decode_reply, BootstrapClient};
 pub use env::LaunchEnv;
 pub use root::RootServer;
 pub use secret::{Secret, UniqueId};

@@ -13,6 +13,7 @@ mod split;
 mod tags;
 
 pub use group::{Group, Pending};
+pub(crate) use init::decode_rank_info;
 pub use nodes::NodeMap;
 pub use shared::SharedBuffer;
 pub use shrink::PendingInit;

@@ -191,29 +191,20 @@ fn read(h: &Health, conns: &mut [Conn], i: usize) {
     let peer = conns[i].peer;
     loop {
         let c = &mut conns[i];
-        if c.garbled || c.inbuf.len() < HEADER {
+        if c.garbled {
             break;
         }
-        let (kind, len) = (u32_at(&c.inbuf, 0), u32_at(&c.inbuf, 4) as usize);
-        let expected = match kind {
-            HEARTBEAT => Some(20),
-            QUERY | BYE => Some(0),
-            DEAD => Some(4),
-            SHRINK => Some(8 + crate::bootstrap::UniqueId::BYTES),
-            _ => None,
+        let (kind, p) = match next_frame(&mut c.inbuf) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(why) => {
+                tracing::warn!(target: "oxccl::init",
+                    "rank {}: rank {peer} sent {why}; ignoring it from now on", h.rank);
+                c.garbled = true;
+                c.inbuf.clear();
+                break;
+            }
         };
-        if expected != Some(len) || len > MAX_PAYLOAD {
-            tracing::warn!(target: "oxccl::init",
-                "rank {}: rank {peer} sent a malformed control frame (kind {kind}, {len} bytes); \
-                 ignoring it from now on", h.rank);
-            c.garbled = true;
-            c.inbuf.clear();
-            break;
-        }
-        if c.inbuf.len() < HEADER + len {
-            break;
-        }
-        let p: Vec<u8> = c.inbuf.drain(..HEADER + len).skip(HEADER).collect();
         match kind {
             HEARTBEAT => h.update(peer, |v| {
                 v.entered = u64_at(&p, 0);
@@ -250,6 +241,35 @@ fn read(h: &Health, conns: &mut [Conn], i: usize) {
             }
         }
     }
+}
+
+/// Takes the next complete frame off `inbuf`: `Ok(None)` until one is whole, an error for a
+/// frame of an unknown kind or of the wrong length for its kind (the payload length of each
+/// kind is fixed, so a garbled stream is caught at its first header).
+pub(crate) fn next_frame(
+    inbuf: &mut Vec<u8>,
+) -> std::result::Result<Option<(u32, Vec<u8>)>, String> {
+    if inbuf.len() < HEADER {
+        return Ok(None);
+    }
+    let (kind, len) = (u32_at(inbuf, 0), u32_at(inbuf, 4) as usize);
+    let expected = match kind {
+        HEARTBEAT => Some(20),
+        QUERY | BYE => Some(0),
+        DEAD => Some(4),
+        SHRINK => Some(8 + crate::bootstrap::UniqueId::BYTES),
+        _ => None,
+    };
+    if expected != Some(len) || len > MAX_PAYLOAD {
+        return Err(format!(
+            "a malformed control frame (kind {kind}, {len} bytes)"
+        ));
+    }
+    if inbuf.len() < HEADER + len {
+        return Ok(None);
+    }
+    let payload = inbuf.drain(..HEADER + len).skip(HEADER).collect();
+    Ok(Some((kind, payload)))
 }
 
 /// Writes what each connection has queued, as far as its socket takes it.

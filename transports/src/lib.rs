@@ -40,6 +40,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ifaddrs;
 pub mod shm;
 pub mod tcp;

@@ -35,6 +35,11 @@ fn transport_error(
     }
 }
 
+/// Decodes one rank's connection details as the root relays them (for the fuzz targets).
+pub(crate) fn decode_rank_info(b: &[u8], rank: usize) -> Result<()> {
+    RankInfo::decode(b, rank).map(drop)
+}
+
 /// A `[peer][channel]` table with no connections yet.
 fn table<T>(nranks: u32, nch: usize) -> Vec<Vec<Option<T>>> {
     (0..nranks)

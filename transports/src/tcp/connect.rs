@@ -65,14 +65,14 @@ pub fn connect(
 }
 
 /// Outcome of a failed connection attempt.
-enum Attempt {
+pub(crate) enum Attempt {
     /// Worth another try (refused, reset, unreachable, timed out).
     Retry(io::Error),
     /// Final.
     Fatal(Error),
 }
 
-fn connect_once(
+pub(crate) fn connect_once(
     addr: SocketAddr,
     key: &[u8; 32],
     payload: &[u8],
@@ -252,7 +252,7 @@ impl Listener {
 }
 
 /// The acceptor's side of the handshake; returns the connector's payload.
-fn accept_handshake(
+pub(crate) fn accept_handshake(
     stream: &TcpStream,
     peer: SocketAddr,
     key: &[u8; 32],

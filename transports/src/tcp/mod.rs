@@ -15,7 +15,7 @@
 //! Nothing a peer sends can make us panic or allocate more than a slot ring: handshake
 //! payloads are capped at [`MAX_PAYLOAD`] bytes, message lengths at the slot size.
 
-mod connect;
+pub(crate) mod connect;
 mod fifo;
 mod layout;
 

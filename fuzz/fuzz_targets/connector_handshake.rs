@@ -1,0 +1,4 @@
+//! Fuzz target: `oxccl_transports::fuzzing::connector_handshake` (see its doc).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| oxccl_transports::fuzzing::connector_handshake(data));

@@ -25,6 +25,18 @@ echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 echo "== tests (unit, verifier 1..=64 ranks, threads, multi-process over shm and tcp)"
 cargo nextest run --workspace --locked --no-fail-fast
+echo "== faults: kill -9 trials (8 ranks, shm and tcp), every survivor must name the dead rank"
+cargo build --workspace --bins --locked --quiet
+bash scripts/faults/kill-trials.sh --trials 10 --seed 7
+echo "== soak (reduced): 2000 random collectives on 8 ranks over every transport x algorithm, checked"
+bash scripts/soak.sh --ops 2000 --max-count 65536
+echo "== fuzz targets under libFuzzer (only where a nightly toolchain and cargo-fuzz are installed;"
+echo "   tests/fuzz_replay.rs ran the same entry points on stable above)"
+if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
+    bash scripts/fuzz.sh --seconds 5
+else
+    echo "   skipped: no nightly toolchain or cargo-fuzz here (scripts/fuzz.sh --install gets both)"
+fi
 echo "== multi-node suite (network namespaces: 2 and 4 nodes x 2 ranks, shm + TCP, 1 Gbit/s smoke)"
 # Needs root for `ip netns`; fails without it unless OXCCL_SKIP_NETNS=1 (then says it skipped).
 bash scripts/netns/suite.sh

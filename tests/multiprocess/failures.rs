@@ -185,3 +185,36 @@ fn survivors_shrink_and_go_on() {
         }
     }
 }
+
+/// /dev/shm too small for the shared-memory FIFOs and window (a 1 MiB tmpfs in a private
+/// mount namespace): every rank fails at creation with an error that says so and how to
+/// fix it. Needs root for the mount namespace; says so and passes vacuously without it.
+#[test]
+fn a_small_dev_shm_is_a_clear_error() {
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: no private mount namespace here (needs root and unshare)");
+        return;
+    }
+    let script = format!(
+        "mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {} -n 4 -- {} --random 20",
+        env!("CARGO_BIN_EXE_oxccl-run"),
+        common::selftest()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env("OXCCL_TRANSPORT", "shm")
+        .env("OXCCL_TIMEOUT", "30")
+        .output()
+        .expect("unshare");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for r in 0..4 {
+        let line = error_of(r, &text);
+        assert!(line.contains("/dev/shm has 1048576 bytes free"), "{line}");
+        assert!(line.contains("enlarge /dev/shm"), "{line}");
+    }
+}

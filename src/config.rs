@@ -39,6 +39,7 @@ pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_LS_ONE_SHOT_MAX", default: "64K", unit: "bytes (K/M suffix)", doc: "On one host with a window, an all-reduce of at most this many bytes runs load/store one-shot, a larger one load/store two-shot." },
     Knob { name: "OXCCL_SOCKET_ADDR", default: "(route to root)", unit: "IP address", doc: "Address this rank's data listener binds and advertises. Default: the local address of the connection to the root." },
     Knob { name: "OXCCL_SOCKET_IFNAME", default: "(route to root)", unit: "NCCL_SOCKET_IFNAME's syntax: `eth,ib`, `^docker,lo`, `=eth0`", doc: "Interfaces whose IPv4 address the data listener binds and advertises (when OXCCL_SOCKET_ADDR is unset): a comma list of name prefixes, `^` first to exclude them instead, `=` (after any `^`) for exact names. The first selected interface that is up with an IPv4 address wins (loopback only when named); an error lists every interface when none is. Unset: the address of the route to the root, or the first physical interface when that route leaves through loopback or a bridge (docker0) to a root on another host." },
+    Knob { name: "OXCCL_STATUS_DIR", default: "(none; oxccl-run sets one)", unit: "directory", doc: "Each rank's watchdog rewrites `rank<N>` there every 0.5 s with where the rank is (`in all_reduce #57 for 12.3 s`, `between ops`, a dead rank it found). `oxccl-status DIR` prints every rank's line and who is behind; oxccl-run prints them when interrupted. On several hosts, a directory they share." },
     Knob { name: "OXCCL_TOPO_DUMP_FILE", default: "(none)", unit: "path; `%h` host, `%r` rank", doc: "At communicator creation, write this host's detected topology (CPUs, NUMA, PCI tree, NICs, RDMA devices, GPUs): XML when the path ends in `.xml`, JSON otherwise. `%h` becomes the hostname, `%r` the rank; without `%r` only the lowest rank of each host writes. A failed write is a warning." },
     Knob { name: "OXCCL_HOSTNAME", default: "(hostname + boot id)", unit: "text", doc: "Host identity: ranks with the same identity use shared memory. Set per network namespace to emulate several hosts." },
     Knob { name: "OXCCL_SPIN", default: "(auto)", unit: "iterations", doc: "Polls before a waiting rank yields the CPU, then sleeps on a futex or poll. Auto: 2000 when this host's ranks fit its CPUs, 0 when they outnumber them (spinning would steal the CPU from the rank being waited for)." },
@@ -93,6 +94,8 @@ pub struct Config {
     pub socket_ifname: Option<crate::topology::IfnameSpec>,
     /// `OXCCL_TOPO_DUMP_FILE`: where each host writes its topology at creation.
     pub topo_dump_file: Option<std::path::PathBuf>,
+    /// `OXCCL_STATUS_DIR`: where each rank's watchdog writes its status line.
+    pub status_dir: Option<std::path::PathBuf>,
     /// `OXCCL_RD_MAX`.
     pub rd_max: usize,
     /// `OXCCL_TREE_MAX`.
@@ -123,6 +126,7 @@ impl Default for Config {
             hostname: None,
             socket_ifname: None,
             topo_dump_file: None,
+            status_dir: None,
             spin: None,
             rd_max: 32 * 1024,
             tree_max: 256 * 1024,
@@ -230,6 +234,7 @@ impl Config {
             );
         }
         c.topo_dump_file = get("OXCCL_TOPO_DUMP_FILE").map(std::path::PathBuf::from);
+        c.status_dir = get("OXCCL_STATUS_DIR").map(std::path::PathBuf::from);
         if let Some(v) = get("OXCCL_SPIN") {
             c.spin = Some(parse(&v, "OXCCL_SPIN")?);
         }

@@ -73,10 +73,11 @@ pub enum Error {
         ranks: Box<str>,
     },
     /// A rank of the communicator died (its process ended without leaving the
-    /// communicator: killed, crashed) while this rank needed it.
+    /// communicator: killed, crashed) while this rank needed it; or the network to it failed,
+    /// which looks the same from here.
     #[error(
-        "rank {rank}: {op} failed: rank {dead} died (its process ended without leaving the \
-         communicator)"
+        "rank {rank}: {op} failed: rank {dead} died (its control connection closed without a \
+         goodbye: the process ended, or the network to it failed)"
     )]
     PeerDied {
         /// This rank.

@@ -93,6 +93,8 @@ pub(crate) struct Health {
     stop: AtomicBool,
     /// Whether a watchdog runs (not for a single rank).
     watched: AtomicBool,
+    /// When this rank's counters last changed (entered or finished an op).
+    changed: Mutex<Instant>,
     /// Frames for the watchdog to send: (peer, frame).
     outbox: Mutex<Vec<(u32, Vec<u8>)>>,
     /// Unique ids of shrunk communicators received: (from, generation, id bytes).
@@ -121,6 +123,7 @@ impl Health {
             query: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             watched: AtomicBool::new(false),
+            changed: Mutex::new(Instant::now()),
             outbox: Mutex::new(Vec::new()),
             shrink_ids: Mutex::new(Vec::new()),
         }
@@ -130,12 +133,46 @@ impl Health {
     pub fn enter(&self, seq: u64, name: &str) {
         self.kind.store(kind_code(name), Ordering::Relaxed);
         self.entered.fetch_max(seq, Ordering::Relaxed);
+        *self.changed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     /// Every op this rank entered has finished.
     pub fn finish(&self) {
         let e = self.entered.load(Ordering::Relaxed);
-        self.finished.fetch_max(e, Ordering::Relaxed);
+        if self.finished.fetch_max(e, Ordering::Relaxed) < e {
+            *self.changed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
+    }
+
+    /// This rank's status line (what `OXCCL_STATUS_DIR` holds): where it is and since when.
+    pub fn status_line(&self, nranks: u32, host: &str) -> String {
+        let (entered, finished, kind) = self.counters();
+        let since = self
+            .changed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+            .as_secs_f64();
+        let op = kind_name(kind);
+        let mut line = format!(
+            "rank {}/{nranks} pid {} host {host}: ",
+            self.rank,
+            std::process::id()
+        );
+        line += &if entered > finished {
+            format!("in {op} #{entered} for {since:.1} s (finished #{finished})")
+        } else if entered == 0 {
+            format!("no collective yet, for {since:.1} s")
+        } else {
+            format!("between ops for {since:.1} s (finished {op} #{finished})")
+        };
+        if let Some((dead, _)) = self.dead() {
+            line += &format!("; found rank {dead} dead");
+        }
+        if self.abort.load(Ordering::Relaxed) {
+            line += "; aborted";
+        }
+        line
     }
 
     /// (entered, finished, kind) of this rank.

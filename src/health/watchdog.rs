@@ -84,6 +84,30 @@ struct Conn {
     garbled: bool,
 }
 
+/// Where the watchdog writes this rank's status line, if anywhere.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusFile {
+    /// `OXCCL_STATUS_DIR/rank<N>`.
+    pub path: std::path::PathBuf,
+    pub nranks: u32,
+    pub host: String,
+}
+
+impl StatusFile {
+    /// Rewrites the file (through a temporary name, so a reader never sees half a line).
+    fn write(&self, h: &Health) {
+        let tmp = self.path.with_extension("tmp");
+        let line = h.status_line(self.nranks, &self.host) + "\n";
+        if std::fs::write(&tmp, line)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .is_err()
+        {
+            // Status is a convenience: a full or missing directory must not disturb the job.
+            tracing::debug!(target: "oxccl::init", "cannot write {}", self.path.display());
+        }
+    }
+}
+
 /// Runs the watchdog of one rank; stopping it (drop) says goodbye to every peer.
 pub(crate) struct Watchdog {
     health: Arc<Health>,
@@ -92,7 +116,11 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     /// Starts the thread over the control connections `conns` (one per other rank).
-    pub fn start(health: Arc<Health>, conns: Vec<(u32, TcpStream)>) -> Result<Self> {
+    pub fn start(
+        health: Arc<Health>,
+        conns: Vec<(u32, TcpStream)>,
+        status: Option<StatusFile>,
+    ) -> Result<Self> {
         let mut list = Vec::with_capacity(conns.len());
         for (peer, stream) in conns {
             stream
@@ -111,7 +139,7 @@ impl Watchdog {
         let h = health.clone();
         let thread = std::thread::Builder::new()
             .name(format!("oxccl-watch-{}", health.rank))
-            .spawn(move || run(&h, list))
+            .spawn(move || run(&h, list, status))
             .map_err(|e| Error::Internal(format!("cannot start the watchdog thread: {e}")))?;
         Ok(Watchdog {
             health,
@@ -129,11 +157,14 @@ impl Drop for Watchdog {
     }
 }
 
-fn run(h: &Health, mut conns: Vec<Conn>) {
+fn run(h: &Health, mut conns: Vec<Conn>, status: Option<StatusFile>) {
     let mut next_beat = Instant::now();
     loop {
         if h.stop.load(Ordering::Acquire) {
             goodbye(&mut conns);
+            if let Some(f) = &status {
+                let _ = std::fs::remove_file(&f.path);
+            }
             return;
         }
         let now = Instant::now();
@@ -150,6 +181,9 @@ fn run(h: &Health, mut conns: Vec<Conn>) {
                 }
             }
             next_beat = now + BEAT;
+            if let Some(f) = &status {
+                f.write(h);
+            }
         }
         for (peer, f) in h.take_outbox() {
             if let Some(c) = conns.iter_mut().find(|c| c.peer == peer && c.open) {

@@ -104,10 +104,13 @@ fn killed_in_random_ops_over_tcp() {
 }
 
 /// Rank 2 arrives 8 s late at op 20 while the deadline is 3 s: the others' errors say that
-/// rank 2 has not entered the op the rest are in.
+/// rank 2 has not entered the op the rest are in, and `oxccl-status` on the job's status
+/// directory says the same while it waits.
 #[test]
 fn a_late_rank_is_named_at_the_deadline() {
-    let env = [("OXCCL_TIMEOUT", "3")];
+    let dir = std::env::temp_dir().join(format!("oxccl-status-test-{}", std::process::id()));
+    let dir_s = dir.display().to_string();
+    let env = [("OXCCL_TIMEOUT", "3"), ("OXCCL_STATUS_DIR", dir_s.as_str())];
     let args = [
         "--random",
         "40",
@@ -120,7 +123,20 @@ fn a_late_rank_is_named_at_the_deadline() {
         "--fault-at",
         "20",
     ];
+    let watcher = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(2000));
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_oxccl-status"))
+                .arg(&dir)
+                .output()
+                .expect("oxccl-status");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
     let ran = common::run_job(4, &["--grace", "30"], common::selftest(), &args, &env);
+    let status = watcher.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(ran.code.is_some_and(|c| c != 0), "{}", ran.output);
     for r in [0, 1, 3] {
         let line = error_of(r, &ran.output);
@@ -129,6 +145,12 @@ fn a_late_rank_is_named_at_the_deadline() {
         assert!(line.contains("(it finished"), "{line}");
         assert!(line.contains("ranks 0-1, 3 are in"), "{line}");
     }
+    assert!(status.contains("rank 2/4 pid"), "{status}");
+    assert!(
+        status.contains("behind the others (not yet in collective #")
+            && status.contains("rank(s) 2\n"),
+        "{status}"
+    );
 }
 
 /// Rank 1 stops itself (SIGSTOP: alive, silent): the others' errors say it does not answer.
@@ -216,5 +238,86 @@ fn a_small_dev_shm_is_a_clear_error() {
         let line = error_of(r, &text);
         assert!(line.contains("/dev/shm has 1048576 bytes free"), "{line}");
         assert!(line.contains("enlarge /dev/shm"), "{line}");
+    }
+}
+
+/// A TCP connection between two ranks is destroyed under a transfer (`ss -K`, as a reset
+/// by the network would): both ranks fail promptly with an error naming the other, instead
+/// of hanging until the deadline. Needs `ss` with socket destruction (root, a kernel with
+/// INET_DIAG_DESTROY); says so and passes vacuously without it.
+#[test]
+fn a_connection_destroyed_under_a_transfer_is_named() {
+    let dir = std::env::temp_dir().join(format!("oxccl-sockkill-test-{}", std::process::id()));
+    let dir_s = dir.display().to_string();
+    let env = [
+        ("OXCCL_TRANSPORT", "tcp"),
+        ("OXCCL_TIMEOUT", "60"),
+        ("OXCCL_STATUS_DIR", dir_s.as_str()),
+    ];
+    let args = [
+        "--random",
+        "1000000",
+        "--seed",
+        "2",
+        "--max-count",
+        "1048576",
+    ];
+    let killer = {
+        let dir = dir.clone();
+        std::thread::spawn(move || -> Result<String, String> {
+            // Rank 0's pid from its status line, then one of its established connections.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let pid = loop {
+                let line = std::fs::read_to_string(dir.join("rank0")).unwrap_or_default();
+                if let Some(pid) = line.split_whitespace().nth(3) {
+                    break pid.to_owned();
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err("rank 0 never wrote its status".into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            };
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            let ss = std::process::Command::new("ss")
+                .args(["-tnpH", "state", "established"])
+                .output()
+                .map_err(|e| format!("no ss: {e}"))?;
+            let table = String::from_utf8_lossy(&ss.stdout).into_owned();
+            let conn = table
+                .lines()
+                .find(|l| l.contains(&format!("pid={pid},")))
+                .ok_or_else(|| format!("no connection of pid {pid} in\n{table}"))?;
+            let f: Vec<&str> = conn.split_whitespace().collect();
+            let (local, peer) = (f[2], f[3]);
+            let port = |a: &str| a.rsplit(':').next().unwrap_or("0").to_owned();
+            let kill = std::process::Command::new("ss")
+                .args(["-K", "src", "127.0.0.1", "sport", "=", &port(local)])
+                .args(["dst", "127.0.0.1", "dport", "=", &port(peer)])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !kill.status.success() {
+                return Err(format!(
+                    "ss -K failed: {}",
+                    String::from_utf8_lossy(&kill.stderr)
+                ));
+            }
+            Ok(format!("{local} -> {peer}"))
+        })
+    };
+    let ran = common::run_job(2, &["--grace", "20"], common::selftest(), &args, &env);
+    let _ = std::fs::remove_dir_all(&dir);
+    let killed = match killer.join().unwrap() {
+        Ok(k) => k,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot destroy a socket here: {why}");
+            return;
+        }
+    };
+    assert!(ran.code.is_some_and(|c| c != 0), "{killed}\n{}", ran.output);
+    for (r, peer) in [(0, 1), (1, 0)] {
+        let line = error_of(r, &ran.output);
+        eprintln!("destroyed {killed}: {line}");
+        assert!(!line.contains("made no progress"), "{killed}: {line}");
+        assert!(line.contains(&format!("rank {peer}")), "{killed}: {line}");
     }
 }

@@ -15,4 +15,5 @@
 pub mod elem;
 pub mod launch;
 pub mod perf;
+pub mod status;
 pub mod topo;

@@ -186,7 +186,8 @@ impl CommHandle {
     }
 
     /// `ncclCommGetAsyncError`: `ncclInProgress` while a non-blocking init runs, then the
-    /// init's failure or the first failed operation's result, else `ncclSuccess`.
+    /// init's failure, a rank found dead (`ncclRemoteError`) or the first failed operation's
+    /// result, else `ncclSuccess`.
     pub fn async_error(&self) -> ffi::NcclResult {
         // A call in progress on another thread holds the state; it reports its own errors.
         if let Ok(mut state) = self.state.try_lock() {
@@ -194,7 +195,12 @@ impl CommHandle {
             match &*state {
                 State::Initializing(_) => return ffi::IN_PROGRESS,
                 State::Failed(f) => return f.code,
-                State::Ready(_) => {}
+                // A rank found dead by the watchdog while this one computes.
+                State::Ready(comm) => {
+                    if let Some(e) = comm.async_error() {
+                        return crate::error::code_of(&e);
+                    }
+                }
             }
         }
         lock(&self.async_error)

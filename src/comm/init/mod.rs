@@ -143,9 +143,19 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
     };
     let health = Arc::new(crate::health::Health::new(rank, nranks));
     let watchdog = if nranks > 1 {
+        let status = config.status_dir.as_ref().map(|dir| {
+            // A directory that cannot be made only costs the status files (logged there).
+            let _ = std::fs::create_dir_all(dir);
+            crate::health::watchdog::StatusFile {
+                path: dir.join(format!("rank{rank}")),
+                nranks,
+                host: crate::topology::hostname_part(&me.host).to_owned(),
+            }
+        });
         Some(crate::health::watchdog::Watchdog::start(
             health.clone(),
             controls,
+            status,
         )?)
     } else {
         None

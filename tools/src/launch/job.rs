@@ -61,6 +61,8 @@ struct Job {
     npumps: usize,
     /// The root rendezvous's result, when it has one.
     root_result: Receiver<oxccl::Result<()>>,
+    /// Where the ranks write their status lines, and whether it is ours to remove.
+    status_dir: (std::path::PathBuf, bool),
 }
 
 /// Installs the interrupt handler, starts the root rendezvous and the ranks.
@@ -88,6 +90,15 @@ fn start(opts: &Options) -> Result<Job, String> {
         })
         .map_err(|e| format!("cannot start the root rendezvous thread: {e}"))?;
 
+    // The ranks' status lines (oxccl-status DIR; printed here when interrupted): the
+    // caller's OXCCL_STATUS_DIR, else one of ours for this job.
+    let status_dir = match std::env::var_os("OXCCL_STATUS_DIR") {
+        Some(d) => (std::path::PathBuf::from(d), false),
+        None => (
+            std::env::temp_dir().join(format!("oxccl-run-{}", std::process::id())),
+            true,
+        ),
+    };
     let exe = std::env::current_exe()
         .map_err(|e| format!("cannot find oxccl-run's own executable: {e}"))?;
     let job_env = [
@@ -96,6 +107,7 @@ fn start(opts: &Options) -> Result<Job, String> {
         ("OXCCL_ROOT", root_addr.to_string()),
         ("OXCCL_SECRET", secret.to_hex()),
         ("OXCCL_ROOT_EXTERNAL", "1".to_owned()),
+        ("OXCCL_STATUS_DIR", status_dir.0.display().to_string()),
     ];
     let program: OsString = opts.program.clone().into();
     let (pumps_tx, pumps_done) = mpsc::channel();
@@ -157,6 +169,7 @@ fn start(opts: &Options) -> Result<Job, String> {
         pumps_done,
         npumps,
         root_result,
+        status_dir,
     })
 }
 
@@ -180,6 +193,9 @@ impl Job {
             }
             match self.interrupts.recv_timeout(POLL_INTERVAL) {
                 Ok(()) => {
+                    // A user stopping a job that seems stuck wants to know where it was.
+                    let report = crate::status::report(&self.status_dir.0);
+                    eprint!("oxccl-run: interrupted; where the ranks were:\n{report}");
                     let actions = sup.on_interrupt(Instant::now());
                     self.apply(actions);
                 }
@@ -191,6 +207,9 @@ impl Job {
             signal_group(&rank.child, StopSignal::Kill);
         }
         self.drain_output();
+        if self.status_dir.1 {
+            let _ = std::fs::remove_dir_all(&self.status_dir.0);
+        }
         let code = sup.exit_code();
         if code != 0 {
             if let Ok(Err(e)) = self.root_result.recv_timeout(ROOT_RESULT_WAIT) {

@@ -358,13 +358,15 @@ fn send_half(
     let slot = links.slot_size;
     let rank = links.rank;
     while let Some(sl) = slice(&rs, op.chans[ch].a, slot) {
-        if direct && links.direct_sender(to, ch)?.is_some() {
-            match super::direct::send_from(op, ch, links, to, (buf, sl))? {
+        // `send_from` answers `Slot` where the connection has no direct path.
+        if direct {
+            match super::direct::send_from(op, ch, links, to, (buf, sl.clone()))? {
                 Direct::Done => {
                     op.chans[ch].a += 1;
                     *moved = true;
                     continue;
                 }
+                Direct::Slot => {}
                 d => {
                     *moved |= d == Direct::Moved;
                     return Ok(Status::Blocked(Dir::To(to)));

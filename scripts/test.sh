@@ -30,12 +30,12 @@ cargo build --workspace --bins --locked --quiet
 bash scripts/faults/kill-trials.sh --trials 10 --seed 7
 echo "== soak (reduced): 2000 random collectives on 8 ranks over every transport x algorithm, checked"
 bash scripts/soak.sh --ops 2000 --max-count 65536
-echo "== fuzz targets under libFuzzer (only where a nightly toolchain and cargo-fuzz are installed;"
-echo "   tests/fuzz_replay.rs ran the same entry points on stable above)"
-if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
-    bash scripts/fuzz.sh --seconds 5
+echo "== fuzz targets under libFuzzer (OXCCL_CI_FUZZ=1 only; tests/fuzz_replay.rs ran the same"
+echo "   entry points on stable above; scripts/fuzz.sh runs them longer)"
+if [ "${OXCCL_CI_FUZZ:-0}" = 1 ]; then
+    bash scripts/fuzz.sh --install --seconds 5
 else
-    echo "   skipped: no nightly toolchain or cargo-fuzz here (scripts/fuzz.sh --install gets both)"
+    echo "   skipped: set OXCCL_CI_FUZZ=1 (builds nightly targets, about 3 minutes more)"
 fi
 echo "== multi-node suite (network namespaces: 2 and 4 nodes x 2 ranks, shm + TCP, 1 Gbit/s smoke)"
 # Needs root for `ip netns`; fails without it unless OXCCL_SKIP_NETNS=1 (then says it skipped).

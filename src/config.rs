@@ -25,7 +25,15 @@ pub struct Knob {
 /// Every environment variable oxccl reads.
 pub const KNOBS: &[Knob] = &[
     Knob { name: "OXCCL_TIMEOUT", default: "300", unit: "seconds", doc: "Deadline for any wait without progress (bootstrap, connect, every collective). An op that makes no progress this long fails with an error naming the peer and step." },
-    Knob { name: "OXCCL_TRANSPORT", default: "auto", unit: "auto, shm, tcp", doc: "auto: shared memory between ranks on one host, TCP between hosts. tcp: TCP everywhere. shm: shared memory, and an error if ranks are on several hosts." },
+    Knob { name: "OXCCL_TRANSPORT", default: "auto", unit: "auto, shm, tcp, ib", doc: "auto: shared memory between ranks on one host; between hosts InfiniBand/RoCE verbs when every rank has an active RDMA port, else TCP. tcp: TCP everywhere. ib: verbs everywhere, even between ranks of one host (an error naming the reason when a rank has no usable port). shm: shared memory, and an error if ranks are on several hosts." },
+    Knob { name: "OXCCL_IB_DISABLE", default: "0", unit: "0 or 1", doc: "1: never use InfiniBand/RoCE (auto picks TCP between hosts) and do not open libibverbs." },
+    Knob { name: "OXCCL_IB_HCA", default: "(every active port)", unit: "NCCL_IB_HCA's syntax: `mlx5_0:1,mlx5_1`, `^mlx5_2`, `=mlx5_0`", doc: "RDMA devices and ports to use: a comma list of `name[:port]`, names matching as prefixes; `^` first excludes them instead, `=` (after any `^`) asks for exact names. Connection `c` of a pair uses the `c mod n`-th of the n selected ports (rails)." },
+    Knob { name: "OXCCL_IB_GID_INDEX", default: "(auto)", unit: "0..=255", doc: "RoCE: the GID table entry to use. Auto: RoCE v2 with an IPv4-mapped address, else RoCE v2 with a global IPv6 address, else RoCE v1." },
+    Knob { name: "OXCCL_IB_TIMEOUT", default: "20", unit: "1..=31", doc: "Verbs ACK timeout exponent: each try waits 4.096 µs × 2^value (20: about 4.3 s) before a retransmission." },
+    Knob { name: "OXCCL_IB_RETRY_CNT", default: "7", unit: "0..=7", doc: "Verbs retransmissions before a write fails with `transport retry counter exceeded`, reported naming the peer." },
+    Knob { name: "OXCCL_IB_QPS_PER_CONNECTION", default: "1", unit: "1..=16", doc: "Queue pairs per verbs connection; messages go round-robin over them (spreads traffic over a fabric's paths). The same on every rank." },
+    Knob { name: "OXCCL_IB_SL", default: "0", unit: "0..=15", doc: "InfiniBand service level of the queue pairs." },
+    Knob { name: "OXCCL_IB_TC", default: "0", unit: "0..=255", doc: "RoCE traffic class of the queue pairs." },
     Knob { name: "OXCCL_NCHANNELS", default: "2", unit: "count (1-64)", doc: "Channels per operation; each has its own connection (TCP: its own socket stream) to every peer and handles 1/n of the data." },
     Knob { name: "OXCCL_CHECK", default: "0", unit: "0 or 1", doc: "1: before each group of collectives the ranks compare what each is about to run (collective, datatype, count, root, reduction) with one small all-gather, and a mismatch fails on every rank with an error naming who called what, instead of corrupting data or hanging. Costs one extra small exchange per group (see README). Every rank must set the same value." },
     Knob { name: "OXCCL_ZERO_COPY", default: "1", unit: "0 or 1", doc: "TCP: send straight from the op's buffers and receive plain copies straight into them (1), or move every byte through the connection's FIFO slots (0, one more copy on each side). The bytes on the wire are the same." },
@@ -62,6 +70,8 @@ pub enum TransportChoice {
     Shm,
     /// TCP only.
     Tcp,
+    /// InfiniBand/RoCE verbs between every pair of ranks.
+    Ib,
 }
 
 /// Everything that can be tuned. Construct with [`Config::from_env`] or `Config::default()`.
@@ -108,6 +118,11 @@ pub struct Config {
     pub ls_one_shot_max: usize,
     /// `OXCCL_TUNING_FILE`, read and parsed (`None`: the built-in thresholds decide).
     pub tuning: Option<std::sync::Arc<crate::tuner::TuningFile>>,
+    /// `OXCCL_IB_DISABLE`.
+    pub ib_disable: bool,
+    /// `OXCCL_IB_HCA`, `OXCCL_IB_GID_INDEX`, `OXCCL_IB_TIMEOUT`, `OXCCL_IB_RETRY_CNT`,
+    /// `OXCCL_IB_QPS_PER_CONNECTION`, `OXCCL_IB_SL`, `OXCCL_IB_TC`.
+    pub ib: oxccl_transports::ib::IbSettings,
 }
 
 impl Default for Config {
@@ -133,6 +148,8 @@ impl Default for Config {
             shm_window: 4 << 20,
             ls_one_shot_max: 64 * 1024,
             tuning: None,
+            ib_disable: false,
+            ib: Default::default(),
         }
     }
 }
@@ -168,7 +185,8 @@ impl Config {
                 "auto" => TransportChoice::Auto,
                 "shm" => TransportChoice::Shm,
                 "tcp" | "socket" | "net" => TransportChoice::Tcp,
-                _ => return Err(bad("OXCCL_TRANSPORT", &v, "expected auto, shm or tcp")),
+                "ib" | "verbs" | "rdma" => TransportChoice::Ib,
+                _ => return Err(bad("OXCCL_TRANSPORT", &v, "expected auto, shm, tcp or ib")),
             };
         }
         if let Some(v) = get("OXCCL_NCHANNELS") {
@@ -186,6 +204,7 @@ impl Config {
         for (knob, field) in [
             ("OXCCL_ZERO_COPY", &mut c.zero_copy),
             ("OXCCL_CHECK", &mut c.check),
+            ("OXCCL_IB_DISABLE", &mut c.ib_disable),
         ] {
             if let Some(v) = get(knob) {
                 *field = match v.to_ascii_lowercase().as_str() {
@@ -238,6 +257,30 @@ impl Config {
         if let Some(v) = get("OXCCL_SPIN") {
             c.spin = Some(parse(&v, "OXCCL_SPIN")?);
         }
+        if let Some(v) = get("OXCCL_IB_HCA") {
+            c.ib.hca = Some(
+                oxccl_transports::ib::HcaSpec::parse(&v)
+                    .map_err(|e| bad("OXCCL_IB_HCA", &v, &e))?,
+            );
+        }
+        if let Some(v) = get("OXCCL_IB_GID_INDEX") {
+            c.ib.gid_index = Some(parse(&v, "OXCCL_IB_GID_INDEX")?);
+        }
+        if let Some(v) = get("OXCCL_IB_TIMEOUT") {
+            c.ib.timeout = parse(&v, "OXCCL_IB_TIMEOUT")?;
+        }
+        if let Some(v) = get("OXCCL_IB_RETRY_CNT") {
+            c.ib.retry_cnt = parse(&v, "OXCCL_IB_RETRY_CNT")?;
+        }
+        if let Some(v) = get("OXCCL_IB_QPS_PER_CONNECTION") {
+            c.ib.qps_per_connection = parse(&v, "OXCCL_IB_QPS_PER_CONNECTION")?;
+        }
+        if let Some(v) = get("OXCCL_IB_SL") {
+            c.ib.service_level = parse(&v, "OXCCL_IB_SL")?;
+        }
+        if let Some(v) = get("OXCCL_IB_TC") {
+            c.ib.traffic_class = parse(&v, "OXCCL_IB_TC")?;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -273,6 +316,19 @@ impl Config {
                 "OXCCL_NSLOTS",
                 &self.nslots.to_string(),
                 "must be 2..=1024",
+            ));
+        }
+        if let Err(e) = self.ib.validate() {
+            return Err(Error::Config {
+                knob: "OXCCL_IB_*",
+                detail: e.to_string(),
+            });
+        }
+        if self.transport == TransportChoice::Ib && self.ib_disable {
+            return Err(bad(
+                "OXCCL_TRANSPORT",
+                "ib",
+                "asks for verbs while OXCCL_IB_DISABLE=1 forbids them",
             ));
         }
         Ok(())

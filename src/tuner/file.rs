@@ -41,6 +41,10 @@ pub enum LinkClass {
     Tcp,
     /// Some peers through shared memory, some through TCP (several hosts).
     Mixed,
+    /// Every peer through InfiniBand/RoCE verbs.
+    Ib,
+    /// Shared memory within hosts, verbs between them.
+    MixedIb,
 }
 
 impl LinkClass {
@@ -50,13 +54,26 @@ impl LinkClass {
             LinkClass::Shm => "shm",
             LinkClass::Tcp => "tcp",
             LinkClass::Mixed => "mixed",
+            LinkClass::Ib => "ib",
+            LinkClass::MixedIb => "mixed-ib",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [LinkClass::Shm, LinkClass::Tcp, LinkClass::Mixed]
-            .into_iter()
-            .find(|c| c.name() == text)
+        [
+            LinkClass::Shm,
+            LinkClass::Tcp,
+            LinkClass::Mixed,
+            LinkClass::Ib,
+            LinkClass::MixedIb,
+        ]
+        .into_iter()
+        .find(|c| c.name() == text)
+    }
+
+    /// Whether hosts talk through verbs.
+    pub fn verbs_between_hosts(self) -> bool {
+        matches!(self, LinkClass::Ib | LinkClass::MixedIb)
     }
 }
 

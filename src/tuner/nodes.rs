@@ -29,12 +29,13 @@ pub struct NodePlanner {
 impl NodePlanner {
     /// The predictions for `nodes` (every rank's node), or `None` when the layout leaves
     /// nothing to arrange: one node, or one rank per node.
-    pub fn build(config: &Config, nodes: &Nodes) -> Option<Self> {
+    /// `class` says whether hosts talk through verbs or TCP.
+    pub fn build(config: &Config, nodes: &Nodes, class: LinkClass) -> Option<Self> {
         let (p, n) = (nodes.nranks(), nodes.nnodes());
         if n <= 1 || n >= p {
             return None;
         }
-        let links = node_links(config.tuning.as_deref());
+        let links = node_links(config.tuning.as_deref(), class.verbs_between_hosts());
         let plans = |a: Algorithm, c: Collective| -> Option<Vec<Plan>> {
             (0..p)
                 .map(|r| build_with_nodes(a, c, p, r, 1, Some(nodes)).ok())
@@ -89,12 +90,16 @@ impl NodePlanner {
     }
 }
 
-/// The intra-node (shared memory) and inter-node (TCP) links: measured in the tuning file
-/// when it has them, else the built-in assumptions.
-fn node_links(file: Option<&TuningFile>) -> NodeLinks {
+/// The intra-node (shared memory) and inter-node (verbs or TCP) links: measured in the
+/// tuning file when it has them, else the built-in assumptions.
+fn node_links(file: Option<&TuningFile>, verbs: bool) -> NodeLinks {
     let measured = |class| file.and_then(|f| f.links.get(&class).copied());
     let intra: LinkCost = measured(LinkClass::Shm).unwrap_or(super::table::SHM_LINK);
-    let inter: LinkCost = measured(LinkClass::Tcp).unwrap_or(super::table::TCP_LINK);
+    let inter: LinkCost = if verbs {
+        measured(LinkClass::Ib).unwrap_or(super::table::IB_LINK)
+    } else {
+        measured(LinkClass::Tcp).unwrap_or(super::table::TCP_LINK)
+    };
     NodeLinks { intra, inter }
 }
 
@@ -139,11 +144,12 @@ mod tests {
     fn large_all_reduce_on_two_nodes_of_two_goes_hierarchical() {
         let config = Config::default();
         let nodes = Nodes::new(vec![0, 1, 0, 1]).unwrap();
-        let planner = NodePlanner::build(&config, &nodes).expect("two ranks per node");
+        let planner =
+            NodePlanner::build(&config, &nodes, LinkClass::Mixed).expect("two ranks per node");
         assert!(planner.prefers_hierarchical(Collective::AllReduce, 64 << 20));
         let one_per_node = Nodes::new(vec![0, 1, 2]).unwrap();
-        assert!(NodePlanner::build(&config, &one_per_node).is_none());
-        assert!(NodePlanner::build(&config, &Nodes::single(4)).is_none());
+        assert!(NodePlanner::build(&config, &one_per_node, LinkClass::Mixed).is_none());
+        assert!(NodePlanner::build(&config, &Nodes::single(4), LinkClass::Mixed).is_none());
         // A forced algorithm is never overridden.
         let forced = Config {
             algorithm: Some(Algorithm::Ring),

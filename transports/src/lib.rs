@@ -42,6 +42,7 @@
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ib;
 pub mod ifaddrs;
 pub mod shm;
 pub mod tcp;

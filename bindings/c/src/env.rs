@@ -14,7 +14,9 @@
 //! | `NCCL_BUFFSIZE` (bytes per connection) | `OXCCL_SLOT_SIZE` = BUFFSIZE / `OXCCL_NSLOTS`, a multiple of 64 |
 //! | `NCCL_SHM_DISABLE=1` | `OXCCL_TRANSPORT=tcp` |
 //! | `NCCL_COMM_ID` (`host:port`) | the root address of `ncclGetUniqueId` (see the `api_comm` module) |
-//! | `NCCL_PROTO`, `NCCL_P2P_DISABLE`, `NCCL_IB_DISABLE`, `NCCL_IB_HCA` | accepted, logged as not applicable |
+//! | `NCCL_NET` (`IB`, `Socket`) | `OXCCL_TRANSPORT=ib` / `tcp` |
+//! | `NCCL_IB_DISABLE`, `NCCL_IB_HCA`, `NCCL_IB_GID_INDEX`, `NCCL_IB_TIMEOUT`, `NCCL_IB_RETRY_CNT`, `NCCL_IB_QPS_PER_CONNECTION`, `NCCL_IB_SL`, `NCCL_IB_TC` | the `OXCCL_IB_*` of the same name (same syntax) |
+//! | `NCCL_PROTO`, `NCCL_P2P_DISABLE` | accepted, logged as not applicable |
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Once, OnceLock};
@@ -98,7 +100,14 @@ pub fn lookup(key: &str, get: &dyn Fn(&str) -> Option<String>) -> Option<String>
         "OXCCL_ALGO" => set("NCCL_ALGO").and_then(|v| map_algo(&v).0),
         "OXCCL_TRANSPORT" => set("NCCL_SHM_DISABLE")
             .filter(|v| v.trim() == "1")
-            .map(|_| "tcp".into()),
+            .map(|_| "tcp".into())
+            .or_else(
+                || match set("NCCL_NET")?.trim().to_ascii_lowercase().as_str() {
+                    "ib" => Some("ib".into()),
+                    "socket" => Some("tcp".into()),
+                    _ => None,
+                },
+            ),
         "OXCCL_SLOT_SIZE" => {
             let nslots = set("OXCCL_NSLOTS")
                 .and_then(|n| n.trim().parse().ok())
@@ -109,6 +118,14 @@ pub fn lookup(key: &str, get: &dyn Fn(&str) -> Option<String>) -> Option<String>
         }
         "OXCCL_SOCKET_IFNAME" => set("NCCL_SOCKET_IFNAME"),
         "OXCCL_TOPO_DUMP_FILE" => set("NCCL_TOPO_DUMP_FILE"),
+        "OXCCL_IB_DISABLE" => set("NCCL_IB_DISABLE"),
+        "OXCCL_IB_HCA" => set("NCCL_IB_HCA"),
+        "OXCCL_IB_GID_INDEX" => set("NCCL_IB_GID_INDEX"),
+        "OXCCL_IB_TIMEOUT" => set("NCCL_IB_TIMEOUT"),
+        "OXCCL_IB_RETRY_CNT" => set("NCCL_IB_RETRY_CNT"),
+        "OXCCL_IB_QPS_PER_CONNECTION" => set("NCCL_IB_QPS_PER_CONNECTION"),
+        "OXCCL_IB_SL" => set("NCCL_IB_SL"),
+        "OXCCL_IB_TC" => set("NCCL_IB_TC"),
         _ => None,
     }
 }
@@ -198,12 +215,7 @@ fn report_unused() {
             tracing::warn!(target: "oxccl::nccl", "NCCL_ALGO={v}: oxccl has no {}; ignored", dropped.join(", "));
         }
     }
-    for k in [
-        "NCCL_PROTO",
-        "NCCL_P2P_DISABLE",
-        "NCCL_IB_DISABLE",
-        "NCCL_IB_HCA",
-    ] {
+    for k in ["NCCL_PROTO", "NCCL_P2P_DISABLE"] {
         if let Ok(v) = std::env::var(k) {
             tracing::info!(target: "oxccl::nccl", "{k}={v} accepted; not applicable to oxccl yet");
         }

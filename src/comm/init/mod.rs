@@ -1,5 +1,6 @@
 //! Creating a communicator: rendezvous, choose a transport per peer, connect.
 
+mod ib;
 mod rank_info;
 mod shm;
 mod spin;
@@ -73,11 +74,23 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         rank,
         detail: format!("cannot listen for peers on {ip}: {e} (set OXCCL_SOCKET_ADDR?)"),
     })?;
+    // RDMA ports, unless verbs are ruled out; every rank says whether it has one, so all
+    // agree on which pairs use verbs.
+    let ib_ports = if config.ib_disable
+        || matches!(
+            config.transport,
+            TransportChoice::Shm | TransportChoice::Tcp
+        ) {
+        Err("verbs are not asked for".to_owned())
+    } else {
+        oxccl_transports::ib::usable_ports(&config.ib).map_err(|e| e.to_string())
+    };
     let me = RankInfo {
         host: host_identity(&config),
         pid: std::process::id(),
         data_addr: listener.local_addr(),
         shared_config: shared_config(&config),
+        ib_unusable: ib_ports.as_ref().err().cloned().unwrap_or_default(),
     };
     let infos: Vec<RankInfo> = boot
         .allgather(&me.encode())?
@@ -101,9 +114,37 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
             ),
         });
     }
-    let use_shm = |p: u32| config.transport != TransportChoice::Tcp && local.contains(&p);
+    let ib_everywhere = infos.iter().all(|i| i.ib_unusable.is_empty());
+    if config.transport == TransportChoice::Ib && !ib_everywhere {
+        let (r, info) = infos
+            .iter()
+            .enumerate()
+            .find(|(_, i)| !i.ib_unusable.is_empty())
+            .expect("some rank cannot use verbs");
+        return Err(Error::Config {
+            knob: "OXCCL_TRANSPORT",
+            detail: format!(
+                "ib was forced but rank {r} cannot use verbs: {}",
+                info.ib_unusable
+            ),
+        });
+    }
+    let use_shm = |p: u32| {
+        !matches!(config.transport, TransportChoice::Tcp | TransportChoice::Ib)
+            && local.contains(&p)
+    };
+    // Verbs between hosts when both ends have a port (auto), or everywhere when forced.
+    let use_ib = |p: u32| {
+        !use_shm(p)
+            && infos[p as usize].ib_unusable.is_empty()
+            && me.ib_unusable.is_empty()
+            && config.transport != TransportChoice::Tcp
+    };
     let shm_peers: Vec<u32> = (0..nranks).filter(|&p| p != rank && use_shm(p)).collect();
-    let tcp_peers: Vec<u32> = (0..nranks).filter(|&p| p != rank && !use_shm(p)).collect();
+    let ib_peers: Vec<u32> = (0..nranks).filter(|&p| p != rank && use_ib(p)).collect();
+    let tcp_peers: Vec<u32> = (0..nranks)
+        .filter(|&p| p != rank && !use_shm(p) && !use_ib(p))
+        .collect();
     let nch = config.nchannels as usize;
     let fifo = FifoConfig {
         slot_size: config.slot_size,
@@ -126,11 +167,12 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
     };
     let shm = shm::setup(&plan, &id.secret, &mut boot, nch as u32, fifo, window_len)?;
     let key = id.secret.subkey(DATA_KEY);
-    // Data connections to the TCP peers on every channel, and one control connection (for
-    // the watchdog, "channel" `nch`) to every peer.
+    // Data connections to the TCP and verbs peers on every channel (verbs set up over
+    // them), and one control connection (for the watchdog, "channel" `nch`) to every peer.
     let control = nch;
     let wanted: Vec<(u32, usize)> = tcp_peers
         .iter()
+        .chain(&ib_peers)
         .flat_map(|&p| (0..nch).map(move |ch| (p, ch)))
         .chain((0..nranks).filter(|&p| p != rank).map(|p| (p, control)))
         .collect();
@@ -163,6 +205,21 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
 
     let mut send: Vec<Vec<Option<Box<dyn SendChannel>>>> = table(nranks, nch);
     let mut recv: Vec<Vec<Option<Box<dyn RecvChannel>>>> = table(nranks, nch);
+    let (ib_streams, streams): (Vec<_>, Vec<_>) = streams
+        .into_iter()
+        .partition(|(p, _, _)| ib_peers.contains(p));
+    if !ib_streams.is_empty() {
+        let ports = ib_ports.as_deref().unwrap_or_default();
+        let labels: Vec<String> = infos
+            .iter()
+            .enumerate()
+            .map(|(p, i)| format!("rank {p} ({})", i.data_addr))
+            .collect();
+        for (p, ch, tx, rx) in ib::connect(ib_streams, ports, &labels, &config, rank, deadline)? {
+            send[p as usize][ch] = Some(tx);
+            recv[p as usize][ch] = Some(rx);
+        }
+    }
     for (p, ch, s) in streams {
         let label = format!("rank {p} ({})", infos[p as usize].data_addr);
         let (tx, rx) = oxccl_transports::tcp::channel_pair(s, label, fifo)
@@ -191,17 +248,26 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         ))?),
         _ => None,
     };
-    let class = link_class(&config, &infos);
+    let class = link_class(&config, &infos, ib_everywhere);
     let tuned = crate::tuner::decisions(&config, class, nranks, window.is_some()).map(Box::new);
     if rank == 0 {
         crate::tuner::log_table(&config, tuned.as_deref(), class, nranks, window.is_some());
     }
     tracing::info!(
         target: "oxccl::init",
-        "rank {rank}/{nranks} ready in {:?}: {} shm peers, {} tcp peers, {nch} channels, host {:?}",
+        "rank {rank}/{nranks} ready in {:?}: {} shm peers, {} tcp peers, {} ib peers{}, {nch} \
+         channels, host {:?}",
         start.elapsed(),
         shm_peers.len(),
         tcp_peers.len(),
+        ib_peers.len(),
+        match (&ib_ports, ib_peers.is_empty()) {
+            (Ok(ports), false) => format!(
+                " on {}",
+                ports.iter().map(|p| p.describe()).collect::<Vec<_>>().join(", ")
+            ),
+            _ => String::new(),
+        },
         me.host
     );
     if let Some(template) = &config.topo_dump_file {
@@ -221,7 +287,7 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
     };
     let planner = layout
         .as_ref()
-        .and_then(|l| crate::tuner::NodePlanner::build(&config, l))
+        .and_then(|l| crate::tuner::NodePlanner::build(&config, l, class))
         .map(Box::new);
     Ok(Communicator {
         _watchdog: watchdog,
@@ -260,18 +326,21 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
 }
 
 /// How the ranks reach each other, the same on every rank (the tuner's decisions depend on
-/// it): shm when all are on one host (and TCP is not forced), tcp when no two ranks share
-/// memory, mixed otherwise.
-fn link_class(config: &Config, infos: &[RankInfo]) -> LinkClass {
+/// it): shm when all are on one host (and no network transport is forced); otherwise tcp or
+/// ib when no two ranks share memory, mixed or mixed-ib when some do. Verbs count only when
+/// every rank can use them (`ib_everywhere`); a job where some cannot is tuned for TCP.
+fn link_class(config: &Config, infos: &[RankInfo], ib_everywhere: bool) -> LinkClass {
     let mut hosts: Vec<&str> = infos.iter().map(|i| i.host.as_str()).collect();
     hosts.sort_unstable();
     let all = hosts.len();
     hosts.dedup();
-    if config.transport == TransportChoice::Tcp || hosts.len() == all {
-        LinkClass::Tcp
-    } else if hosts.len() == 1 {
-        LinkClass::Shm
-    } else {
-        LinkClass::Mixed
+    let ib = ib_everywhere && config.transport != TransportChoice::Tcp;
+    let net_forced = matches!(config.transport, TransportChoice::Tcp | TransportChoice::Ib);
+    match (net_forced || hosts.len() == all, hosts.len() == 1, ib) {
+        (true, _, true) => LinkClass::Ib,
+        (true, _, false) => LinkClass::Tcp,
+        (false, true, _) => LinkClass::Shm,
+        (false, false, true) => LinkClass::MixedIb,
+        (false, false, false) => LinkClass::Mixed,
     }
 }

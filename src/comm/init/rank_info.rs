@@ -12,6 +12,8 @@ pub(super) struct RankInfo {
     pub data_addr: SocketAddr,
     /// The settings every rank must share, as `name=value` pairs.
     pub shared_config: String,
+    /// Why this rank cannot use verbs (empty: it has a usable RDMA port).
+    pub ib_unusable: String,
 }
 
 impl RankInfo {
@@ -20,7 +22,8 @@ impl RankInfo {
         e.str(&self.host)
             .u32(self.pid)
             .str(&self.data_addr.to_string())
-            .str(&self.shared_config);
+            .str(&self.shared_config)
+            .str(&self.ib_unusable);
         e.0
     }
 
@@ -35,11 +38,13 @@ impl RankInfo {
         let addr = d.str().map_err(|m| bad(m.0))?;
         let data_addr = addr.parse().map_err(|_| bad("bad address"))?;
         let shared_config = d.str().map_err(|m| bad(m.0))?;
+        let ib_unusable = d.str().map_err(|m| bad(m.0))?;
         Ok(RankInfo {
             host,
             pid,
             data_addr,
             shared_config,
+            ib_unusable,
         })
     }
 }
@@ -55,7 +60,7 @@ pub(super) fn shared_config(c: &Config) -> String {
     format!(
         "OXCCL_NCHANNELS={} OXCCL_SLOT_SIZE={} OXCCL_NSLOTS={} OXCCL_TRANSPORT={:?} OXCCL_ALGO={} \
          OXCCL_RD_MAX={} OXCCL_TREE_MAX={} OXCCL_SHM_WINDOW={} OXCCL_LS_ONE_SHOT_MAX={} OXCCL_TUNING_FILE={} \
-         OXCCL_CHECK={}",
+         OXCCL_CHECK={} OXCCL_IB_QPS_PER_CONNECTION={}",
         c.nchannels,
         c.slot_size,
         c.nslots,
@@ -74,7 +79,8 @@ pub(super) fn shared_config(c: &Config) -> String {
         c.tuning
             .as_ref()
             .map_or("none".to_owned(), |f| format!("{:016x}", f.fingerprint())),
-        u8::from(c.check)
+        u8::from(c.check),
+        c.ib.qps_per_connection
     )
 }
 

@@ -179,7 +179,7 @@ pub struct Flags {
     /// Force an algorithm (sets Config.algorithm; e.g. ring).
     #[arg(long = "algo", value_parser = parse_algo)]
     pub algo: Option<Algorithm>,
-    /// Transport between ranks: auto, shm or tcp.
+    /// Transport between ranks: auto, shm, tcp or ib.
     #[arg(long = "transport", value_parser = parse_transport)]
     pub transport: Option<TransportChoice>,
     /// Draw busbw against size to this SVG file (with the --compare files overlaid).
@@ -397,7 +397,8 @@ pub(crate) fn parse_transport(text: &str) -> Result<TransportChoice, String> {
         "auto" => Ok(TransportChoice::Auto),
         "shm" => Ok(TransportChoice::Shm),
         "tcp" => Ok(TransportChoice::Tcp),
-        _ => Err(format!("unknown transport {text:?} (auto, shm or tcp)")),
+        "ib" => Ok(TransportChoice::Ib),
+        _ => Err(format!("unknown transport {text:?} (auto, shm, tcp or ib)")),
     }
 }
 

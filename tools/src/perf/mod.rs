@@ -287,6 +287,7 @@ fn rank_main(mut comm: Communicator, sh: &Shared<'_>) -> i32 {
             TransportChoice::Auto => "auto",
             TransportChoice::Shm => "shm",
             TransportChoice::Tcp => "tcp",
+            TransportChoice::Ib => "ib",
         };
         let algo = match (c.algorithm, &c.algo_rules, &c.tuning) {
             (Some(a), _, _) => format!("{a} (forced)"),

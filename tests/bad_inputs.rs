@@ -199,6 +199,14 @@ fn bad_settings_name_the_variable() {
         ("OXCCL_SOCKET_ADDR", "not-an-ip"),
         ("OXCCL_SPIN", "lots"),
         ("OXCCL_TUNING_FILE", "/nonexistent/oxccl-tuning.json"),
+        ("OXCCL_IB_HCA", "mlx5_0:zero"),
+        ("OXCCL_IB_HCA", "^"),
+        ("OXCCL_IB_GID_INDEX", "300"),
+        ("OXCCL_IB_TIMEOUT", "32"),
+        ("OXCCL_IB_RETRY_CNT", "8"),
+        ("OXCCL_IB_QPS_PER_CONNECTION", "0"),
+        ("OXCCL_IB_SL", "16"),
+        ("OXCCL_IB_DISABLE", "sometimes"),
     ];
     for (knob, value) in cases {
         let env: HashMap<&str, &str> = [(knob, value)].into();
@@ -232,4 +240,45 @@ fn bad_creation_arguments() {
     bad.nchannels = 0;
     let e = Communicator::init(id, 1, 0, bad).err().unwrap().to_string();
     assert!(e.contains("OXCCL_NCHANNELS"), "{e}");
+}
+
+/// Verbs forced where a rank has no usable RDMA port (this machine and CI have none): every
+/// rank fails at creation naming the rank and the reason. Where a port exists (the soft-RoCE
+/// guest), the communicator works instead.
+#[test]
+fn forced_verbs_without_a_port_name_the_rank_and_the_reason() {
+    let has_port = std::fs::read_dir("/sys/class/infiniband").is_ok_and(|mut d| d.next().is_some());
+    let id = UniqueId::new("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).unwrap();
+    let ranks: Vec<_> = (0..2)
+        .map(|r| {
+            std::thread::spawn(move || {
+                let mut cfg = Config::default();
+                cfg.timeout = Duration::from_secs(30);
+                cfg.transport = TransportChoice::Ib;
+                Communicator::init(id, 2, r, cfg).map(|mut c| {
+                    let mut v = vec![1u32; 1000];
+                    c.all_reduce_in_place(&mut v, ReduceOp::Sum).unwrap();
+                    v[999]
+                })
+            })
+        })
+        .collect();
+    for r in ranks {
+        match (r.join().unwrap(), has_port) {
+            (Ok(v), true) => assert_eq!(v, 2),
+            (Err(e), false) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("ib was forced but rank 0 cannot use verbs")
+                        && msg.contains("no IB device"),
+                    "{msg}"
+                );
+            }
+            (other, _) => panic!("has a port: {has_port}, got {other:?}"),
+        }
+    }
+    // Disabling verbs while forcing them is a contradiction, named at once.
+    let env: HashMap<&str, &str> = [("OXCCL_TRANSPORT", "ib"), ("OXCCL_IB_DISABLE", "1")].into();
+    let e = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+    assert!(e.to_string().contains("OXCCL_IB_DISABLE"), "{e}");
 }

@@ -81,6 +81,17 @@ if [ "${PERF_ONLY:-0}" = 0 ]; then
         oxccl-run -n 2 -- oxccl-selftest --counts 7 --dtypes float
 fi
 step "oxccl-perf all_reduce, 2 ranks, ib" env OXCCL_TRANSPORT=ib oxccl-run -n 2 -- $PERF
+step "oxccl-perf all_reduce, 2 ranks, tcp (same guest, for comparison)" \
+    env OXCCL_TRANSPORT=tcp oxccl-run -n 2 -- $PERF
+# The verbs baseline of this guest: an 8-byte RC ping-pong between two processes.
+pingpong() {
+    ibv_rc_pingpong -d rxe0 -g 1 -s 8 -n 200 -p 18515 >/tmp/pp-server.log 2>&1 &
+    sleep 1
+    ibv_rc_pingpong -d rxe0 -g 1 -s 8 -n 200 -p 18515 "$NODE_IP"; rc=$?
+    wait
+    return $rc
+}
+step "reference: ibv_rc_pingpong, 8 bytes" pingpong
 finish
 EOF
     [ "$mode" = perf ] && sed -i '2a export PERF_ONLY=1' "$work/extra/run"
@@ -92,7 +103,7 @@ two)
 #!/bin/sh
 # NODE 0 hosts ranks 0-1 (and the rendezvous), NODE 1 ranks 2-3.
 . /extra/lib.sh
-export OXCCL_SECRET=5f0e1b8c3d2a4f6071829304a5b6c7d8e9f00112233445566778899aabbccdd
+export OXCCL_SECRET=5f0e1b8c3d2a4f605f0e1b8c3d2a4f605f0e1b8c3d2a4f605f0e1b8c3d2a4f60
 ranks() {  # ranks N PER_NODE PORT VARS... -- command
     n=$1 per=$2 port=$3; shift 3
     pids=""
@@ -112,6 +123,15 @@ step "selftest, 2 guests x 2 ranks, auto (shm inside, ib between)" \
 step "selftest, 2 guests x 1 rank, ib" ranks 2 1 29501 OXCCL_TRANSPORT=ib $SELFTEST
 step "oxccl-perf all_reduce, 2 guests x 1 rank, ib" ranks 2 1 29502 OXCCL_TRANSPORT=ib $PERF
 step "oxccl-perf all_reduce, 2 guests x 1 rank, tcp" ranks 2 1 29503 OXCCL_TRANSPORT=tcp $PERF
+# The verbs baseline of this wire: an 8-byte RC ping-pong between the guests.
+pingpong() {
+    if [ "$NODE" = 0 ]; then
+        ibv_rc_pingpong -d rxe0 -g 1 -s 8 -n 50 -p 18515
+    else
+        sleep 2; ibv_rc_pingpong -d rxe0 -g 1 -s 8 -n 50 -p 18515 "$PEER_IP"
+    fi
+}
+step "reference: ibv_rc_pingpong across the wire, 8 bytes" pingpong
 finish
 EOF
     chmod +x "$work/extra/run"

@@ -485,7 +485,7 @@ mod tests {
             &["-n", "0"],
             &["-z", "4"],
             &["-a", "9"],
-            &["--transport", "ib"],
+            &["--transport", "verbs9"],
             &["--algo", "treee"],
             &["-b", "0", "-e", "1K", "-f", "2"],
             &["--frobnicate"],

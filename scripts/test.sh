@@ -17,13 +17,19 @@ bash scripts/c-abi-test.sh --install-tools
 # MPICH and libclang for the launcher tests and feature `mpi` (after Open MPI: it stays default).
 bash scripts/mpi-test.sh --install-tools
 
+# NVRTC from PyPI (no GPU needed), so the tests compile every CUDA kernel; a missing NVRTC is
+# a failure here, not a skip.
+nvrtc_lib=$(bash scripts/nvrtc.sh)
+export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" OXCCL_REQUIRE_NVRTC=1
+
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
-echo "== tests (unit, verifier 1..=64 ranks, threads, multi-process over shm and tcp)"
+echo "== tests (unit, verifier 1..=64 ranks, threads, multi-process over shm and tcp, CUDA"
+echo "   kernels through NVRTC)"
 cargo nextest run --workspace --locked --no-fail-fast
 echo "== faults: kill -9 trials (8 ranks, shm and tcp), every survivor must name the dead rank"
 cargo build --workspace --bins --locked --quiet

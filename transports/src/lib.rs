@@ -39,6 +39,8 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

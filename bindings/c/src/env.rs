@@ -271,6 +271,32 @@ mod tests {
     }
 
     #[test]
+    fn nccl_ib_variables_reach_the_ib_settings() {
+        let get = with(&[
+            ("NCCL_NET", "IB"),
+            ("NCCL_IB_HCA", "=mlx5_0:1,mlx5_1"),
+            ("NCCL_IB_GID_INDEX", "3"),
+            ("NCCL_IB_TIMEOUT", "18"),
+            ("NCCL_IB_RETRY_CNT", "5"),
+            ("NCCL_IB_QPS_PER_CONNECTION", "4"),
+            ("NCCL_IB_TC", "106"),
+        ]);
+        let c = oxccl::Config::from_lookup(|k| lookup(k, &get)).unwrap();
+        assert_eq!(c.transport, oxccl::TransportChoice::Ib);
+        let hca = c.ib.hca.as_ref().unwrap();
+        assert!(hca.allows("mlx5_0", 1) && !hca.allows("mlx5_0", 2) && !hca.allows("mlx5_10", 1));
+        assert_eq!(
+            (c.ib.gid_index, c.ib.timeout, c.ib.retry_cnt),
+            (Some(3), 18, 5)
+        );
+        assert_eq!((c.ib.qps_per_connection, c.ib.traffic_class), (4, 106));
+        let socket = with(&[("NCCL_NET", "Socket"), ("NCCL_IB_DISABLE", "1")]);
+        let c = oxccl::Config::from_lookup(|k| lookup(k, &socket)).unwrap();
+        assert_eq!(c.transport, oxccl::TransportChoice::Tcp);
+        assert!(c.ib_disable);
+    }
+
+    #[test]
     fn nccl_algo_keeps_its_syntax() {
         assert_eq!(map_algo("^Tree").0.as_deref(), Some("^tree"));
         let (m, dropped) = map_algo("allreduce:Tree,CollNetDirect;AllGather:Ring");

@@ -344,3 +344,47 @@ fn link_class(config: &Config, infos: &[RankInfo], ib_everywhere: bool) -> LinkC
         (false, false, false) => LinkClass::Mixed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn infos(hosts: &[&str]) -> Vec<RankInfo> {
+        hosts
+            .iter()
+            .map(|h| RankInfo {
+                host: (*h).to_owned(),
+                pid: 1,
+                data_addr: "127.0.0.1:1".parse().unwrap(),
+                shared_config: String::new(),
+                ib_unusable: String::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn link_class_follows_hosts_and_verbs() {
+        let with = |t| Config {
+            transport: t,
+            ..Config::default()
+        };
+        let auto = with(TransportChoice::Auto);
+        let two_hosts = infos(&["a", "a", "b", "b"]);
+        assert_eq!(link_class(&auto, &infos(&["a", "a"]), true), LinkClass::Shm);
+        assert_eq!(link_class(&auto, &two_hosts, true), LinkClass::MixedIb);
+        assert_eq!(link_class(&auto, &two_hosts, false), LinkClass::Mixed);
+        assert_eq!(link_class(&auto, &infos(&["a", "b"]), true), LinkClass::Ib);
+        assert_eq!(
+            link_class(&auto, &infos(&["a", "b"]), false),
+            LinkClass::Tcp
+        );
+        assert_eq!(
+            link_class(&with(TransportChoice::Tcp), &two_hosts, true),
+            LinkClass::Tcp
+        );
+        assert_eq!(
+            link_class(&with(TransportChoice::Ib), &infos(&["a", "a"]), true),
+            LinkClass::Ib
+        );
+    }
+}

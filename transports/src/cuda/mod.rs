@@ -7,10 +7,14 @@
 //!
 //! - `kernels.rs`: the CUDA C source, every datatype × reduction, divide (for `avg`), copy.
 //! - [`compile_kernels`]: NVRTC to PTX for one architecture, through the on-disk cache.
+//! - `host.rs` (tests): the same source compiled for the CPU, checked against oxccl's CPU
+//!   reductions in `tests/cuda_kernels.rs`.
 //!
 //! Device buffers, stream ordering and the CUDA IPC transport come next (issue 11); they need
 //! a GPU to test.
 
+#[doc(hidden)]
+pub mod host;
 pub mod kernels;
 
 use std::path::{Path, PathBuf};

@@ -101,6 +101,44 @@ fn copy_error(e: &Error) -> Error {
     }
 }
 
+/// Takes every waiting completion of `cq` (after consuming its events): the first failed one
+/// becomes a sticky error (`what(is_receive)` says what failed), the others go to `each`,
+/// whose errors stick too. `Ok(true)` when any completion arrived.
+fn take_completions(
+    cq: &mut Cq,
+    failed: &mut Option<Error>,
+    peer: &str,
+    retry_note: &str,
+    what: impl Fn(bool) -> String,
+    mut each: impl FnMut(bool, &verbs::ibv_wc) -> Result<()>,
+) -> Result<bool> {
+    if let Some(e) = failed {
+        return Err(copy_error(e));
+    }
+    cq.drain_events();
+    let mut any = false;
+    let mut wc = [verbs::ibv_wc::default(); POLL_BATCH];
+    loop {
+        let n = cq.poll(&mut wc)?;
+        for c in &wc[..n] {
+            any = true;
+            let recv = c.wr_id & RECV != 0;
+            let outcome = if c.status != 0 {
+                Err(completion_error(peer, &what(recv), c, retry_note))
+            } else {
+                each(recv, c)
+            };
+            if let Err(e) = outcome {
+                *failed = Some(copy_error(&e));
+                return Err(e);
+            }
+        }
+        if n < POLL_BATCH {
+            return Ok(any);
+        }
+    }
+}
+
 /// `Err(PeerClosed)` once the side connection reads end-of-file (the peer's process is gone
 /// or it dropped the connection).
 fn side_connection_alive(stream: &TcpStream, peer: &str) -> Result<()> {
@@ -164,53 +202,48 @@ impl IbSender {
     /// Takes completions: send completions free queue entries, credit immediates free
     /// slots. `Ok(true)` when anything arrived.
     fn poll(&mut self) -> Result<bool> {
-        if let Some(e) = &self.failed {
-            return Err(copy_error(e));
-        }
-        self.cq.drain_events();
-        let mut any = false;
-        let mut wc = [verbs::ibv_wc::default(); POLL_BATCH];
-        loop {
-            let n = self.cq.poll(&mut wc)?;
-            for c in &wc[..n] {
-                any = true;
-                if c.status != 0 {
-                    let what = if c.wr_id & RECV != 0 {
-                        format!("receiving credits from {}", self.peer)
-                    } else {
-                        format!("RDMA write to {}", self.peer)
-                    };
-                    let e = completion_error(&self.peer, &what, c, &self.retry_note);
-                    self.failed = Some(copy_error(&e));
-                    return Err(e);
-                }
-                if c.wr_id & RECV != 0 {
-                    let imm = u32::from_be(c.imm_data);
-                    let delta = imm.wrapping_sub(self.credited as u32) as u64;
-                    if delta > self.committed - self.credited {
-                        let e = Error::Protocol {
-                            peer: self.peer.clone(),
-                            detail: format!(
-                                "credit for {delta} slots, only {} in flight",
-                                self.committed - self.credited
-                            ),
-                        };
-                        self.failed = Some(copy_error(&e));
-                        return Err(e);
-                    }
-                    self.credited += delta;
-                    self.qps[0].post_empty_recv(recv_id(0))?;
-                } else {
-                    let q = c.wr_id as usize;
-                    if let Some(wrs) = self.outstanding.get_mut(q).and_then(VecDeque::pop_front) {
-                        self.in_flight[q] -= wrs;
-                    }
-                }
+        let Self {
+            cq,
+            failed,
+            peer,
+            retry_note,
+            qps,
+            committed,
+            credited,
+            outstanding,
+            in_flight,
+            ..
+        } = self;
+        let what = |recv: bool| {
+            if recv {
+                format!("receiving credits from {peer}")
+            } else {
+                format!("RDMA write to {peer}")
             }
-            if n < POLL_BATCH {
-                return Ok(any);
+        };
+        take_completions(cq, failed, peer, retry_note, what, |recv, c| {
+            if recv {
+                let imm = u32::from_be(c.imm_data);
+                let delta = imm.wrapping_sub(*credited as u32) as u64;
+                if delta > *committed - *credited {
+                    return Err(Error::Protocol {
+                        peer: peer.clone(),
+                        detail: format!(
+                            "credit for {delta} slots, only {} in flight",
+                            *committed - *credited
+                        ),
+                    });
+                }
+                *credited += delta;
+                qps[0].post_empty_recv(recv_id(0))
+            } else {
+                let q = c.wr_id as usize;
+                if let Some(wrs) = outstanding.get_mut(q).and_then(VecDeque::pop_front) {
+                    in_flight[q] -= wrs;
+                }
+                Ok(())
             }
-        }
+        })
     }
 
     fn room(&self) -> bool {
@@ -368,51 +401,45 @@ impl IbReceiver {
     }
 
     fn poll(&mut self) -> Result<bool> {
-        if let Some(e) = &self.failed {
-            return Err(copy_error(e));
-        }
-        self.cq.drain_events();
-        let mut any = false;
-        let mut wc = [verbs::ibv_wc::default(); POLL_BATCH];
-        loop {
-            let n = self.cq.poll(&mut wc)?;
-            for c in &wc[..n] {
-                any = true;
-                if c.status != 0 {
-                    let what = if c.wr_id & RECV != 0 {
-                        format!("receiving from {}", self.peer)
-                    } else {
-                        format!("sending credits to {}", self.peer)
-                    };
-                    let e = completion_error(&self.peer, &what, c, &self.retry_note);
-                    return Err(self.fail(e));
-                }
-                if c.wr_id & RECV == 0 {
-                    self.credit_in_flight -= 1;
-                    continue;
-                }
-                let seq32 = u32::from_be(c.imm_data);
-                let ahead = seq32.wrapping_sub(self.head as u32) as u64;
-                if ahead >= self.nslots as u64 {
-                    let e = Error::Protocol {
-                        peer: self.peer.clone(),
-                        detail: format!(
-                            "message {seq32} arrived while expecting {}..{}",
-                            self.head as u32,
-                            (self.head + self.nslots as u64) as u32
-                        ),
-                    };
-                    return Err(self.fail(e));
-                }
-                let slot = ((self.head + ahead) % self.nslots as u64) as usize;
-                self.arrived[slot] = true;
-                let q = (c.wr_id & !RECV) as usize;
-                self.qps[q].post_empty_recv(c.wr_id)?;
+        let Self {
+            cq,
+            failed,
+            peer,
+            retry_note,
+            qps,
+            head,
+            nslots,
+            arrived,
+            credit_in_flight,
+            ..
+        } = self;
+        let what = |recv: bool| {
+            if recv {
+                format!("receiving from {peer}")
+            } else {
+                format!("sending credits to {peer}")
             }
-            if n < POLL_BATCH {
-                break;
+        };
+        let any = take_completions(cq, failed, peer, retry_note, what, |recv, c| {
+            if !recv {
+                *credit_in_flight -= 1;
+                return Ok(());
             }
-        }
+            let seq32 = u32::from_be(c.imm_data);
+            let ahead = seq32.wrapping_sub(*head as u32) as u64;
+            if ahead >= *nslots as u64 {
+                return Err(Error::Protocol {
+                    peer: peer.clone(),
+                    detail: format!(
+                        "message {seq32} arrived while expecting {}..{}",
+                        *head as u32,
+                        (*head + *nslots as u64) as u32
+                    ),
+                });
+            }
+            arrived[((*head + ahead) % *nslots as u64) as usize] = true;
+            qps[(c.wr_id & !RECV) as usize].post_empty_recv(c.wr_id)
+        })?;
         self.send_credit()?;
         Ok(any)
     }

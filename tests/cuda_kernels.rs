@@ -1,0 +1,154 @@
+//! The CUDA kernels' arithmetic, checked without a GPU: their source compiled for the CPU
+//! (`oxccl_transports::cuda::host`) against `oxccl::reduce` on the same inputs, for every
+//! datatype × reduction and the `avg` divide, through both the 16-byte vector path (aligned
+//! buffers) and the element path (misaligned ones).
+#![cfg(feature = "cuda")]
+
+use oxccl::{reduce, DataType, ReduceOp};
+use oxccl_transports::cuda::host::HostKernels;
+use oxccl_transports::cuda::kernels::TYPES;
+
+/// Deterministic bytes: integers that overflow when combined, floats with NaNs, infinities,
+/// signed zeros and values that round differently in 16 bits.
+fn input(dtype: DataType, n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::with_capacity(n * dtype.size());
+    for i in 0..n {
+        let r = next();
+        let special = i % 17 == 3;
+        match dtype {
+            DataType::Float32 => {
+                let v = if special {
+                    [f32::NAN, f32::INFINITY, -0.0, 1e38][(r % 4) as usize]
+                } else {
+                    ((r % 20000) as f32 - 10000.0) / 7.0
+                };
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            DataType::Float64 => {
+                let v = if special {
+                    [f64::NAN, f64::NEG_INFINITY, -0.0, 1e300][(r % 4) as usize]
+                } else {
+                    ((r % 2_000_000) as f64 - 1e6) / 3.0
+                };
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            DataType::Float16 => {
+                let v = if special {
+                    [f32::NAN, 65504.0, -0.0, 1e-7][(r % 4) as usize]
+                } else {
+                    ((r % 4000) as f32 - 2000.0) / 3.0
+                };
+                out.extend_from_slice(&oxccl::f16::from_f32(v).to_le_bytes());
+            }
+            DataType::Bfloat16 => {
+                let v = if special {
+                    [f32::NAN, 3e38, -0.0, 1e-30][(r % 4) as usize]
+                } else {
+                    ((r % 4000) as f32 - 2000.0) / 3.0
+                };
+                out.extend_from_slice(&oxccl::bf16::from_f32(v).to_le_bytes());
+            }
+            _ => out.extend_from_slice(&r.to_le_bytes()[..dtype.size()]),
+        }
+    }
+    out
+}
+
+/// Byte equality, except that any two NaNs of a float type are equal.
+fn same(dtype: DataType, got: &[u8], want: &[u8]) -> Result<(), String> {
+    let size = dtype.size();
+    for (i, (g, w)) in got.chunks(size).zip(want.chunks(size)).enumerate() {
+        if g == w {
+            continue;
+        }
+        let nan = |b: &[u8]| match dtype {
+            DataType::Float32 => f32::from_le_bytes(b.try_into().unwrap()).is_nan(),
+            DataType::Float64 => f64::from_le_bytes(b.try_into().unwrap()).is_nan(),
+            DataType::Float16 => oxccl::f16::from_le_bytes(b.try_into().unwrap()).is_nan(),
+            DataType::Bfloat16 => oxccl::bf16::from_le_bytes(b.try_into().unwrap()).is_nan(),
+            _ => false,
+        };
+        if !(nan(g) && nan(w)) {
+            return Err(format!("element {i}: kernel {g:?}, CPU {w:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// A byte buffer starting `offset` bytes past a 16-byte boundary.
+struct Buf {
+    words: Vec<u128>,
+    offset: usize,
+    len: usize,
+}
+
+impl Buf {
+    fn new(bytes: &[u8], offset: usize) -> Self {
+        let mut b = Buf {
+            words: vec![0; (bytes.len() + offset).div_ceil(16) + 1],
+            offset,
+            len: bytes.len(),
+        };
+        b.bytes_mut().copy_from_slice(bytes);
+        b
+    }
+    fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.words)[self.offset..self.offset + self.len]
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let (o, l) = (self.offset, self.len);
+        &mut bytemuck::cast_slice_mut(&mut self.words)[o..o + l]
+    }
+}
+
+#[test]
+fn kernels_compute_what_the_cpu_reductions_compute() {
+    let host = HostKernels::build().expect("a C++ compiler (c++) for the host build");
+    let ops = [
+        ("sum", ReduceOp::Sum),
+        ("prod", ReduceOp::Prod),
+        ("max", ReduceOp::Max),
+        ("min", ReduceOp::Min),
+    ];
+    let mut checked = 0;
+    for (k, dtype) in DataType::ALL.into_iter().enumerate() {
+        let t = &TYPES[k];
+        assert_eq!(t.size, dtype.size(), "{} is {dtype:?}", t.name);
+        // 1031 elements: a vector bulk and an element tail; offset 0 takes the vector path,
+        // one element off 16-byte alignment the element path.
+        let n = 1031;
+        let a = input(dtype, n, 1 + k as u64);
+        let b = input(dtype, n, 101 + k as u64);
+        for offset in [0, dtype.size()] {
+            for (name, op) in ops {
+                let mut want = vec![0u8; a.len()];
+                reduce::reduce_to(dtype, op, &mut want, &a, &b);
+                let (ba, bb) = (Buf::new(&a, offset), Buf::new(&b, offset));
+                let mut got = Buf::new(&vec![0u8; a.len()], offset);
+                host.reduce(name, t, got.bytes_mut(), ba.bytes(), bb.bytes())
+                    .unwrap();
+                if let Err(e) = same(dtype, got.bytes(), &want) {
+                    panic!("{name} {dtype:?} (offset {offset}): {e}");
+                }
+                checked += 1;
+            }
+            for d in [1u32, 3, 8, 1000] {
+                let mut want = a.clone();
+                reduce::divide(dtype, &mut want, d);
+                let mut got = Buf::new(&a, offset);
+                host.divide(t, got.bytes_mut(), d).unwrap();
+                if let Err(e) = same(dtype, got.bytes(), &want) {
+                    panic!("divide by {d} {dtype:?}: {e}");
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 10 * 2 * 4);
+}

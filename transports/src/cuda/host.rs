@@ -1,0 +1,146 @@
+//! The device kernels' own source, compiled for the CPU with the system's C++ compiler, so
+//! tests check their arithmetic element for element against oxccl's CPU reductions where no
+//! GPU exists. The kernels are grid-strided, so one "thread" of a one-block "grid" runs the
+//! whole range; both the 16-byte vector path and the element tail run, depending on the
+//! buffers' alignment. Test support, not part of the API.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::kernels::{self, KernelType};
+use crate::{Error, Result};
+
+/// Definitions the CUDA source expects from the compiler, for a host build.
+const HOST_SHIM: &str = r#"#include <cstring>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+struct uint4 { unsigned int x, y, z, w; };
+struct oxccl_dim3 { unsigned int x; };
+static const oxccl_dim3 blockIdx = {0}, threadIdx = {0}, gridDim = {1}, blockDim = {1};
+static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+"#;
+
+type ReduceFn = unsafe extern "C" fn(*mut u8, *const u8, *const u8, u64);
+type DivideFn = unsafe extern "C" fn(*mut u8, u64, u32);
+
+/// The kernels built as a shared library for this CPU.
+pub struct HostKernels {
+    lib: libloading::Library,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for HostKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostKernels")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl HostKernels {
+    /// Compiles [`kernels::source`] with `c++` (or `$CXX`) and loads it.
+    pub fn build() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "oxccl-host-kernels-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating a build directory", e))?;
+        let src = dir.join("kernels.cpp");
+        let lib = dir.join("kernels.so");
+        std::fs::write(&src, format!("{HOST_SHIM}{}", kernels::source()))
+            .map_err(|e| Error::io("writing the kernel source", e))?;
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+        let out = Command::new(&cxx)
+            .args([
+                "-std=c++17",
+                "-O1",
+                "-shared",
+                "-fPIC",
+                "-fno-strict-aliasing",
+            ])
+            .args(["-Wno-unknown-pragmas", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .output()
+            .map_err(|e| Error::io(format!("running {cxx}"), e))?;
+        if !out.status.success() {
+            return Err(Error::Config(format!(
+                "{cxx} could not build the kernels for the host: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        // SAFETY: the library is the kernel source just compiled: plain functions, no
+        // initialisers beyond the C++ runtime's.
+        let lib = unsafe { libloading::Library::new(&lib) }
+            .map_err(|e| Error::Config(format!("loading the host kernels: {e}")))?;
+        Ok(Self { lib, dir })
+    }
+
+    /// `dst = a op b` through `oxccl_reduce_<op>_<type>`.
+    pub fn reduce(
+        &self,
+        op: &str,
+        t: &KernelType,
+        dst: &mut [u8],
+        a: &[u8],
+        b: &[u8],
+    ) -> Result<()> {
+        if a.len() != dst.len() || b.len() != dst.len() || dst.len() % t.size != 0 {
+            return Err(Error::Config(format!(
+                "reduce of {} / {} / {} bytes of {}-byte elements",
+                dst.len(),
+                a.len(),
+                b.len(),
+                t.size
+            )));
+        }
+        let name = kernels::reduce_kernel_name(op, t);
+        // SAFETY: every `oxccl_reduce_*` has this C signature (see kernels.rs); the three
+        // buffers hold `n` elements each (checked above) and the kernel reads and writes no
+        // further; `dst` may alias neither input here (distinct borrows).
+        unsafe {
+            let f: libloading::Symbol<ReduceFn> = self
+                .lib
+                .get(name.as_bytes())
+                .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            f(
+                dst.as_mut_ptr(),
+                a.as_ptr(),
+                b.as_ptr(),
+                (dst.len() / t.size) as u64,
+            );
+        }
+        Ok(())
+    }
+
+    /// `buf[i] /= d` through `oxccl_divide_<type>`.
+    pub fn divide(&self, t: &KernelType, buf: &mut [u8], d: u32) -> Result<()> {
+        if buf.len() % t.size != 0 {
+            return Err(Error::Config(format!(
+                "divide of {} bytes of {}-byte elements",
+                buf.len(),
+                t.size
+            )));
+        }
+        let name = kernels::divide_kernel_name(t);
+        // SAFETY: `oxccl_divide_*` has this signature; `buf` holds the `n` elements it
+        // touches.
+        unsafe {
+            let f: libloading::Symbol<DivideFn> = self
+                .lib
+                .get(name.as_bytes())
+                .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            f(buf.as_mut_ptr(), (buf.len() / t.size) as u64, d);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HostKernels {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

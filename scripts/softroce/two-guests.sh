@@ -26,129 +26,14 @@ set -euo pipefail
 
 usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
-BINS="" DIR="" TIMEOUT=300 W="" KEEP=0
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bins) BINS=${2?}; shift 2 ;;
-        --dir) DIR=${2?}; shift 2 ;;
-        --timeout) TIMEOUT=${2?}; shift 2 ;;
-        --workdir) W=${2?}; shift 2 ;;
-        --keep) KEEP=1; shift ;;
-        -h|--help) usage ;;
-        *) echo "two-guests.sh: unknown argument '$1'" >&2; usage ;;
-    esac
-done
-[ -n "$DIR" ] || { echo "two-guests.sh: --dir is required" >&2; usage; }
-[ -d "$DIR" ] || { echo "two-guests.sh: --dir $DIR is not a directory" >&2; exit 2; }
-[ -f "$DIR/run" ] && [ -x "$DIR/run" ] || { echo "two-guests.sh: $DIR/run must exist and be executable" >&2; exit 2; }
-for b in $BINS; do
-    [ -f "$b" ] && [ -x "$b" ] || { echo "two-guests.sh: binary $b not found or not executable" >&2; exit 2; }
-done
-case "$TIMEOUT" in ''|*[!0-9]*) echo "two-guests.sh: --timeout wants whole seconds" >&2; exit 2 ;; esac
-
-PIDS=("" "")
-if [ -z "$W" ]; then
-    W=$(mktemp -d "${TMPDIR:-/tmp}/oxccl-softroce2.XXXXXX")
-    OWN_W=1
-else
-    mkdir -p "$W"; OWN_W=0
-fi
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    if [ "$OWN_W" = 1 ] && [ "$KEEP" = 0 ]; then rm -rf "$W"; fi
-}
-trap cleanup EXIT
-ROOT=$W/initramfs
-
-as_root() {
-    if [ "$(id -u)" = 0 ]; then "$@"
-    elif command -v sudo >/dev/null; then sudo -n "$@"
-    else echo "two-guests.sh: need root (or sudo) to install packages" >&2; return 1; fi
-}
-
-# --- packages: install only those that are missing ----------------------------------------
-need=()
-for p in qemu-system-x86 linux-image-amd64 busybox-static cpio kmod \
-         ibverbs-utils ibverbs-providers libibverbs1 rdma-core iproute2; do
-    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]} (apt-get)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-fi
-
-# --- guest kernel: the newest installed one that builds rdma_rxe as a module ---------------
-if [ -z "${KVER:-}" ]; then
-    for v in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|.*/vmlinuz-||' | sort -rV); do
-        if grep -q '^CONFIG_RDMA_RXE=m' "/boot/config-$v" 2>/dev/null && [ -d "/lib/modules/$v" ]; then
-            KVER=$v; break
-        fi
-    done
-fi
-[ -n "${KVER:-}" ] || { echo "two-guests.sh: no kernel in /boot with an rdma_rxe module" >&2; exit 1; }
-[ -r "/boot/vmlinuz-$KVER" ] || { echo "two-guests.sh: cannot read /boot/vmlinuz-$KVER" >&2; exit 1; }
-
-# --- initramfs tree --------------------------------------------------------------------------
-rm -rf "$ROOT"
-mkdir -p "$ROOT"/{bin,sbin,etc/libibverbs.d,proc,sys,dev,tmp,mods,lib64,usr/bin,usr/lib,extra}
-ln -s usr/lib "$ROOT/lib"        # same merged-/usr layout as Debian, so library paths match
-cp /bin/busybox "$ROOT/bin/busybox"
-for a in $("$ROOT/bin/busybox" --list); do
-    [ "$a" = busybox ] || ln -sf busybox "$ROOT/bin/$a"
-done
-
-# Kernel modules with their dependencies, in load order (there is no modprobe in the guest).
-# rxe computes its ICRC through the crypto API's "crc32" hash and cannot ask for a module to be
-# loaded on demand here, so the crc32 implementations go in before rdma_rxe.
-: > "$ROOT/mods/order"
-add_mod() {
-    local deps ko b
-    deps=$(modprobe -S "$KVER" --show-depends "$1") \
-        || { echo "two-guests.sh: module $1 not found for kernel $KVER" >&2; exit 1; }
-    for ko in $(awk '$1=="insmod"{print $2}' <<<"$deps"); do
-        b=$(basename "$ko")
-        grep -qxF "$b" "$ROOT/mods/order" && continue
-        cp "$ko" "$ROOT/mods/$b"
-        echo "$b" >> "$ROOT/mods/order"
-    done
-}
-for m in crc32_generic crc32_pclmul e1000 ib_core ib_uverbs rdma_rxe; do add_mod "$m"; done
-
-# Shared libraries of a binary (ldd closure), copied to the same absolute path in the guest.
-copy_libs() {
-    local out l
-    out=$(ldd "$1" 2>&1) || return 0     # a static binary needs nothing
-    if grep -q 'not found' <<<"$out"; then
-        echo "two-guests.sh: $1 needs a library this host lacks:" >&2
-        grep 'not found' <<<"$out" >&2; exit 1
-    fi
-    for l in $(awk '$2=="=>" && $3 ~ /^\//{print $3; next} $1 ~ /^\//{print $1}' <<<"$out"); do
-        [ -f "$ROOT$l" ] && continue
-        mkdir -p "$ROOT$(dirname "$l")"
-        cp -L "$l" "$ROOT$l"
-    done
-}
-copy_tool() {   # a host file kept at its own path
-    mkdir -p "$ROOT$(dirname "$1")"
-    cp -L "$1" "$ROOT$1"
-    copy_libs "$1"
-}
-LIBD=/usr/lib/x86_64-linux-gnu
-for f in /usr/bin/rdma /usr/bin/ibv_devices /usr/bin/ibv_devinfo /usr/bin/ibv_rc_pingpong \
-         /usr/bin/ibv_ud_pingpong $LIBD/libibverbs/librxe-rdmav*.so; do
-    copy_tool "$f"
-done
-cp /etc/libibverbs.d/rxe.driver "$ROOT/etc/libibverbs.d/"
-for b in $BINS; do
-    name=$(basename "$b")
-    rm -f "$ROOT/bin/$name"       # may be a busybox link; never write through it
-    cp -L "$b" "$ROOT/bin/$name"
-    chmod 755 "$ROOT/bin/$name"
-    copy_libs "$b"
-done
-cp -a "$DIR"/. "$ROOT/extra/"
+# Options, packages, guest kernel, initramfs tree, KVM or TCG, console logs: lib.sh.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh" two-guests.sh
+parse_args "$@"
+make_workdir oxccl-softroce2
+install_packages
+choose_kernel
+build_tree
 
 # One initramfs for both guests: each reads its node number and addresses from the kernel
 # command line (oxccl_node=, oxccl_ip=, oxccl_peer=).
@@ -210,21 +95,10 @@ fi
 echo "=== done at $(up)s"
 poweroff -f
 EOF
-chmod 755 "$ROOT/init"
-(cd "$ROOT" && find . | cpio -o -H newc --quiet | gzip -1) > "$W/initramfs.cpio.gz"
-echo "guest kernel $KVER, initramfs $(du -h "$W/initramfs.cpio.gz" | cut -f1)"
+pack_initramfs
 
 # --- boot ------------------------------------------------------------------------------------
-# Hardware KVM only when kvm_intel or kvm_amd is loaded (a /dev/kvm from kvm_pvm runs only
-# kernels built for it, and a stock Debian kernel hangs there); otherwise TCG.
-if [ -z "${ACCEL:-}" ]; then
-    if [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
-        ACCEL=kvm
-    else
-        ACCEL=tcg
-    fi
-fi
-if [ "$ACCEL" = kvm ]; then ACC=(-enable-kvm -cpu host); else ACC=(-accel "tcg,thread=multi" -cpu max); fi
+choose_accel
 if [ -z "${PORT:-}" ]; then
     PORT=$((12345 + $$ % 1000))
     while ss -Htan "sport = :$PORT" 2>/dev/null | grep -q .; do PORT=$((PORT + 1)); done
@@ -239,7 +113,7 @@ boot() {   # boot NODE NETDEV-OPTION: replaces the subshell, so $! is timeout's 
         -netdev socket,id=n0,"$2" -device e1000,netdev=n0,mac=52:54:00:00:03:0$((n + 1)) \
         -display none -monitor none -serial file:"$W/node$n.log" -no-reboot </dev/null
 }
-ok() { [ -f "$W/node$1.log" ] && tr -d '\r' < "$W/node$1.log" | grep -aq 'extra rc=0$'; }
+ok() { console_passed "$W/node$1.log"; }
 
 echo "booting 2 guests ($ACCEL, smp ${SMP:-1}, ${MEM:-768} MiB each, port $PORT, timeout ${TIMEOUT}s)"
 rm -f "$W"/node0.log "$W"/node1.log
@@ -275,14 +149,14 @@ done
 echo "both guests exited after $(( $(date +%s) - start ))s"
 for n in 0 1; do
     echo "--- node$n (${IPS[$n]}, qemu exit status ${QRC[$n]:-?})"
-    [ -f "$W/node$n.log" ] && tr -d '\r' < "$W/node$n.log" | grep -av '^$' || true
+    show_console "$W/node$n.log"
 done
 echo "---"
 
 verdict() {   # what happened to node N, in words
     local clean rc
-    clean=$( [ -f "$W/node$1.log" ] && tr -d '\r' < "$W/node$1.log" || true )
-    rc=$(grep -ao 'extra rc=[0-9]*$' <<<"$clean" | tail -n 1 | cut -d= -f2 || true)
+    clean=$(console "$W/node$1.log")
+    rc=$(console_rc "$W/node$1.log")
     if [ "$rc" = 0 ]; then echo "passed"
     elif [ -n "$rc" ]; then echo "/extra/run exited with $rc"
     elif grep -aq '=== peer unreachable' <<<"$clean"; then echo "could not ping its peer"

@@ -10,9 +10,11 @@
 //! - `host.rs` (tests): the same source compiled for the CPU, checked against oxccl's CPU
 //!   reductions in `tests/cuda_kernels.rs`.
 //!
-//! Device buffers, stream ordering and the CUDA IPC transport come next (issue 11); they need
-//! a GPU to test.
+//! - `device.rs`: [`device::Gpu`], the kernels loaded on a GPU and launched on its stream.
+//!
+//! Device buffers in the collectives, stream ordering and the CUDA IPC transport come next.
 
+pub mod device;
 #[doc(hidden)]
 pub mod host;
 pub mod kernels;

@@ -6,7 +6,8 @@
 #   bash scripts/device-check.sh             # there, with target/device carried over
 #
 # What it checks on the GPU today: every CUDA kernel (datatype x reduction, divide) against
-# the CPU reductions, and the kernels' bandwidth next to cuMemcpyDtoD (oxccl-kernels).
+# the CPU reductions, and the kernels' bandwidth next to cuMemcpyDtoD (oxccl-kernels); and
+# that libnccl.so.2 refuses a device buffer with a clear error (tests/c/device_buffer_refused.c).
 # Still to come with issue 11: device buffers in the collectives (oxccl-perf on 1, 2 and 4
 # ranks sharing the GPU) and PyTorch's torch.distributed on oxccl's libnccl.so.2.
 set -euo pipefail
@@ -16,8 +17,13 @@ arch=${OXCCL_DEVICE_ARCH:-sm_90}   # H100 and H200
 
 if [ "${1:-}" = --prepare ]; then
     cargo build --release --locked --quiet -p oxccl-tools --bin oxccl-kernels
-    rm -rf "$out"; mkdir -p "$out/bin" "$out/kernel-cache"
+    cargo build --release --locked --quiet -p oxccl-nccl
+    rm -rf "$out"; mkdir -p "$out/bin" "$out/lib" "$out/kernel-cache"
     strip -o "$out/bin/oxccl-kernels" target/release/oxccl-kernels
+    strip -o "$out/lib/libnccl.so.2" target/release/libnccl.so
+    ln -s libnccl.so.2 "$out/lib/libnccl.so"
+    cc -std=c11 -O1 -Wall -Wextra -Werror -Ibindings/c/include tests/c/device_buffer_refused.c \
+        -o "$out/bin/device_buffer_refused" -L"$out/lib" -lnccl -ldl
     # The PTX for the GPU's architecture, compiled here with NVRTC from PyPI: the GPU
     # machine then needs only its driver.
     nvrtc_lib=$(bash scripts/nvrtc.sh)
@@ -31,4 +37,6 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 echo "== kernels: correctness against the CPU, bandwidth next to cuMemcpyDtoD"
 timeout 300 "$out/bin/oxccl-kernels" --cache "$out/kernel-cache" --bytes 256M --iters 20
+echo "== libnccl.so.2 refuses a device buffer with a clear error"
+LD_LIBRARY_PATH="$out/lib" timeout 60 "$out/bin/device_buffer_refused"
 echo "== device check passed"

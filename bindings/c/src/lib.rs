@@ -18,6 +18,7 @@
 //! out-parameters only on success.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod device_ptr;
 pub mod env;
 pub mod error;
 pub mod ffi;

@@ -173,6 +173,12 @@ impl OpArgs {
                     self.dtype
                 )));
             }
+            if crate::device_ptr::is_device_memory(ptr) {
+                return Err(Failure::invalid(format!(
+                    "{name} {ptr:#x} is GPU memory: this libnccl.so.2 (oxccl) takes host \
+                     buffers only for now"
+                )));
+            }
             let end = ptr
                 .checked_add(len * size)
                 .ok_or_else(|| Failure::invalid(format!("{name} range wraps around")))?;

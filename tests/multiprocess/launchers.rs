@@ -19,6 +19,19 @@ fn free_port() -> u16 {
     l.local_addr().expect("probe address").port()
 }
 
+/// A port `p` such that `p + 1` is free on every address too: the MASTER_PORT of the
+/// torchrun-style tests, whose root listens on MASTER_PORT + 1 (a port taken by another
+/// test at that moment failed `torchrun_variables` once with "Address already in use").
+fn free_master_port() -> u16 {
+    for _ in 0..100 {
+        let p = free_port();
+        if p < u16::MAX && TcpListener::bind(("0.0.0.0", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port p with p + 1 free in 100 tries");
+}
+
 /// Waits for every child, killing all of them past the guard; each rank's output.
 fn wait_all(children: Vec<Child>) -> Vec<(Option<i32>, String)> {
     let start = Instant::now();
@@ -85,7 +98,7 @@ fn pairs(kv: &[(&str, String)]) -> Vec<(String, String)> {
 
 #[test]
 fn torchrun_variables() {
-    let port = free_port().to_string();
+    let port = free_master_port().to_string();
     run_ranks(3, |r| {
         pairs(&[
             ("RANK", r.to_string()),

@@ -83,7 +83,11 @@ pub(super) fn init(id: UniqueId, nranks: u32, rank: u32, config: Config) -> Resu
         ) {
         Err("verbs are not asked for".to_owned())
     } else {
-        oxccl_transports::ib::usable_ports(&config.ib).map_err(|e| e.to_string())
+        oxccl_transports::ib::usable_ports(&config.ib).map_err(|e| match e {
+            // The reason alone ("no IB device: ..."), without the error kind's prefix.
+            oxccl_transports::Error::Config(why) => why,
+            other => other.to_string(),
+        })
     };
     let me = RankInfo {
         host: host_identity(&config),

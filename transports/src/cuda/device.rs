@@ -106,15 +106,7 @@ impl Gpu {
         if !kernels::OPS.contains(&op) {
             return Err(Error::Config(format!("no reduction kernel {op:?}")));
         }
-        if a.len() != dst.len() || b.len() != dst.len() || dst.len() % t.size != 0 {
-            return Err(Error::Config(format!(
-                "reduce of {} / {} / {} bytes of {}-byte elements",
-                dst.len(),
-                a.len(),
-                b.len(),
-                t.size
-            )));
-        }
+        kernels::check_reduce_lengths(t, dst.len(), a.len(), b.len())?;
         let name = kernels::reduce_kernel_name(op, t);
         let f = self
             .module

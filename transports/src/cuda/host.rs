@@ -88,15 +88,7 @@ impl HostKernels {
         a: &[u8],
         b: &[u8],
     ) -> Result<()> {
-        if a.len() != dst.len() || b.len() != dst.len() || dst.len() % t.size != 0 {
-            return Err(Error::Config(format!(
-                "reduce of {} / {} / {} bytes of {}-byte elements",
-                dst.len(),
-                a.len(),
-                b.len(),
-                t.size
-            )));
-        }
+        kernels::check_reduce_lengths(t, dst.len(), a.len(), b.len())?;
         let name = kernels::reduce_kernel_name(op, t);
         // SAFETY: every `oxccl_reduce_*` has this C signature (see kernels.rs); the three
         // buffers hold `n` elements each (checked above) and the kernel reads and writes no

@@ -118,6 +118,17 @@ pub fn divide_kernel_name(t: &KernelType) -> String {
 /// `oxccl_copy(dst, src, bytes)`.
 pub const COPY_KERNEL: &str = "oxccl_copy";
 
+/// Checks the byte lengths of a reduction's three buffers: equal, whole elements of `t`.
+pub fn check_reduce_lengths(t: &KernelType, dst: usize, a: usize, b: usize) -> crate::Result<()> {
+    if a != dst || b != dst || dst % t.size != 0 {
+        return Err(crate::Error::Config(format!(
+            "reduce of {dst} / {a} / {b} bytes of {}-byte elements",
+            t.size
+        )));
+    }
+    Ok(())
+}
+
 /// Every kernel name in [`source`].
 pub fn kernel_names() -> Vec<String> {
     let mut v: Vec<String> = TYPES

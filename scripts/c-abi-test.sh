@@ -152,6 +152,23 @@ run_programs() {
 compile ours -Ibindings/c/include
 run_programs ours 2 4
 
+# The GPU test program (run by scripts/device-check.sh on a GPU): it must keep compiling, and
+# without a CUDA driver it must say so and fail, not crash.
+if ! cc "${CFLAGS[@]}" -D_DEFAULT_SOURCE -Ibindings/c/include tests/c/device_buffers.c \
+        -o "$WORK/device_buffers" -L"$WORK/lib" -lnccl -ldl >"$WORK/device_buffers.cc.log" 2>&1; then
+    fail "device_buffers: does not compile"
+    head -n 30 "$WORK/device_buffers.cc.log"
+elif [ ! -e /dev/nvidiactl ]; then
+    rc=0
+    LD_LIBRARY_PATH="$WORK/lib" timeout 60 "$WORK/device_buffers" 2 16 >"$WORK/device_buffers.log" 2>&1 || rc=$?
+    if [ $rc = 1 ] && grep -q "no CUDA driver" "$WORK/device_buffers.log"; then
+        echo "ok    device_buffers: compiles; without a GPU it says 'no CUDA driver'"
+    else
+        fail "device_buffers without a GPU: exit $rc"
+        cat "$WORK/device_buffers.log"
+    fi
+fi
+
 # Over TCP instead of shared memory (the NCCL_SHM_DISABLE mapping).
 for p in $PROGRAMS; do
     [ -x "$WORK/ours/$p" ] || continue

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The GPU check, in two halves: prepare here (no GPU needed), run on the lent GPU machine
-# (nothing is fetched there; it runs what `--prepare` built).
+# (nothing is fetched there; it runs what `--prepare` built, and the machine's own PyTorch).
 #
 #   bash scripts/device-check.sh --prepare   # here: builds target/device/ (binaries + PTX)
 #   bash scripts/device-check.sh             # there, with target/device carried over
 #
-# What it checks on the GPU today: every CUDA kernel (datatype x reduction, divide) against
-# the CPU reductions, and the kernels' bandwidth next to cuMemcpyDtoD (oxccl-kernels); and
-# that libnccl.so.2 refuses a device buffer with a clear error (tests/c/device_buffer_refused.c).
-# Still to come with issue 11: device buffers in the collectives (oxccl-perf on 1, 2 and 4
-# ranks sharing the GPU) and PyTorch's torch.distributed on oxccl's libnccl.so.2.
+# What it checks on the GPU, in this order (stops at the first failure):
+#   1. every CUDA kernel (datatype x reduction, divide) against the CPU reductions, and the
+#      kernels' bandwidth next to cuMemcpyDtoD (oxccl-kernels);
+#   2. libnccl.so.2 on device buffers, 1, 2 and 4 ranks sharing the GPU, stream-ordered and
+#      non-blocking (tests/c/device_buffers.c);
+#   3. PyTorch as a client: torch.distributed (backend nccl) with oxccl's libnccl.so.2
+#      preloaded, 2 ranks on the GPU, every collective checked (tests/python/torch_on_oxccl.py);
+#   4. all_reduce bandwidth on device buffers, 1, 2 and 4 ranks (bench/device_perf.py).
+# Everything it prints goes to $OUT/device-check.log too when $OUT is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/device
@@ -22,8 +26,8 @@ if [ "${1:-}" = --prepare ]; then
     strip -o "$out/bin/oxccl-kernels" target/release/oxccl-kernels
     strip -o "$out/lib/libnccl.so.2" target/release/libnccl.so
     ln -s libnccl.so.2 "$out/lib/libnccl.so"
-    cc -std=c11 -O1 -Wall -Wextra -Werror -Ibindings/c/include tests/c/device_buffer_refused.c \
-        -o "$out/bin/device_buffer_refused" -L"$out/lib" -lnccl -ldl
+    cc -std=c11 -O1 -Wall -Wextra -Werror -D_DEFAULT_SOURCE -Ibindings/c/include \
+        tests/c/device_buffers.c -o "$out/bin/device_buffers" -L"$out/lib" -lnccl -ldl
     # The PTX for the GPU's architecture, compiled here with NVRTC from PyPI: the GPU
     # machine then needs only its driver.
     nvrtc_lib=$(bash scripts/nvrtc.sh)
@@ -34,9 +38,24 @@ if [ "${1:-}" = --prepare ]; then
 fi
 
 [ -x "$out/bin/oxccl-kernels" ] || { echo "device-check: run with --prepare first (here)" >&2; exit 2; }
+if [ -n "${OUT:-}" ]; then exec > >(tee "$OUT/device-check.log") 2>&1; fi
+export OXCCL_CACHE_DIR=$PWD/$out/kernel-cache OXCCL_TIMEOUT=120 PYTHONUNBUFFERED=1
+lib=$PWD/$out/lib/libnccl.so.2
+step() { echo; echo "== $1"; shift; start=$SECONDS; "$@"; echo "-- $((SECONDS - start)) s"; }
+date -u +"%Y-%m-%d %H:%M UTC"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-echo "== kernels: correctness against the CPU, bandwidth next to cuMemcpyDtoD"
-timeout 300 "$out/bin/oxccl-kernels" --cache "$out/kernel-cache" --bytes 256M --iters 20
-echo "== libnccl.so.2 refuses a device buffer with a clear error"
-LD_LIBRARY_PATH="$out/lib" timeout 60 "$out/bin/device_buffer_refused"
+
+step "1. kernels: correctness against the CPU, bandwidth next to cuMemcpyDtoD" \
+    timeout 240 "$out/bin/oxccl-kernels" --cache "$out/kernel-cache" --bytes 256M --iters 20
+for n in 1 2 4; do
+    step "2. libnccl.so.2 on device buffers, $n rank(s) on the GPU" \
+        env LD_LIBRARY_PATH="$out/lib" timeout 120 "$out/bin/device_buffers" "$n"
+done
+step "3. PyTorch torch.distributed (nccl backend) on oxccl's libnccl.so.2, 2 ranks" \
+    timeout 240 python3 tests/python/torch_on_oxccl.py "$lib" 2
+for n in 1 2 4; do
+    step "4. all_reduce on device buffers, $n rank(s), through torch.distributed" \
+        timeout 180 python3 bench/device_perf.py "$lib" "$n" --min 1M --max 256M
+done
+echo
 echo "== device check passed"

@@ -22,6 +22,7 @@ fn issue(
     op: Option<NcclRedOp>,
     root: c_int,
     comm: CommPtr,
+    stream: CudaStream,
 ) -> CResult {
     group::issue(comm, |h| {
         let dtype = types::datatype(datatype)?;
@@ -38,6 +39,8 @@ fn issue(
             op,
             // A negative root or peer becomes out of range, and `check` says so.
             root: u32::try_from(root).unwrap_or(u32::MAX),
+            stream: stream as usize,
+            on_device: false,
         })
     })
 }
@@ -45,88 +48,88 @@ fn issue(
 export! {
     /// All-reduce `count` elements from `sendbuff` into `recvbuff` (in place if equal).
     fn ncclAllReduce / pncclAllReduce(sendbuff: *const c_void, recvbuff: *mut c_void, count: usize,
-        datatype: NcclDataType, op: NcclRedOp, comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::AllReduce, sendbuff, recvbuff, count, datatype, Some(op), 0, comm)
+        datatype: NcclDataType, op: NcclRedOp, comm: CommPtr, stream: CudaStream) {
+        issue(Kind::AllReduce, sendbuff, recvbuff, count, datatype, Some(op), 0, comm, stream)
     }
 }
 
 export! {
     /// Broadcast `count` elements from `root`'s `sendbuff` to every `recvbuff`.
     fn ncclBroadcast / pncclBroadcast(sendbuff: *const c_void, recvbuff: *mut c_void, count: usize,
-        datatype: NcclDataType, root: c_int, comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::Broadcast, sendbuff, recvbuff, count, datatype, None, root, comm)
+        datatype: NcclDataType, root: c_int, comm: CommPtr, stream: CudaStream) {
+        issue(Kind::Broadcast, sendbuff, recvbuff, count, datatype, None, root, comm, stream)
     }
 }
 
 export! {
     /// In-place broadcast (the legacy form of `ncclBroadcast`).
     fn ncclBcast / pncclBcast(buff: *mut c_void, count: usize, datatype: NcclDataType, root: c_int,
-        comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::Broadcast, buff, buff, count, datatype, None, root, comm)
+        comm: CommPtr, stream: CudaStream) {
+        issue(Kind::Broadcast, buff, buff, count, datatype, None, root, comm, stream)
     }
 }
 
 export! {
     /// Reduce `count` elements onto `root`'s `recvbuff` (unused on other ranks).
     fn ncclReduce / pncclReduce(sendbuff: *const c_void, recvbuff: *mut c_void, count: usize,
-        datatype: NcclDataType, op: NcclRedOp, root: c_int, comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::Reduce, sendbuff, recvbuff, count, datatype, Some(op), root, comm)
+        datatype: NcclDataType, op: NcclRedOp, root: c_int, comm: CommPtr, stream: CudaStream) {
+        issue(Kind::Reduce, sendbuff, recvbuff, count, datatype, Some(op), root, comm, stream)
     }
 }
 
 export! {
     /// All-gather `sendcount` elements per rank into `recvbuff` (nranks × sendcount).
     fn ncclAllGather / pncclAllGather(sendbuff: *const c_void, recvbuff: *mut c_void, sendcount: usize,
-        datatype: NcclDataType, comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::AllGather, sendbuff, recvbuff, sendcount, datatype, None, 0, comm)
+        datatype: NcclDataType, comm: CommPtr, stream: CudaStream) {
+        issue(Kind::AllGather, sendbuff, recvbuff, sendcount, datatype, None, 0, comm, stream)
     }
 }
 
 export! {
     /// Reduce-scatter: `recvbuff` gets this rank's `recvcount` block of the reduction.
     fn ncclReduceScatter / pncclReduceScatter(sendbuff: *const c_void, recvbuff: *mut c_void,
-        recvcount: usize, datatype: NcclDataType, op: NcclRedOp, comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::ReduceScatter, sendbuff, recvbuff, recvcount, datatype, Some(op), 0, comm)
+        recvcount: usize, datatype: NcclDataType, op: NcclRedOp, comm: CommPtr, stream: CudaStream) {
+        issue(Kind::ReduceScatter, sendbuff, recvbuff, recvcount, datatype, Some(op), 0, comm, stream)
     }
 }
 
 export! {
     /// All-to-all: block `j` (`count` elements) of `sendbuff` goes to rank `j`.
     fn ncclAlltoAll / pncclAlltoAll(sendbuff: *const c_void, recvbuff: *mut c_void, count: usize,
-        datatype: NcclDataType, comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::AllToAll, sendbuff, recvbuff, count, datatype, None, 0, comm)
+        datatype: NcclDataType, comm: CommPtr, stream: CudaStream) {
+        issue(Kind::AllToAll, sendbuff, recvbuff, count, datatype, None, 0, comm, stream)
     }
 }
 
 export! {
     /// Gather `count` elements per rank onto `root`'s `recvbuff`.
     fn ncclGather / pncclGather(sendbuff: *const c_void, recvbuff: *mut c_void, count: usize,
-        datatype: NcclDataType, root: c_int, comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::Gather, sendbuff, recvbuff, count, datatype, None, root, comm)
+        datatype: NcclDataType, root: c_int, comm: CommPtr, stream: CudaStream) {
+        issue(Kind::Gather, sendbuff, recvbuff, count, datatype, None, root, comm, stream)
     }
 }
 
 export! {
     /// Scatter `count` elements per rank from `root`'s `sendbuff`.
     fn ncclScatter / pncclScatter(sendbuff: *const c_void, recvbuff: *mut c_void, count: usize,
-        datatype: NcclDataType, root: c_int, comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::Scatter, sendbuff, recvbuff, count, datatype, None, root, comm)
+        datatype: NcclDataType, root: c_int, comm: CommPtr, stream: CudaStream) {
+        issue(Kind::Scatter, sendbuff, recvbuff, count, datatype, None, root, comm, stream)
     }
 }
 
 export! {
     /// Send `count` elements to `peer` (matched with its `ncclRecv` in issue order).
     fn ncclSend / pncclSend(sendbuff: *const c_void, count: usize, datatype: NcclDataType, peer: c_int,
-        comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::Send, sendbuff, std::ptr::null(), count, datatype, None, peer, comm)
+        comm: CommPtr, stream: CudaStream) {
+        issue(Kind::Send, sendbuff, std::ptr::null(), count, datatype, None, peer, comm, stream)
     }
 }
 
 export! {
     /// Receive `count` elements from `peer`.
     fn ncclRecv / pncclRecv(recvbuff: *mut c_void, count: usize, datatype: NcclDataType, peer: c_int,
-        comm: CommPtr, _stream: CudaStream) {
-        issue(Kind::Recv, std::ptr::null(), recvbuff, count, datatype, None, peer, comm)
+        comm: CommPtr, stream: CudaStream) {
+        issue(Kind::Recv, std::ptr::null(), recvbuff, count, datatype, None, peer, comm, stream)
     }
 }
 

@@ -223,9 +223,12 @@ export! {
 }
 
 export! {
-    /// Completes outstanding operations (they complete before returning here already).
+    /// Completes outstanding operations: GPU ops still queued run first (host-buffer ops
+    /// complete before their call returns).
     fn ncclCommFinalize / pncclCommFinalize(comm: CommPtr) {
-        CommHandle::get(comm)?.with_comm(|_| Ok(ffi::SUCCESS))
+        let h = CommHandle::get(comm)?;
+        h.finish_gpu_ops();
+        h.with_comm(|_| Ok(ffi::SUCCESS))
     }
 }
 

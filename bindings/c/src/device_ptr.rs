@@ -1,6 +1,5 @@
-//! Telling GPU memory from host memory, so that a device buffer passed to this library (which
-//! takes host buffers) is refused with an error instead of being read as host memory (a
-//! crash, or wrong data).
+//! Telling GPU memory from host memory: an op with a GPU buffer is staged on its CUDA stream
+//! ([`crate::staged`]) instead of being read as host memory (a crash, or wrong data).
 //!
 //! The CUDA driver is opened at first use. Without it (no NVIDIA driver: the common case on
 //! CPU machines) every pointer is host memory and the check costs one atomic load.

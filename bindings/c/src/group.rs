@@ -9,6 +9,9 @@
 //! is not kept, so a program must not make one communicator's op wait for another's within
 //! a group (NCCL gives no such ordering either).
 //!
+//! Ops of a communicator of which one has a GPU buffer are enqueued on their CUDA streams
+//! together, as one job ([`crate::staged`]); the others run before `ncclGroupEnd` returns.
+//!
 //! `ncclCommInitRank(Config)` inside a group creates the communicator on a thread and the
 //! outermost `ncclGroupEnd` waits for it. An op outside any group runs at once, as a group
 //! of one. As in NCCL, an op rejected
@@ -62,8 +65,8 @@ thread_local! {
 pub fn issue(comm: CommPtr, build: impl FnOnce(&CommHandle) -> CResult<OpArgs>) -> CResult {
     let in_group = GROUP.with(|g| g.borrow().depth > 0);
     let checked = CommHandle::get(comm).and_then(|h| {
-        let args = build(&h)?;
-        args.check(h.rank, h.nranks)?;
+        let mut args = build(&h)?;
+        args.on_device = args.check(h.rank, h.nranks)?;
         Ok((h, args))
     });
     let (h, args) = match checked {
@@ -216,17 +219,27 @@ fn by_comm(ops: Vec<Recorded>) -> Vec<(Arc<CommHandle>, Vec<OpArgs>)> {
     out
 }
 
+/// Runs one communicator's ops as one group: on the calling thread for host buffers,
+/// enqueued on the ops' CUDA streams when a buffer is GPU memory.
+fn run_comm(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
+    if ops.iter().any(|a| a.on_device) {
+        crate::staged::enqueue(comm, ops)
+    } else {
+        comm.with_comm(|c| run_group(c, ops))
+    }
+}
+
 /// Runs recorded ops: one oxccl group per communicator, concurrently when there are several.
 fn run(ops: Vec<Recorded>) -> CResult {
     let mut per_comm = by_comm(ops);
     if per_comm.len() == 1 {
         let (comm, ops) = per_comm.remove(0);
-        return comm.with_comm(|c| run_group(c, &ops));
+        return run_comm(&comm, &ops);
     }
     let results: Vec<CResult> = std::thread::scope(|s| {
         let threads: Vec<_> = per_comm
             .iter()
-            .map(|(comm, ops)| s.spawn(move || comm.with_comm(|c| run_group(c, ops))))
+            .map(|(comm, ops)| s.spawn(move || run_comm(comm, ops)))
             .collect();
         threads
             .into_iter()
@@ -271,8 +284,8 @@ fn premul_copy(a: &OpArgs, nranks: u32, scalar: Scalar) -> CResult<Vec<u64>> {
     Ok(copy)
 }
 
-/// Runs one communicator's ops as one oxccl group.
-fn run_group(c: &mut Communicator, ops: &[OpArgs]) -> CResult {
+/// Runs one communicator's ops (on host memory) as one oxccl group.
+pub(crate) fn run_group(c: &mut Communicator, ops: &[OpArgs]) -> CResult {
     let (rank, nranks) = (c.rank(), c.size());
     let copies: Vec<Option<Vec<u64>>> = ops
         .iter()

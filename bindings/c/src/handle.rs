@@ -53,6 +53,8 @@ pub struct CommHandle {
     async_error: Mutex<Option<Failure>>,
     /// PreMulSum operators; operator `ncclNumOps + i` is entry `i`.
     redops: Mutex<Vec<Option<PreMul>>>,
+    /// What GPU ops need (staging memory, the worker), from the first one on.
+    staging: Mutex<Option<crate::staged::Staging>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,6 +77,7 @@ impl CommHandle {
             abort: Mutex::new(Some(abort)),
             async_error: Mutex::new(None),
             redops: Mutex::new(Vec::new()),
+            staging: Mutex::new(None),
         })
     }
 
@@ -98,6 +101,7 @@ impl CommHandle {
             abort: Mutex::new(None),
             async_error: Mutex::new(None),
             redops: Mutex::new(Vec::new()),
+            staging: Mutex::new(None),
         }))
     }
 
@@ -208,12 +212,32 @@ impl CommHandle {
             .map_or(ffi::SUCCESS, |f| f.code)
     }
 
+    /// The state of this communicator's GPU ops.
+    pub fn staging(&self) -> MutexGuard<'_, Option<crate::staged::Staging>> {
+        lock(&self.staging)
+    }
+
+    /// Keeps `e` for `ncclCommGetAsyncError` unless an earlier failure is kept.
+    pub fn record_async_error(&self, e: &Failure) {
+        lock(&self.async_error).get_or_insert_with(|| e.clone());
+    }
+
+    /// Waits for the GPU ops enqueued so far (their worker ends after them) and releases
+    /// their staging memory once the streams are past it.
+    pub fn finish_gpu_ops(&self) {
+        // Taken out first: the worker needs `state`, which the caller may lock next.
+        let staging = lock(&self.staging).take();
+        drop(staging);
+    }
+
     /// Aborts the communicator: a wait in progress on another thread fails promptly, and
     /// the connections close once it returns.
     pub fn abort(&self) {
         if let Some(a) = lock(&self.abort).as_ref() {
             a.abort();
         }
+        // Queued GPU ops fail fast now; each still raises its flag, so no stream hangs.
+        self.finish_gpu_ops();
         let mut state = lock(&self.state);
         // An init in progress is left to finish on its thread; its result is dropped.
         let old = std::mem::replace(
@@ -227,6 +251,7 @@ impl CommHandle {
 
     /// Waits for a non-blocking init and drops the communicator (closing its connections).
     pub fn destroy(&self) {
+        self.finish_gpu_ops();
         let mut state = lock(&self.state);
         self.settle(&mut state, true);
         *state = State::Failed(Failure::usage("communicator was destroyed"));

@@ -1,5 +1,5 @@
-//! oxccl's NCCL C ABI: `libnccl.so.2`, a drop-in for programs written against NCCL that
-//! move host memory.
+//! oxccl's NCCL C ABI: `libnccl.so.2`, a drop-in for programs written against NCCL, with host
+//! or GPU buffers.
 //!
 //! `include/nccl.h` declares the interface (NCCL 2.28's types, values and signatures);
 //! every function is exported as `ncclX` and `pncclX`. The library maps each call onto
@@ -8,7 +8,8 @@
 //! - [`ffi`]: NCCL's types and constants; [`types`]: datatypes and operators;
 //! - [`handle`]: what an `ncclComm_t` is (a registry of live communicators, non-blocking
 //!   init on a thread); [`group`]: `ncclGroupStart`/`End` and the running of ops;
-//!   [`ops`]: one op's arguments, NCCL's in-place rules and checks;
+//!   [`ops`]: one op's arguments, NCCL's in-place rules and checks; [`staged`]: ops on GPU
+//!   buffers, ordered on the program's streams through pinned host memory;
 //! - [`error`]: results, `ncclGetLastError`, the panic boundary; [`mod@env`]: `NCCL_*`
 //!   variables mapped to `OXCCL_*`;
 //! - `api_comm`, `api_coll`, `api_mem`: the exported functions.
@@ -25,6 +26,7 @@ pub mod ffi;
 pub mod group;
 pub mod handle;
 pub mod ops;
+pub mod staged;
 pub mod types;
 
 pub(crate) mod api_coll;

@@ -1,8 +1,9 @@
 //! One NCCL operation: its arguments as recorded, NCCL's in-place rules, the checks done
 //! when it is issued, and how it becomes an op of an oxccl [`Group`].
 //!
-//! Buffers are host memory. NCCL's in-place rules decide between oxccl's `*_in_place`
-//! calls and the two-buffer ones:
+//! Buffers are host or GPU memory ([`OpArgs::check`] tells; GPU ops go through
+//! [`crate::staged`]). NCCL's in-place rules decide between oxccl's `*_in_place` calls and
+//! the two-buffer ones:
 //! - all-reduce, broadcast, reduce, all-to-all: `sendbuff == recvbuff`;
 //! - all-gather: `sendbuff == recvbuff + rank*count*size`;
 //! - reduce-scatter: `recvbuff == sendbuff + rank*recvcount*size`;
@@ -59,6 +60,11 @@ pub struct OpArgs {
     pub op: RedOp,
     /// Root, or peer of send/receive.
     pub root: u32,
+    /// The `cudaStream_t` the op is ordered on (0: the legacy default stream); used only
+    /// when a buffer is GPU memory.
+    pub stream: usize,
+    /// Some buffer is GPU memory (set by [`OpArgs::check`]'s caller).
+    pub on_device: bool,
 }
 
 /// Where an op's data is, in elements.
@@ -146,8 +152,9 @@ impl OpArgs {
     }
 
     /// The checks NCCL makes when an op is issued: root/peer in range, buffers non-null and
-    /// aligned where used, no partial overlap, counts that fit.
-    pub fn check(&self, rank: u32, nranks: u32) -> CResult<()> {
+    /// aligned where used, no partial overlap, counts that fit. Returns whether a buffer
+    /// the op uses is GPU memory.
+    pub fn check(&self, rank: u32, nranks: u32) -> CResult<bool> {
         if self.root >= nranks {
             let what = if matches!(self.kind, Kind::Send | Kind::Recv) {
                 "peer"
@@ -160,7 +167,8 @@ impl OpArgs {
             )));
         }
         let size = self.dtype.size();
-        let region = |name: &str, ptr: usize, len: usize| -> CResult<(usize, usize)> {
+        let mut on_device = false;
+        let mut region = |name: &str, ptr: usize, len: usize| -> CResult<(usize, usize)> {
             if len == 0 {
                 return Ok((ptr, ptr));
             }
@@ -173,12 +181,7 @@ impl OpArgs {
                     self.dtype
                 )));
             }
-            if crate::device_ptr::is_device_memory(ptr) {
-                return Err(Failure::invalid(format!(
-                    "{name} {ptr:#x} is GPU memory: this libnccl.so.2 (oxccl) takes host \
-                     buffers only for now"
-                )));
-            }
+            on_device |= crate::device_ptr::is_device_memory(ptr);
             let end = ptr
                 .checked_add(len * size)
                 .ok_or_else(|| Failure::invalid(format!("{name} range wraps around")))?;
@@ -203,7 +206,7 @@ impl OpArgs {
                 }
             }
         }
-        Ok(())
+        Ok(on_device)
     }
 
     /// The input region (address, bytes) that a PreMulSum copies.
@@ -317,6 +320,8 @@ mod tests {
             dtype: DataType::Float32,
             op: RedOp::Builtin(oxccl::ReduceOp::Sum),
             root,
+            stream: 0,
+            on_device: false,
         }
     }
 

@@ -11,13 +11,15 @@
 //!   reductions in `tests/cuda_kernels.rs`.
 //!
 //! - `device.rs`: [`device::Gpu`], the kernels loaded on a GPU and launched on its stream.
-//!
-//! Device buffers in the collectives, stream ordering and the CUDA IPC transport come next.
+//! - `stream.rs`: events, pinned memory, host-raised flags streams wait on, and copies on
+//!   the program's own streams: what stream-ordered collectives on device buffers are built
+//!   from (the NCCL C ABI stages them through pinned memory).
 
 pub mod device;
 #[doc(hidden)]
 pub mod host;
 pub mod kernels;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 

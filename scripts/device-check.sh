@@ -9,7 +9,8 @@
 #   1. every CUDA kernel (datatype x reduction, divide) against the CPU reductions, and the
 #      kernels' bandwidth next to cuMemcpyDtoD (oxccl-kernels);
 #   2. libnccl.so.2 on device buffers, 1, 2 and 4 ranks sharing the GPU, stream-ordered and
-#      non-blocking (tests/c/device_buffers.c);
+#      non-blocking (tests/c/device_buffers.c); the Rust API on cudarc buffers, same ranks
+#      (examples/gpu_collectives.rs under oxccl-run);
 #   3. PyTorch as a client: torch.distributed (backend nccl) with oxccl's libnccl.so.2
 #      preloaded, 2 ranks on the GPU, every collective checked (tests/python/torch_on_oxccl.py);
 #   4. all_reduce bandwidth on device buffers, 1, 2 and 4 ranks (bench/device_perf.py).
@@ -22,8 +23,12 @@ arch=${OXCCL_DEVICE_ARCH:-sm_90}   # H100 and H200
 if [ "${1:-}" = --prepare ]; then
     cargo build --release --locked --quiet -p oxccl-tools --bin oxccl-kernels
     cargo build --release --locked --quiet -p oxccl-nccl
+    cargo build --release --locked --quiet -p oxccl-tools --bin oxccl-run
+    cargo build --release --locked --quiet --example gpu_collectives
     rm -rf "$out"; mkdir -p "$out/bin" "$out/lib" "$out/kernel-cache"
     strip -o "$out/bin/oxccl-kernels" target/release/oxccl-kernels
+    strip -o "$out/bin/oxccl-run" target/release/oxccl-run
+    strip -o "$out/bin/gpu_collectives" target/release/examples/gpu_collectives
     strip -o "$out/lib/libnccl.so.2" target/release/libnccl.so
     ln -s libnccl.so.2 "$out/lib/libnccl.so"
     cc -std=c11 -O1 -Wall -Wextra -Werror -D_DEFAULT_SOURCE -Ibindings/c/include \
@@ -50,6 +55,8 @@ step "1. kernels: correctness against the CPU, bandwidth next to cuMemcpyDtoD" \
 for n in 1 2 4; do
     step "2. libnccl.so.2 on device buffers, $n rank(s) on the GPU" \
         env LD_LIBRARY_PATH="$out/lib" timeout 120 "$out/bin/device_buffers" "$n"
+    step "2. Rust API (oxccl::cuda::StreamCommunicator) on cudarc buffers, $n rank(s)" \
+        timeout 120 "$out/bin/oxccl-run" -n "$n" -- "$out/bin/gpu_collectives"
 done
 step "3. PyTorch torch.distributed (nccl backend) on oxccl's libnccl.so.2, 2 ranks" \
     timeout 240 python3 tests/python/torch_on_oxccl.py "$lib" 2

@@ -102,6 +102,9 @@ pub enum Error {
         /// The first failure.
         first: String,
     },
+    /// The CUDA driver is missing or refused a call (GPU buffers, feature `cuda`).
+    #[error("CUDA: {0}")]
+    Cuda(String),
     /// A bug in oxccl (an invariant did not hold). Please report it.
     #[error("internal error: {0}")]
     Internal(String),

@@ -22,6 +22,8 @@
 pub mod bootstrap;
 mod comm;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod engine;
 pub mod error;
 #[doc(hidden)]

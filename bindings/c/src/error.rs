@@ -64,6 +64,7 @@ pub fn code_of(e: &oxccl::Error) -> NcclResult {
         E::Environment(_) | E::Aborted { .. } => ffi::INVALID_USAGE,
         E::Bootstrap { .. } => ffi::SYSTEM_ERROR,
         E::Transport { .. } | E::Timeout { .. } | E::PeerDied { .. } => ffi::REMOTE_ERROR,
+        E::Cuda(_) => ffi::UNHANDLED_CUDA_ERROR,
         _ => ffi::INTERNAL_ERROR,
     }
 }

@@ -54,7 +54,7 @@ pub struct CommHandle {
     /// PreMulSum operators; operator `ncclNumOps + i` is entry `i`.
     redops: Mutex<Vec<Option<PreMul>>>,
     /// What GPU ops need (staging memory, the worker), from the first one on.
-    staging: Mutex<Option<crate::staged::Staging>>,
+    staging: Mutex<Option<oxccl_transports::cuda::ordered::OrderedQueue>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -213,7 +213,7 @@ impl CommHandle {
     }
 
     /// The state of this communicator's GPU ops.
-    pub fn staging(&self) -> MutexGuard<'_, Option<crate::staged::Staging>> {
+    pub fn staging(&self) -> MutexGuard<'_, Option<oxccl_transports::cuda::ordered::OrderedQueue>> {
         lock(&self.staging)
     }
 

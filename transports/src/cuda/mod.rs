@@ -12,13 +12,15 @@
 //!
 //! - `device.rs`: [`device::Gpu`], the kernels loaded on a GPU and launched on its stream.
 //! - `stream.rs`: events, pinned memory, host-raised flags streams wait on, and copies on
-//!   the program's own streams: what stream-ordered collectives on device buffers are built
-//!   from (the NCCL C ABI stages them through pinned memory).
+//!   the program's own streams;
+//! - `ordered.rs`: [`ordered::OrderedQueue`], host work ordered on CUDA streams through
+//!   pinned staging memory: collectives on GPU buffers in the NCCL C ABI and the Rust API.
 
 pub mod device;
 #[doc(hidden)]
 pub mod host;
 pub mod kernels;
+pub mod ordered;
 pub mod stream;
 
 use std::path::{Path, PathBuf};

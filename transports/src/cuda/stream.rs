@@ -34,6 +34,13 @@ pub struct RawContext(usize);
 // SAFETY: a context handle is an opaque token the driver accepts from any thread.
 unsafe impl Send for RawContext {}
 
+impl RawContext {
+    /// The context behind a cudarc context.
+    pub fn of(ctx: &cudarc::driver::CudaContext) -> Self {
+        Self(ctx.cu_ctx() as usize)
+    }
+}
+
 fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Result<()> {
     r.result()
         .map_err(|e| Error::Config(format!("{}: CUDA driver error {e}", what())))
@@ -42,10 +49,14 @@ fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Result<()> {
 /// Loads the driver and runs `cuInit` once; `Ok` only when CUDA calls can be made.
 pub fn init() -> Result<()> {
     static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    let message = |e: Error| match e {
+        Error::Config(m) => m,
+        other => other.to_string(),
+    };
     INIT.get_or_init(|| {
-        super::device::driver_available().map_err(|e| e.to_string())?;
+        super::device::driver_available().map_err(message)?;
         // SAFETY: the library loads (checked above); cuInit has no other precondition.
-        check(unsafe { sys::cuInit(0) }, || "cuInit".into()).map_err(|e| e.to_string())
+        check(unsafe { sys::cuInit(0) }, || "cuInit".into()).map_err(message)
     })
     .clone()
     .map_err(Error::Config)

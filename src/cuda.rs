@@ -257,6 +257,44 @@ impl StreamCommunicator {
         )
     }
 
+    /// Enqueues an in-place all-gather: `buf` holds `size()` blocks, this rank's input already
+    /// in block `rank`.
+    pub fn all_gather_in_place<T: Element + DeviceRepr>(
+        &mut self,
+        buf: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        self.check_divides("all_gather", buf.len())?;
+        self.enqueue("all_gather", &mut [Region::InOut(buf)], move |c, mut p| {
+            c.all_gather_in_place(typed_mut::<T>(p[0])?)
+        })
+    }
+
+    /// Enqueues an in-place reduce-scatter: `buf` holds `size()` blocks of input, the result
+    /// lands in block `rank`.
+    pub fn reduce_scatter_in_place<T: Element + DeviceRepr>(
+        &mut self,
+        buf: &mut CudaSlice<T>,
+        op: ReduceOp,
+    ) -> Result<()> {
+        self.check_divides("reduce_scatter", buf.len())?;
+        self.enqueue(
+            "reduce_scatter",
+            &mut [Region::InOut(buf)],
+            move |c, mut p| c.reduce_scatter_in_place(typed_mut::<T>(p[0])?, op),
+        )
+    }
+
+    /// Enqueues an in-place all-to-all.
+    pub fn all_to_all_in_place<T: Element + DeviceRepr>(
+        &mut self,
+        buf: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        self.check_divides("all_to_all", buf.len())?;
+        self.enqueue("all_to_all", &mut [Region::InOut(buf)], move |c, mut p| {
+            c.all_to_all_in_place(typed_mut::<T>(p[0])?)
+        })
+    }
+
     /// Enqueues a reduce-scatter: `recv` gets this rank's block of `⊕ over ranks of send`.
     pub fn reduce_scatter<T: Element + DeviceRepr>(
         &mut self,
@@ -328,6 +366,17 @@ impl StreamCommunicator {
             return Err(invalid(
                 op,
                 format!("{what} {r} is out of range for {} ranks", self.size),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `len` elements must split into `size()` blocks.
+    fn check_divides(&self, op: &'static str, len: usize) -> Result<()> {
+        if len % self.size as usize != 0 {
+            return Err(invalid(
+                op,
+                format!("{len} elements do not split into {} blocks", self.size),
             ));
         }
         Ok(())

@@ -4,8 +4,20 @@
 use oxccl::{bf16, f16, Element, ReduceOp};
 use std::fmt::Debug;
 
+/// What the GPU side needs of an element type: cudarc's marker (every oxccl element type has
+/// it) with feature `cuda`, nothing without.
+#[cfg(feature = "cuda")]
+pub trait GpuElem: oxccl::cuda::cudarc::driver::DeviceRepr {}
+#[cfg(feature = "cuda")]
+impl<T: oxccl::cuda::cudarc::driver::DeviceRepr> GpuElem for T {}
+/// What the GPU side needs of an element type (nothing without feature `cuda`).
+#[cfg(not(feature = "cuda"))]
+pub trait GpuElem {}
+#[cfg(not(feature = "cuda"))]
+impl<T> GpuElem for T {}
+
 /// An element type with reference arithmetic.
-pub trait TestElem: Element + PartialEq + Debug {
+pub trait TestElem: Element + PartialEq + Debug + GpuElem {
     /// The value `v`, wrapping for unsigned and narrow types.
     fn from_i64(v: i64) -> Self;
     /// `a ⊕ b` as the collective defines it (avg combines by sum).

@@ -188,6 +188,10 @@ pub struct Flags {
     /// A results file to compare with: adds a column of busbw ratios (this run / that file).
     #[arg(long = "compare")]
     pub compare: Vec<PathBuf>,
+    /// Buffers in the memory of this GPU (ordinal), the collectives ordered on a CUDA stream
+    /// through `oxccl::cuda` (as nccl-tests always runs); several ranks may share one GPU.
+    #[arg(long = "gpu", value_name = "ORDINAL")]
+    pub gpu: Option<usize>,
 }
 
 /// The `-o` choice.
@@ -247,6 +251,19 @@ impl Options {
                  (use -t or a launcher for more ranks)",
                 flags.ngpus
             ));
+        }
+        if flags.gpu.is_some() {
+            if flags.local_register > 0 {
+                return Err("--gpu with -R: registered buffers are host memory".into());
+            }
+            if matches!(coll, Coll::Gather | Coll::Scatter) {
+                return Err(format!("--gpu: {coll} does not take GPU buffers yet"));
+            }
+            if flags.agg_iters > 1 {
+                return Err(
+                    "--gpu with -m: aggregated operations are not on GPU buffers yet".into(),
+                );
+            }
         }
         if flags.minbytes > flags.maxbytes {
             return Err(format!(

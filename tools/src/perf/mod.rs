@@ -43,6 +43,8 @@
 pub mod cli;
 pub mod coll;
 pub mod data;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod ops;
 pub mod plot;
 pub mod report;

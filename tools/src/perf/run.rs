@@ -77,8 +77,8 @@ pub trait Sink {
 
 /// One rank's benchmark state.
 pub struct Bench<'r> {
-    comm: &'r mut Communicator,
-    opts: &'r Options,
+    pub(super) comm: &'r mut Communicator,
+    pub(super) opts: &'r Options,
     sink: Option<&'r mut dyn Sink>,
     corrupt: bool,
     rep: u64,
@@ -113,7 +113,7 @@ impl<'r> Bench<'r> {
         Ok(self.summary)
     }
 
-    fn roots(&self) -> Vec<u32> {
+    pub(super) fn roots(&self) -> Vec<u32> {
         match (self.opts.coll.has_root(), self.opts.flags.root.0) {
             (false, _) => vec![0],
             (true, Some(r)) => vec![r],
@@ -121,8 +121,74 @@ impl<'r> Bench<'r> {
         }
     }
 
+    /// The operation of one size (out of place; the caller flips `in_place`).
+    pub(super) fn op_for(&self, size: u64, redop: ReduceOp, root: u32, elt: usize) -> Op {
+        let n = self.comm.size();
+        Op {
+            coll: self.opts.coll,
+            in_place: false,
+            counts: self.opts.coll.counts(size as usize / elt, elt, n as usize),
+            redop,
+            root,
+            rank: self.comm.rank(),
+            nranks: n,
+        }
+    }
+
+    /// The report's label of a datatype × operator × root combination.
+    pub(super) fn label<T: TestElem>(&self, redop: ReduceOp, root: u32) -> String {
+        let coll = self.opts.coll;
+        format!(
+            "{} {}{}{}",
+            coll,
+            T::DATA_TYPE,
+            if coll.shows_op() {
+                format!(" {redop}")
+            } else {
+                String::new()
+            },
+            if coll.has_root() {
+                format!(" root {root}")
+            } else {
+                String::new()
+            },
+        )
+    }
+
+    /// Tells the report a size is starting.
+    pub(super) fn starting(&mut self, label: &str, size: u64) {
+        if let Some(s) = self.sink.as_deref_mut() {
+            s.starting(label, size);
+        }
+    }
+
+    /// Counts a measured row in the summary and hands it to the report.
+    pub(super) fn record(&mut self, row: Row) {
+        for p in [&row.out_of_place, &row.in_place] {
+            self.summary.results += 1;
+            self.summary.bw_sum += p.busbw;
+            if p.wrong.unwrap_or(0) > 0 {
+                self.summary.failed += 1;
+            }
+        }
+        if let Some(s) = self.sink.as_deref_mut() {
+            s.row(&row);
+        }
+    }
+
+    /// The pattern number of the next check.
+    pub(super) fn next_rep(&mut self) -> u64 {
+        self.rep += 1;
+        self.rep
+    }
+
+    /// Whether this rank corrupts an output before each check (`OXCCL_PERF_CORRUPT`).
+    pub(super) fn corrupts(&self) -> bool {
+        self.corrupt
+    }
+
     /// Combines this rank's seconds per operation over the ranks (`-a`).
-    fn combine_time(&mut self, secs: f64) -> Result<f64> {
+    pub(super) fn combine_time(&mut self, secs: f64) -> Result<f64> {
         let mut v = [secs];
         match self.opts.average {
             Average::Rank0 => self.comm.broadcast_in_place(&mut v, 0)?,
@@ -171,6 +237,15 @@ struct Buffers<T: TestElem> {
 }
 
 fn run_type<T: TestElem>(b: &mut Bench<'_>) -> Result<()> {
+    if let Some(ordinal) = b.opts.flags.gpu {
+        #[cfg(feature = "cuda")]
+        return super::gpu::run_type::<T>(b, ordinal);
+        #[cfg(not(feature = "cuda"))]
+        return Err(oxccl::Error::InvalidArgument {
+            op: "oxccl-perf",
+            detail: format!("--gpu {ordinal}: this oxccl-perf was built without feature cuda"),
+        });
+    }
     let o = b.opts;
     let elt = T::DATA_TYPE.size();
     let len = (o.flags.maxbytes as usize / elt).max(1);
@@ -196,19 +271,6 @@ fn run_type<T: TestElem>(b: &mut Bench<'_>) -> Result<()> {
     Ok(())
 }
 
-fn op_for(b: &Bench<'_>, size: u64, redop: ReduceOp, root: u32, elt: usize) -> Op {
-    let n = b.comm.size();
-    Op {
-        coll: b.opts.coll,
-        in_place: false,
-        counts: b.opts.coll.counts(size as usize / elt, elt, n as usize),
-        redop,
-        root,
-        rank: b.comm.rank(),
-        nranks: n,
-    }
-}
-
 fn run_combination<T: TestElem>(
     b: &mut Bench<'_>,
     bufs: &mut Buffers<T>,
@@ -219,35 +281,19 @@ fn run_combination<T: TestElem>(
     let elt = T::DATA_TYPE.size();
     b.comm.barrier()?;
     for size in o.warmup_sizes() {
-        let op = op_for(b, size, redop, root, elt);
+        let op = b.op_for(size, redop, root, elt);
         for iter in 0..o.flags.warmup_iters as usize {
             run_single(b.comm, bufs, &op, iter)?;
         }
     }
     let coll = o.coll;
-    let label = format!(
-        "{} {}{}{}",
-        coll,
-        T::DATA_TYPE,
-        if coll.shows_op() {
-            format!(" {redop}")
-        } else {
-            String::new()
-        },
-        if coll.has_root() {
-            format!(" root {root}")
-        } else {
-            String::new()
-        },
-    );
+    let label = b.label::<T>(redop, root);
     let mut cycle = 0;
     while o.flags.run_cycles == 0 || cycle < o.flags.run_cycles {
         cycle += 1;
         for size in o.sizes() {
-            if let Some(s) = b.sink.as_deref_mut() {
-                s.starting(&label, size);
-            }
-            let mut op = op_for(b, size, redop, root, elt);
+            b.starting(&label, size);
+            let mut op = b.op_for(size, redop, root, elt);
             let out_of_place = bench_time(b, bufs, &op)?;
             op.in_place = true;
             let in_place = bench_time(b, bufs, &op)?;
@@ -260,16 +306,7 @@ fn run_combination<T: TestElem>(
                 out_of_place,
                 in_place,
             };
-            for p in [&row.out_of_place, &row.in_place] {
-                b.summary.results += 1;
-                b.summary.bw_sum += p.busbw;
-                if p.wrong.unwrap_or(0) > 0 {
-                    b.summary.failed += 1;
-                }
-            }
-            if let Some(s) = b.sink.as_deref_mut() {
-                s.row(&row);
-            }
+            b.record(row);
         }
     }
     Ok(())
@@ -378,8 +415,7 @@ fn bench_time<T: TestElem>(b: &mut Bench<'_>, bufs: &mut Buffers<T>, op: &Op) ->
 
     let mut wrong = None;
     for _ in 0..f.check {
-        b.rep += 1;
-        let p = Pattern::new(op.pattern_op(), n, b.rep);
+        let p = Pattern::new(op.pattern_op(), n, b.next_rep());
         prepare(bufs, op, &p);
         run_single(b.comm, bufs, op, 0)?;
         let recv = &mut bufs.pairs[0].1;

@@ -154,8 +154,17 @@ impl StreamCommunicator {
         regions: &mut [Region<'_, T>],
         run: impl FnOnce(&mut Communicator, Vec<&mut [u8]>) -> Result<()> + Send + 'static,
     ) -> Result<()> {
-        if let Some(e) = self.take_error() {
-            return Err(e);
+        // An earlier failure stays for synchronize()/take_error(); nothing more is enqueued.
+        if let Some(e) = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Err(Error::invalid(
+                op,
+                format!("an earlier collective on this stream failed: {e}"),
+            ));
         }
         let (comm, failure) = (self.comm.clone(), self.failure.clone());
         let work = move |parts: Vec<&mut [u8]>| {

@@ -227,7 +227,7 @@ export! {
     /// complete before their call returns).
     fn ncclCommFinalize / pncclCommFinalize(comm: CommPtr) {
         let h = CommHandle::get(comm)?;
-        h.finish_gpu_ops();
+        h.finish_gpu_ops(false);
         h.with_comm(|_| Ok(ffi::SUCCESS))
     }
 }
@@ -265,6 +265,8 @@ export! {
         // SAFETY: the caller's config, if any; only validated (split is synchronous).
         unsafe { blocking(config)? };
         let h = CommHandle::get(comm)?;
+        // After the parent's GPU ops (the split is a collective, issued after them).
+        h.drain_gpu_ops();
         let child = h.with_comm(|c| {
             let cfg = c.config().clone();
             Ok(c.split_with_config(color, key, cfg)?)

@@ -67,6 +67,10 @@ pub fn issue(comm: CommPtr, build: impl FnOnce(&CommHandle) -> CResult<OpArgs>) 
     let checked = CommHandle::get(comm).and_then(|h| {
         let mut args = build(&h)?;
         args.on_device = args.check(h.rank, h.nranks)?;
+        // A PreMulSum scalar in GPU memory is read on the stream too.
+        if let RedOp::PreMul(Scalar::At(p)) = args.op {
+            args.on_device |= crate::device_ptr::is_device_memory(p);
+        }
         Ok((h, args))
     });
     let (h, args) = match checked {
@@ -219,41 +223,50 @@ fn by_comm(ops: Vec<Recorded>) -> Vec<(Arc<CommHandle>, Vec<OpArgs>)> {
     out
 }
 
-/// Runs one communicator's ops as one group: on the calling thread for host buffers,
-/// enqueued on the ops' CUDA streams when a buffer is GPU memory.
-fn run_comm(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
-    if ops.iter().any(|a| a.on_device) {
-        crate::staged::enqueue(comm, ops)
-    } else {
-        comm.with_comm(|c| run_group(c, ops))
-    }
+/// Runs one communicator's ops (all on host memory) as one group on this thread, after its
+/// GPU ops still queued (every rank then runs them in issue order).
+fn run_host(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
+    comm.drain_gpu_ops();
+    comm.with_comm(|c| run_group(c, ops))
 }
 
-/// Runs recorded ops: one oxccl group per communicator, concurrently when there are several.
+/// Runs recorded ops: one oxccl group per communicator. Communicators with a GPU op are
+/// enqueued on their streams first, one after the other on this thread (so the order on a
+/// shared stream is the issue order on every rank, and the per-thread default stream is
+/// this thread's); the others run concurrently, one thread each when there are several.
 fn run(ops: Vec<Recorded>) -> CResult {
-    let mut per_comm = by_comm(ops);
-    if per_comm.len() == 1 {
-        let (comm, ops) = per_comm.remove(0);
-        return run_comm(&comm, &ops);
-    }
-    let results: Vec<CResult> = std::thread::scope(|s| {
-        let threads: Vec<_> = per_comm
-            .iter()
-            .map(|(comm, ops)| s.spawn(move || run_comm(comm, ops)))
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| {
-                t.join().unwrap_or_else(|_| {
-                    Err(Failure::new(ffi::INTERNAL_ERROR, "a group thread panicked"))
-                })
-            })
-            .collect()
-    });
-    results
+    let (gpu, mut host): (Vec<_>, Vec<_>) = by_comm(ops)
         .into_iter()
-        .find(|r| r.is_err())
-        .unwrap_or(Ok(ffi::SUCCESS))
+        .partition(|(_, ops)| ops.iter().any(|a| a.on_device));
+    let mut first_error = None;
+    for (comm, ops) in &gpu {
+        if let Err(e) = crate::staged::enqueue(comm, ops) {
+            first_error.get_or_insert(e);
+        }
+    }
+    let results: Vec<CResult> = if host.len() == 1 {
+        let (comm, ops) = host.remove(0);
+        vec![run_host(&comm, &ops)]
+    } else {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = host
+                .iter()
+                .map(|(comm, ops)| s.spawn(move || run_host(comm, ops)))
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| {
+                    t.join().unwrap_or_else(|_| {
+                        Err(Failure::new(ffi::INTERNAL_ERROR, "a group thread panicked"))
+                    })
+                })
+                .collect()
+        })
+    };
+    match first_error.or_else(|| results.into_iter().find_map(Result::err)) {
+        Some(e) => Err(e),
+        None => Ok(ffi::SUCCESS),
+    }
 }
 
 /// The scaled copy of a PreMulSum op's input, 8-byte aligned.

@@ -54,7 +54,16 @@ pub struct CommHandle {
     /// PreMulSum operators; operator `ncclNumOps + i` is entry `i`.
     redops: Mutex<Vec<Option<PreMul>>>,
     /// What GPU ops need (staging memory, the worker), from the first one on.
-    staging: Mutex<Option<oxccl_transports::cuda::ordered::OrderedQueue>>,
+    staging: Mutex<GpuOps>,
+}
+
+/// A communicator's GPU ops.
+#[derive(Default)]
+pub struct GpuOps {
+    /// Their queue, created with the first one.
+    pub queue: Option<oxccl_transports::cuda::ordered::OrderedQueue>,
+    /// Set by destroy, finalize and abort: no GPU op may be enqueued any more.
+    pub closed: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,7 +86,7 @@ impl CommHandle {
             abort: Mutex::new(Some(abort)),
             async_error: Mutex::new(None),
             redops: Mutex::new(Vec::new()),
-            staging: Mutex::new(None),
+            staging: Mutex::new(GpuOps::default()),
         })
     }
 
@@ -101,7 +110,7 @@ impl CommHandle {
             abort: Mutex::new(None),
             async_error: Mutex::new(None),
             redops: Mutex::new(Vec::new()),
-            staging: Mutex::new(None),
+            staging: Mutex::new(GpuOps::default()),
         }))
     }
 
@@ -213,8 +222,19 @@ impl CommHandle {
     }
 
     /// The state of this communicator's GPU ops.
-    pub fn staging(&self) -> MutexGuard<'_, Option<oxccl_transports::cuda::ordered::OrderedQueue>> {
+    pub fn staging(&self) -> MutexGuard<'_, GpuOps> {
         lock(&self.staging)
+    }
+
+    /// Waits until the GPU ops enqueued so far have run, so that an op run on the calling
+    /// thread (host buffers, split) comes after them on every rank, as it was issued.
+    pub fn drain_gpu_ops(&self) {
+        let wait = lock(&self.staging).queue.as_ref().map(|q| q.idle_wait());
+        // Outside the lock: an abort on another thread must get it (and it releases the
+        // wait by skipping the queued jobs).
+        if let Some(w) = wait {
+            w.wait(|| false);
+        }
     }
 
     /// Keeps `e` for `ncclCommGetAsyncError` unless an earlier failure is kept.
@@ -222,12 +242,22 @@ impl CommHandle {
         lock(&self.async_error).get_or_insert_with(|| e.clone());
     }
 
-    /// Waits for the GPU ops enqueued so far (their worker ends after them) and releases
-    /// their staging memory once the streams are past it.
-    pub fn finish_gpu_ops(&self) {
-        // Taken out first: the worker needs `state`, which the caller may lock next.
-        let staging = lock(&self.staging).take();
-        drop(staging);
+    /// Closes the communicator to GPU ops. Without `abort`, waits for the ones enqueued
+    /// (their worker ends after them) and frees their staging memory once the streams are
+    /// past it; with `abort`, skips them (releasing their streams) and waits for nothing.
+    pub fn finish_gpu_ops(&self, abort: bool) {
+        // Taken out under the lock, dropped outside it: the worker needs `state` (which the
+        // caller may hold next), and an enqueue racing with this sees `closed`.
+        let queue = {
+            let mut g = lock(&self.staging);
+            g.closed = true;
+            g.queue.take()
+        };
+        match (queue, abort) {
+            (Some(q), true) => q.abort(),
+            (Some(q), false) => drop(q),
+            (None, _) => {}
+        }
     }
 
     /// Aborts the communicator: a wait in progress on another thread fails promptly, and
@@ -236,8 +266,8 @@ impl CommHandle {
         if let Some(a) = lock(&self.abort).as_ref() {
             a.abort();
         }
-        // Queued GPU ops fail fast now; each still raises its flag, so no stream hangs.
-        self.finish_gpu_ops();
+        // Queued GPU ops are skipped; their streams are released, none waits on another.
+        self.finish_gpu_ops(true);
         let mut state = lock(&self.state);
         // An init in progress is left to finish on its thread; its result is dropped.
         let old = std::mem::replace(
@@ -251,7 +281,7 @@ impl CommHandle {
 
     /// Waits for a non-blocking init and drops the communicator (closing its connections).
     pub fn destroy(&self) {
-        self.finish_gpu_ops();
+        self.finish_gpu_ops(false);
         let mut state = lock(&self.state);
         self.settle(&mut state, true);
         *state = State::Failed(Failure::usage("communicator was destroyed"));

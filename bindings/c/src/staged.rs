@@ -17,13 +17,16 @@ use crate::handle::CommHandle;
 use crate::ops::{Bufs, Kind, OpArgs};
 use crate::types::{RedOp, Scalar};
 use oxccl_transports::cuda::ordered::{Copy, Enqueued, OrderedQueue, REGION_ALIGN};
-use oxccl_transports::cuda::stream::{self as cuda, RawStream};
+use oxccl_transports::cuda::stream::{self as cuda, RawContext, RawStream};
+use std::ops::Range;
 use std::sync::Arc;
 
 /// A group's ops with their buffers as offsets in one staging block, and the copies around
 /// them.
 struct Layout {
     ops: Vec<OpArgs>,
+    /// Ops whose PreMulSum scalar was staged too (its `Scalar::At` is then an offset).
+    staged_scalar: Vec<bool>,
     copy_in: Vec<Copy>,
     copy_out: Vec<Copy>,
     bytes: usize,
@@ -33,12 +36,27 @@ fn cuda_failure(e: oxccl_transports::Error) -> Failure {
     Failure::new(ffi::UNHANDLED_CUDA_ERROR, e.to_string())
 }
 
+/// Which bytes of an in-place op's buffer (of `all` bytes) are read and which written, by
+/// NCCL's in-place layouts: a block op reads or writes only this rank's block (`own`).
+fn in_place_ranges(a: &OpArgs, rank: u32, all: usize) -> (Range<usize>, Range<usize>) {
+    let block = a.count * a.dtype.size();
+    let own = rank as usize * block..(rank as usize + 1) * block;
+    match a.kind {
+        Kind::AllGather | Kind::Gather => (own, 0..all),
+        Kind::ReduceScatter | Kind::Scatter => (0..all, own),
+        // A non-root reduce has no output; its buffer stays as the program left it.
+        Kind::Reduce if rank != a.root => (0..all, 0..0),
+        _ => (0..all, 0..all),
+    }
+}
+
 /// Lays `ops` (on `rank` of `nranks`) out in one staging block: the staged ops' `send` and
 /// `recv` are offsets from the block's start. Staged regions never overlap, so an op is in
 /// place on the block exactly when it was in place on the program's buffers.
 fn layout(ops: &[OpArgs], rank: u32, nranks: u32) -> CResult<Layout> {
     let mut out = Layout {
         ops: Vec::with_capacity(ops.len()),
+        staged_scalar: Vec::with_capacity(ops.len()),
         copy_in: Vec::new(),
         copy_out: Vec::new(),
         bytes: 0,
@@ -68,11 +86,11 @@ fn layout(ops: &[OpArgs], rank: u32, nranks: u32) -> CResult<Layout> {
                 // its block of the output, and so on).
                 staged.send = at + a.send.wrapping_sub(buf);
                 staged.recv = at + a.recv.wrapping_sub(buf);
-                out.copy_in.push(copy(buf, at, bytes));
-                // A non-root reduce has no output; its buffer stays as the program left it.
-                if !(a.kind == Kind::Reduce && rank != a.root) {
-                    out.copy_out.push(copy(buf, at, bytes));
-                }
+                let (read, written) = in_place_ranges(a, rank, bytes);
+                out.copy_in
+                    .push(copy(buf + read.start, at + read.start, read.len()));
+                out.copy_out
+                    .push(copy(buf + written.start, at + written.start, written.len()));
             }
             Bufs::Split {
                 send,
@@ -92,7 +110,18 @@ fn layout(ops: &[OpArgs], rank: u32, nranks: u32) -> CResult<Layout> {
                 }
             }
         }
+        // A PreMulSum scalar in GPU memory is read on the stream, like the inputs.
+        let mut scalar_staged = false;
+        if let RedOp::PreMul(Scalar::At(p)) = a.op {
+            if crate::device_ptr::is_device_memory(p) {
+                let at = take(size);
+                out.copy_in.push(copy(p, at, size));
+                staged.op = RedOp::PreMul(Scalar::At(at));
+                scalar_staged = true;
+            }
+        }
         out.ops.push(staged);
+        out.staged_scalar.push(scalar_staged);
     }
     out.bytes = used;
     out.copy_in.retain(|c| c.bytes > 0);
@@ -101,12 +130,15 @@ fn layout(ops: &[OpArgs], rank: u32, nranks: u32) -> CResult<Layout> {
 }
 
 /// `op` with its staged offsets turned into addresses in the block at `base`.
-fn placed(mut op: OpArgs, base: usize) -> OpArgs {
+fn placed(mut op: OpArgs, base: usize, scalar_staged: bool) -> OpArgs {
     if op.send != 0 {
         op.send += base;
     }
     if op.recv != 0 {
         op.recv += base;
+    }
+    if let (true, RedOp::PreMul(Scalar::At(at))) = (scalar_staged, op.op) {
+        op.op = RedOp::PreMul(Scalar::At(base + at));
     }
     op
 }
@@ -122,87 +154,95 @@ fn streams(ops: &[OpArgs]) -> Vec<RawStream> {
     s
 }
 
-/// The first buffer address of the group (to find its context on the default stream).
-fn some_buffer(ops: &[OpArgs]) -> usize {
-    ops.iter()
+/// The context of the group: its GPU buffers' (the device they are on), which every stream
+/// of the group must share.
+fn group_context(ops: &[OpArgs], streams: &[RawStream]) -> CResult<RawContext> {
+    let device_buffer = ops
+        .iter()
         .flat_map(|a| [a.send, a.recv])
-        .find(|&p| p != 0)
-        .unwrap_or(0)
+        .find(|&p| p != 0 && crate::device_ptr::is_device_memory(p))
+        .unwrap_or(0);
+    let mut ctx = None;
+    for &s in streams {
+        let c = cuda::stream_context(s, device_buffer).map_err(cuda_failure)?;
+        match ctx {
+            None => ctx = Some(c),
+            Some(first) if first != c => {
+                return Err(Failure::invalid(format!(
+                    "stream {:#x} belongs to another CUDA context (device) than the group's \
+                     other streams",
+                    s.0
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    ctx.ok_or_else(|| Failure::invalid("a GPU op without a stream"))
 }
 
 /// Enqueues one communicator's group of ops, some of whose buffers are GPU memory, on their
 /// streams (see the module documentation).
 pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
-    let first = RawStream(ops.first().map_or(0, |a| a.stream));
-    let ctx = cuda::stream_context(first, some_buffer(ops)).map_err(cuda_failure)?;
-    let mut queue = comm.staging();
-    if queue.is_none() {
+    let streams = streams(ops);
+    let ctx = group_context(ops, &streams)?;
+    let mut staging = comm.staging();
+    if staging.closed {
+        return Err(Failure::usage("the communicator was destroyed or aborted"));
+    }
+    if staging.queue.is_none() {
         let q =
             OrderedQueue::new(ctx, &format!("oxccl-gpu-{}", comm.rank)).map_err(cuda_failure)?;
-        *queue = Some(q);
+        staging.queue = Some(q);
     }
-    let queue = queue.as_mut().expect("created above");
+    let queue = staging.queue.as_mut().expect("created above");
     if queue.context() != ctx {
         return Err(Failure::invalid(
             "this communicator's GPU ops use buffers or streams of two CUDA contexts (devices)",
         ));
     }
+    {
+        let _current = cuda::ContextGuard::push(ctx).map_err(cuda_failure)?;
+        for &s in &streams {
+            // SAFETY: the program's stream (NCCL's contract), of the context made current.
+            if unsafe { cuda::is_capturing(s) }.map_err(cuda_failure)? {
+                return Err(Failure::usage(format!(
+                    "stream {:#x} is being captured into a CUDA graph: oxccl's collectives \
+                     on GPU buffers run host work and cannot be captured",
+                    s.0
+                )));
+            }
+        }
+    }
     let plan = layout(ops, comm.rank, comm.nranks)?;
-    let (handle, staged_ops) = (comm.clone(), plan.ops);
+    // Weak: the last reference to the handle must never be the worker's (dropping the
+    // handle there would wait for the worker itself).
+    let (handle, staged_ops, scalars) = (Arc::downgrade(comm), plan.ops, plan.staged_scalar);
     let work = Box::new(move |block: &mut [u8]| {
         let base = block.as_mut_ptr() as usize;
-        let result = staged_ops
+        let Some(h) = handle.upgrade() else {
+            return Err("the communicator was destroyed".to_owned());
+        };
+        let ops: Vec<OpArgs> = staged_ops
             .iter()
-            .map(|&a| {
-                let mut a = placed(a, base);
-                read_device_scalar(&mut a)?;
-                Ok(a)
+            .zip(&scalars)
+            .map(|(&a, &staged)| placed(a, base, staged))
+            .collect();
+        h.with_comm(|c| crate::group::run_group(c, &ops))
+            .map(drop)
+            .map_err(|e| {
+                h.record_async_error(&e);
+                e.message
             })
-            .collect::<CResult<Vec<_>>>()
-            .and_then(|ops| handle.with_comm(|c| crate::group::run_group(c, &ops)));
-        result.map(drop).map_err(|e| {
-            handle.record_async_error(&e);
-            e.message
-        })
     });
     // SAFETY: every copy's user range was checked when its op was issued (non-null,
     // aligned, sized by NCCL's rules) and the program keeps it valid until the stream ran
     // the op (NCCL's contract); the streams are the program's, of this context.
-    let done = unsafe {
-        queue.enqueue(
-            plan.bytes,
-            &plan.copy_in,
-            &plan.copy_out,
-            &streams(ops),
-            work,
-        )
-    }
-    .map_err(cuda_failure)?;
+    let done = unsafe { queue.enqueue(plan.bytes, &plan.copy_in, &plan.copy_out, &streams, work) }
+        .map_err(cuda_failure)?;
     match done {
         Enqueued::Queued | Enqueued::Ran(Ok(())) => Ok(ffi::SUCCESS),
         Enqueued::Ran(Err(message)) => Err(Failure::new(ffi::INTERNAL_ERROR, message)),
     }
-}
-
-/// A PreMulSum scalar that lives in GPU memory, read now (after the stream's earlier work,
-/// as NCCL reads it; the queue made the context current).
-fn read_device_scalar(a: &mut OpArgs) -> CResult<()> {
-    let RedOp::PreMul(Scalar::At(p)) = a.op else {
-        return Ok(());
-    };
-    if !crate::device_ptr::is_device_memory(p) {
-        return Ok(());
-    }
-    let mut bytes = [0u8; 8];
-    let n = a.dtype.size().min(8);
-    // SAFETY: the scalar's address given to ncclRedOpCreatePreMulSum, one element, valid
-    // while ops use the operator (NCCL's contract).
-    unsafe { cuda::read(p, &mut bytes[..n]) }.map_err(cuda_failure)?;
-    a.op = RedOp::PreMul(Scalar::Value(crate::types::scalar_bytes(
-        a.dtype,
-        &bytes[..n],
-    )));
-    Ok(())
 }
 
 #[cfg(test)]
@@ -224,15 +264,15 @@ mod tests {
         }
     }
 
-    /// In-place ops stay in place on the staging block, with their inner offsets; the
-    /// whole buffer is copied in and out.
+    /// In-place ops stay in place on the staging block, with their inner offsets; only
+    /// what the op reads is copied in, only what it writes copied out.
     #[test]
     fn in_place_ops_keep_their_offsets() {
         // All-gather on rank 2 of 4, 10 floats each: input at recvbuff + 80.
         let a = op(Kind::AllGather, 0x10_0000 + 80, 0x10_0000, 10, 0);
         let l = layout(&[a], 2, 4).unwrap();
-        let s = placed(l.ops[0], 0x9000_0000);
-        let at = 0x9000_0000 + l.copy_in[0].offset;
+        let s = placed(l.ops[0], 0x9000_0000, false);
+        let at = 0x9000_0000 + l.copy_out[0].offset;
         assert_eq!((s.recv, s.send), (at, at + 80));
         assert_eq!(
             s.bufs(2, 4, None).unwrap(),
@@ -251,7 +291,7 @@ mod tests {
         // Reduce-scatter on rank 1 of 4: 40 floats in, 10 out.
         let a = op(Kind::ReduceScatter, 0x1000_0000, 0x2000_0000, 10, 0);
         let l = layout(&[a], 1, 4).unwrap();
-        let s = placed(l.ops[0], 0x9000_0000);
+        let s = placed(l.ops[0], 0x9000_0000, false);
         assert!(matches!(
             s.bufs(1, 4, None).unwrap(),
             Bufs::Split {

@@ -14,6 +14,7 @@
 //! refuses stream waits on host memory, or `OXCCL_CUDA_BLOCKING=1`, the enqueuing thread
 //! runs part 2 itself before enqueueing part 3.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -77,17 +78,31 @@ struct Job {
     work: Work,
     flag: Arc<Flag>,
     seq: u64,
+    aborting: Arc<AtomicBool>,
+}
+
+/// Raises the counter when dropped: a job that fails, panics or is skipped still releases
+/// the streams waiting for it.
+struct RaiseOnDrop(Arc<Flag>, u64);
+
+impl Drop for RaiseOnDrop {
+    fn drop(&mut self) {
+        self.0.raise(self.1);
+    }
 }
 
 /// Jobs ordered on the streams of one CUDA context, run one at a time in enqueue order.
 pub struct OrderedQueue {
     ctx: RawContext,
-    flag: Arc<Flag>,
+    /// `None` only while dropping.
+    flag: Option<Arc<Flag>>,
     /// The number of the last job enqueued.
     seq: u64,
     pool: Vec<Block>,
     /// `None`: jobs run on the enqueuing thread.
     worker: Option<Worker>,
+    /// Set by [`OrderedQueue::abort`]: queued jobs are skipped.
+    aborting: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for OrderedQueue {
@@ -98,6 +113,28 @@ impl std::fmt::Debug for OrderedQueue {
             .field("blocks", &self.pool.len())
             .field("blocking", &self.worker.is_none())
             .finish()
+    }
+}
+
+/// Waits, without holding the queue, until every job enqueued so far has run.
+#[derive(Debug, Clone)]
+pub struct IdleWait {
+    flag: Arc<Flag>,
+    seq: u64,
+}
+
+impl IdleWait {
+    /// Polls until the jobs ran (`true`) or `stop()` says to give up (`false`).
+    pub fn wait(&self, stop: impl Fn() -> bool) -> bool {
+        let mut pause = std::time::Duration::from_micros(1);
+        while self.flag.value() < self.seq {
+            if stop() {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_micros(500));
+        }
+        true
     }
 }
 
@@ -123,16 +160,29 @@ impl OrderedQueue {
         };
         Ok(Self {
             ctx,
-            flag,
+            flag: Some(flag),
             seq: 0,
             pool: Vec::new(),
             worker,
+            aborting: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// The context whose streams this queue orders.
     pub fn context(&self) -> RawContext {
         self.ctx
+    }
+
+    fn flag(&self) -> &Arc<Flag> {
+        self.flag.as_ref().expect("present until drop")
+    }
+
+    /// A wait for the jobs enqueued so far, to run without holding the queue.
+    pub fn idle_wait(&self) -> IdleWait {
+        IdleWait {
+            flag: self.flag().clone(),
+            seq: self.seq,
+        }
     }
 
     /// Enqueues a job: `copy_in` into a fresh `bytes`-byte staging block, `work` on it, then
@@ -161,6 +211,16 @@ impl OrderedQueue {
                 "staging copy of {} bytes at offset {} overruns a {bytes}-byte block",
                 c.bytes, c.offset
             )));
+        }
+        for &s in streams {
+            // SAFETY: a live stream of the current context (this function's contract).
+            if unsafe { stream::is_capturing(s)? } {
+                return Err(Error::Config(format!(
+                    "stream {:#x} is being captured into a CUDA graph: oxccl's collectives on \
+                     GPU buffers run host work and cannot be captured",
+                    s.0
+                )));
+            }
         }
         let block = self.acquire(bytes)?;
         let base = block.mem.addr();
@@ -192,8 +252,9 @@ impl OrderedQueue {
             block: base,
             bytes,
             work,
-            flag: self.flag.clone(),
+            flag: self.flag().clone(),
             seq: self.seq,
+            aborting: self.aborting.clone(),
         };
 
         // Part 3's waits first: if the driver refuses them, part 2 runs here instead.
@@ -202,8 +263,9 @@ impl OrderedQueue {
             queued = true;
             for &s in streams {
                 // SAFETY: a live stream of the current context; the flag outlives the wait
-                // (drop waits for every release event, enqueued after these waits).
-                if let Err(e) = unsafe { self.flag.wait(s, self.seq) } {
+                // (drop waits for every release event, enqueued after these waits, or leaks
+                // the flag).
+                if let Err(e) = unsafe { self.flag().wait(s, self.seq) } {
                     tracing::warn!(
                         error = %e,
                         "streams cannot wait on host memory here: GPU collectives block the \
@@ -224,7 +286,8 @@ impl OrderedQueue {
             _ => Enqueued::Ran(job.run()),
         };
 
-        // Part 3.
+        // Part 3. A failure here is logged, not returned: the job is enqueued or ran, so the
+        // caller must not issue it again (the other ranks would not match it).
         let mut block = block;
         let finished = (|| -> Result<()> {
             for c in copy_out {
@@ -240,11 +303,18 @@ impl OrderedQueue {
             }
             Ok(())
         })();
-        if let Err(e) = finished {
-            self.give_back(block, streams);
-            return Err(e);
+        match finished {
+            Ok(()) => self.pool.push(block),
+            Err(e) => {
+                tracing::error!(error = %e, "copying a collective's results back failed");
+                self.give_back(block, streams);
+                if outcome == Enqueued::Queued {
+                    return Ok(Enqueued::Ran(Err(format!(
+                        "copying the results back failed: {e}"
+                    ))));
+                }
+            }
         }
-        self.pool.push(block);
         Ok(outcome)
     }
 
@@ -255,7 +325,7 @@ impl OrderedQueue {
             if let Ok(e) = Event::new() {
                 // SAFETY: a live stream of the current context (enqueue's contract).
                 if unsafe { e.record(s) }.is_ok() {
-                    let _ = e.synchronize();
+                    block.released.push(e);
                 }
             }
         }
@@ -288,42 +358,87 @@ impl OrderedQueue {
             let _ = w.thread.join();
         }
     }
+
+    /// Ends the queue at once: queued jobs are skipped (their streams released, their
+    /// outputs undefined), and memory the streams may still use is left allocated rather
+    /// than waited for (a stream may be stuck behind another communicator's work).
+    pub fn abort(self) {
+        self.aborting.store(true, Ordering::SeqCst);
+        drop(self);
+    }
 }
 
 impl Drop for OrderedQueue {
     fn drop(&mut self) {
         self.stop_worker();
-        // Every job's counter value is raised; the streams may still be behind, reading the
-        // counter or a block: wait for each block's last copies (after the counter waits).
-        let current = ContextGuard::push(self.ctx);
-        for b in &self.pool {
-            for e in &b.released {
-                let _ = e.synchronize();
+        let flag = self.flag.take();
+        let Ok(_current) = ContextGuard::push(self.ctx) else {
+            // The context is gone (device reset): so is everything allocated in it.
+            std::mem::forget(flag);
+            std::mem::forget(std::mem::take(&mut self.pool));
+            return;
+        };
+        if let Some(f) = &flag {
+            f.raise(self.seq);
+        }
+        let aborting = self.aborting.load(Ordering::SeqCst);
+        // The streams may still be behind, reading the counter or a block. Normally wait
+        // for each block's last copies (they follow the counter waits); when aborting, keep
+        // what they may still touch allocated for the life of the process instead.
+        let mut busy = false;
+        for b in std::mem::take(&mut self.pool) {
+            let done = if aborting {
+                b.idle()
+            } else {
+                b.released.iter().all(|e| e.synchronize().is_ok())
+            };
+            if done {
+                drop(b);
+            } else {
+                busy = true;
+                std::mem::forget(b.mem);
             }
         }
-        drop(current);
+        if busy {
+            std::mem::forget(flag);
+        } else {
+            drop(flag);
+        }
     }
 }
 
 impl Job {
     /// Part 2: waits for the inputs, runs the work, raises the counter whatever happened.
     fn run(self) -> std::result::Result<(), String> {
-        let result = (|| {
-            let _current = ContextGuard::push(self.ctx).map_err(|e| e.to_string())?;
-            for e in &self.inputs_ready {
-                e.synchronize().map_err(|e| e.to_string())?;
+        let _raise = RaiseOnDrop(self.flag.clone(), self.seq);
+        let current = ContextGuard::push(self.ctx).map_err(|e| e.to_string())?;
+        let aborting = &self.aborting;
+        let stop = || aborting.load(Ordering::Relaxed);
+        for e in &self.inputs_ready {
+            match e.wait_polling(stop) {
+                Ok(true) => {}
+                Ok(false) => return Err("aborted before its inputs were ready".into()),
+                Err(e) => return Err(e.to_string()),
             }
+        }
+        if stop() {
+            return Err("aborted".into());
+        }
+        let (block, bytes, work) = (self.block, self.bytes, self.work);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             // SAFETY: the block's `bytes` are allocated (acquire) and only this job touches
             // them now: the inputs' copies are done (events above) and the outputs' copies
-            // wait for the counter raised below.
-            let block =
-                unsafe { std::slice::from_raw_parts_mut(self.block as *mut u8, self.bytes) };
-            (self.work)(block)
-        })();
+            // wait for the counter, raised after this.
+            let block = unsafe { std::slice::from_raw_parts_mut(block as *mut u8, bytes) };
+            work(block)
+        }))
+        .unwrap_or_else(|_| Err("the job panicked".into()));
         if let Err(e) = &result {
             tracing::error!(error = %e, "a stream-ordered job failed");
         }
-        self.flag.raise(self.seq);
+        // The input events are destroyed with their context current.
+        drop(self.inputs_ready);
+        drop(current);
         result
     }
 }

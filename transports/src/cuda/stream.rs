@@ -148,6 +148,12 @@ impl Event {
         })
     }
 
+    /// Whether the event completed; errors count as complete (for releasing memory after a
+    /// context failure, when nothing more will run).
+    pub fn is_complete(&self) -> bool {
+        self.query().unwrap_or(true)
+    }
+
     /// Blocks until the event completes.
     pub fn synchronize(&self) -> Result<()> {
         // SAFETY: the event is alive.
@@ -156,11 +162,38 @@ impl Event {
         })
     }
 
-    /// Whether the event completed (or was never recorded).
-    pub fn is_complete(&self) -> bool {
+    /// Whether the event completed (or was never recorded); an error (a sticky context
+    /// error, say) is reported as such, not as completion.
+    pub fn query(&self) -> Result<bool> {
         // SAFETY: the event is alive.
         let r = unsafe { sys::cuEventQuery(self.0) };
-        r != sys::CUresult::CUDA_ERROR_NOT_READY
+        if r == sys::CUresult::CUDA_ERROR_NOT_READY {
+            return Ok(false);
+        }
+        check(r, || "querying an event".into())?;
+        Ok(true)
+    }
+
+    /// Waits for the event by polling (a short spin, then sleeps of up to 200 µs), so the
+    /// thread neither burns a core nor sleeps through a long wait, and gives up when
+    /// `stop()` says so (returning `Ok(false)`).
+    pub fn wait_polling(&self, stop: impl Fn() -> bool) -> Result<bool> {
+        let mut pause = std::time::Duration::from_micros(1);
+        for spin in 0u32.. {
+            if self.query()? {
+                return Ok(true);
+            }
+            if stop() {
+                return Ok(false);
+            }
+            if spin < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_micros(200));
+            }
+        }
+        unreachable!("the loop only ends by returning")
     }
 }
 
@@ -257,6 +290,13 @@ impl Flag {
         Ok(Self { mem, device_addr })
     }
 
+    /// The counter's value.
+    pub fn value(&self) -> u64 {
+        // SAFETY: as in `raise`.
+        let counter = unsafe { &*self.mem.ptr.cast::<AtomicU64>() };
+        counter.load(Ordering::Acquire)
+    }
+
     /// Raises the counter to `value` (callers raise it in increasing order).
     pub fn raise(&self, value: u64) {
         // SAFETY: the first 8 bytes of the allocation (page-aligned, so 8-aligned), which
@@ -289,6 +329,21 @@ impl Flag {
     }
 }
 
+/// Whether `stream` is being captured into a CUDA graph (work on it is then recorded, not
+/// run: host work ordered on it cannot be captured).
+///
+/// # Safety
+/// `stream` must be a live stream (or 0) of the current context.
+pub unsafe fn is_capturing(stream: RawStream) -> Result<bool> {
+    let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    // SAFETY: the caller's contract; writes one status.
+    let r = unsafe { sys::cuStreamIsCapturing(stream.handle(), &mut status) };
+    check(r, || {
+        format!("asking whether stream {:#x} is captured", stream.0)
+    })?;
+    Ok(status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE)
+}
+
 /// Enqueues a copy of `bytes` from `src` to `dst` on `stream` (either address may be device,
 /// pinned or pageable host memory).
 ///
@@ -311,20 +366,4 @@ pub unsafe fn copy_async(dst: usize, src: usize, bytes: usize, stream: RawStream
     check(r, || {
         format!("copying {bytes} bytes from {src:#x} to {dst:#x}")
     })
-}
-
-/// Reads `out.len()` bytes at `src` (device or host memory) now.
-///
-/// # Safety
-/// `src` must be valid for `out.len()` bytes, and a context current on this thread.
-pub unsafe fn read(src: usize, out: &mut [u8]) -> Result<()> {
-    // SAFETY: the caller's contract; `out` is writable for its length.
-    let r = unsafe {
-        sys::cuMemcpy(
-            out.as_mut_ptr() as sys::CUdeviceptr,
-            src as sys::CUdeviceptr,
-            out.len(),
-        )
-    };
-    check(r, || format!("reading {} bytes at {src:#x}", out.len()))
 }

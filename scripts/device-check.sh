@@ -13,7 +13,8 @@
 #      (examples/gpu_collectives.rs under oxccl-run);
 #   3. PyTorch as a client: torch.distributed (backend nccl) with oxccl's libnccl.so.2
 #      preloaded, 2 ranks on the GPU, every collective checked (tests/python/torch_on_oxccl.py);
-#   4. all_reduce bandwidth on device buffers, 1, 2 and 4 ranks (bench/device_perf.py).
+#   4. oxccl-perf --gpu all_reduce on 1, 2 and 4 ranks sharing the GPU (checked), and the
+#      same through PyTorch on 2 ranks (bench/device_perf.py).
 # Everything it prints goes to $OUT/device-check.log too when $OUT is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +24,12 @@ arch=${OXCCL_DEVICE_ARCH:-sm_90}   # H100 and H200
 if [ "${1:-}" = --prepare ]; then
     cargo build --release --locked --quiet -p oxccl-tools --bin oxccl-kernels
     cargo build --release --locked --quiet -p oxccl-nccl
-    cargo build --release --locked --quiet -p oxccl-tools --bin oxccl-run
+    cargo build --release --locked --quiet -p oxccl-tools --bin oxccl-run --bin oxccl-perf
     cargo build --release --locked --quiet --example gpu_collectives
     rm -rf "$out"; mkdir -p "$out/bin" "$out/lib" "$out/kernel-cache"
     strip -o "$out/bin/oxccl-kernels" target/release/oxccl-kernels
     strip -o "$out/bin/oxccl-run" target/release/oxccl-run
+    strip -o "$out/bin/oxccl-perf" target/release/oxccl-perf
     strip -o "$out/bin/gpu_collectives" target/release/examples/gpu_collectives
     strip -o "$out/lib/libnccl.so.2" target/release/libnccl.so
     ln -s libnccl.so.2 "$out/lib/libnccl.so"
@@ -61,8 +63,11 @@ done
 step "3. PyTorch torch.distributed (nccl backend) on oxccl's libnccl.so.2, 2 ranks" \
     timeout 240 python3 tests/python/torch_on_oxccl.py "$lib" 2
 for n in 1 2 4; do
-    step "4. all_reduce on device buffers, $n rank(s), through torch.distributed" \
-        timeout 180 python3 bench/device_perf.py "$lib" "$n" --min 1M --max 256M
+    step "4. oxccl-perf --gpu 0 all_reduce, $n rank(s) on the GPU" \
+        timeout 180 "$out/bin/oxccl-run" -n "$n" -- "$out/bin/oxccl-perf" all_reduce --gpu 0 \
+        -b 1M -e 256M -f 4 -w 3 -n 10 -c 1
 done
+step "4. all_reduce through PyTorch on oxccl, 2 ranks" \
+    timeout 180 python3 bench/device_perf.py "$lib" 2 --min 1M --max 256M
 echo
 echo "== device check passed"

@@ -83,6 +83,12 @@ impl AbortHandle {
     pub fn abort(&self) {
         self.0.abort.store(true, Ordering::Relaxed);
     }
+
+    /// The first rank the watchdog found dead, if any: readable while another thread is in a
+    /// collective on the communicator (which then fails with [`Error::PeerDied`]).
+    pub fn dead_rank(&self) -> Option<u32> {
+        self.0.dead().map(|(rank, _)| rank)
+    }
 }
 
 impl Communicator {

@@ -216,9 +216,18 @@ impl CommHandle {
                 }
             }
         }
-        lock(&self.async_error)
+        if let Some(f) = lock(&self.async_error).as_ref() {
+            return f.code;
+        }
+        // A call in progress (a GPU op on the worker, say) holds the state: the watchdog's
+        // verdict is read without it, so a dead peer is reported while the call still waits.
+        if lock(&self.abort)
             .as_ref()
-            .map_or(ffi::SUCCESS, |f| f.code)
+            .is_some_and(|a| a.dead_rank().is_some())
+        {
+            return ffi::REMOTE_ERROR;
+        }
+        ffi::SUCCESS
     }
 
     /// The state of this communicator's GPU ops.

@@ -50,13 +50,15 @@ else
 fi
 step "multi-node suite (network namespaces: 2 and 4 nodes x 2 ranks, shm + TCP, 1 Gbit/s smoke)"
 # Needs root for `ip netns`; fails without it unless OXCCL_SKIP_NETNS=1 (then says it skipped).
-bash scripts/netns/suite.sh
+# --no-build: the binaries built above for the whole workspace (building one package alone
+# would unify features differently and compile oxccl again).
+bash scripts/netns/suite.sh --no-build
 step "soft-RoCE: oxccl over real InfiniBand verbs in a QEMU guest (transport tests, 2 and 4"
 echo "   ranks with ib forced, oxccl-perf); OXCCL_SKIP_SOFTROCE=1 skips it"
 if [ "${OXCCL_SKIP_SOFTROCE:-0}" = 1 ]; then
     echo "   skipped: OXCCL_SKIP_SOFTROCE=1"
 else
-    bash scripts/softroce/suite.sh
+    bash scripts/softroce/suite.sh --no-build
 fi
 step "doc tests"
 cargo test --workspace --doc --locked --quiet

@@ -152,3 +152,69 @@ fn kernels_compute_what_the_cpu_reductions_compute() {
     }
     assert_eq!(checked, 10 * 2 * 4);
 }
+
+/// The peer-memory all-reduce kernel: 3 ranks' inputs, each rank's share (a third of the
+/// elements, as a job splits them) written to all 3 outputs, compared with the CPU
+/// reduction folded over the inputs in rank order; aligned (vector path) and misaligned
+/// (element path), out of place and in place (outputs = inputs).
+#[test]
+fn the_peer_all_reduce_kernel_reduces_every_rank_share_into_every_output() {
+    let host = HostKernels::build().expect("a C++ compiler (c++) for the host build");
+    let ops = [
+        ("sum", ReduceOp::Sum),
+        ("prod", ReduceOp::Prod),
+        ("max", ReduceOp::Max),
+        ("min", ReduceOp::Min),
+    ];
+    let n = 1031;
+    let nranks = 3;
+    let mut checked = 0;
+    for (k, dtype) in DataType::ALL.into_iter().enumerate() {
+        let t = &TYPES[k];
+        let inputs: Vec<Vec<u8>> = (0..nranks)
+            .map(|r| input(dtype, n, 7 + 31 * k as u64 + r as u64))
+            .collect();
+        for (name, op) in ops {
+            let mut want = inputs[0].clone();
+            for input in &inputs[1..] {
+                let acc = want.clone();
+                reduce::reduce_to(dtype, op, &mut want, &acc, input);
+            }
+            for offset in [0, dtype.size()] {
+                for in_place in [false, true] {
+                    let mut ins: Vec<Buf> = inputs.iter().map(|b| Buf::new(b, offset)).collect();
+                    let mut outs: Vec<Buf> = (0..nranks)
+                        .map(|_| Buf::new(&vec![0u8; n * dtype.size()], offset))
+                        .collect();
+                    // Shares as a job cuts them: rank r takes [r*n/3, (r+1)*n/3).
+                    for r in 0..nranks {
+                        let (first, end) = (r * n / nranks, (r + 1) * n / nranks);
+                        if in_place {
+                            let mut bufs: Vec<&mut [u8]> =
+                                ins.iter_mut().map(|b| b.bytes_mut()).collect();
+                            host.all_reduce_in_place(name, t, &mut bufs, first, end - first)
+                                .unwrap();
+                        } else {
+                            let views: Vec<&[u8]> = ins.iter().map(|b| b.bytes()).collect();
+                            let mut outs_mut: Vec<&mut [u8]> =
+                                outs.iter_mut().map(|b| b.bytes_mut()).collect();
+                            host.all_reduce(name, t, &views, &mut outs_mut, first, end - first)
+                                .unwrap();
+                        }
+                    }
+                    let results = if in_place { &ins } else { &outs };
+                    for (r, out) in results.iter().enumerate() {
+                        if let Err(e) = same(dtype, out.bytes(), &want) {
+                            panic!(
+                                "all-reduce {name} {dtype:?} offset {offset} in place \
+                                 {in_place}, output {r}: {e}"
+                            );
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 10 * 4 * 2 * 2);
+}

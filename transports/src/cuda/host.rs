@@ -24,6 +24,7 @@ static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcp
 
 type ReduceFn = unsafe extern "C" fn(*mut u8, *const u8, *const u8, u64);
 type DivideFn = unsafe extern "C" fn(*mut u8, u64, u32);
+type AllReduceFn = unsafe extern "C" fn(*const u64, u32, u64, u64);
 
 /// The kernels built as a shared library for this CPU.
 pub struct HostKernels {
@@ -104,6 +105,85 @@ impl HostKernels {
                 b.as_ptr(),
                 (dst.len() / t.size) as u64,
             );
+        }
+        Ok(())
+    }
+
+    /// Elements `first..first + count` of every output get the reduction of the inputs'
+    /// through `oxccl_allreduce_<op>_<type>` (one rank's share of a peer-memory all-reduce).
+    pub fn all_reduce(
+        &self,
+        op: &str,
+        t: &KernelType,
+        inputs: &[&[u8]],
+        outputs: &mut [&mut [u8]],
+        first: usize,
+        count: usize,
+    ) -> Result<()> {
+        let end = (first + count) * t.size;
+        if inputs.is_empty()
+            || inputs.len() != outputs.len()
+            || inputs.iter().any(|b| b.len() < end)
+            || outputs.iter().any(|b| b.len() < end)
+        {
+            return Err(Error::Config(format!(
+                "all-reduce of elements {first}..{} over {} inputs and {} outputs",
+                first + count,
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let mut ptrs: Vec<u64> = inputs.iter().map(|b| b.as_ptr() as u64).collect();
+        ptrs.extend(outputs.iter_mut().map(|b| b.as_mut_ptr() as u64));
+        let name = kernels::all_reduce_kernel_name(op, t);
+        // SAFETY: `oxccl_allreduce_*` has this signature (kernels.rs); every buffer holds the
+        // elements up to `first + count` (checked above), the only ones it touches; outputs
+        // are distinct mutable borrows, inputs are not written.
+        unsafe {
+            let f: libloading::Symbol<AllReduceFn> = self
+                .lib
+                .get(name.as_bytes())
+                .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            f(
+                ptrs.as_ptr(),
+                inputs.len() as u32,
+                first as u64,
+                count as u64,
+            );
+        }
+        Ok(())
+    }
+
+    /// [`all_reduce`](Self::all_reduce) with every buffer both input and output (the
+    /// in-place all-reduce: the same addresses passed twice).
+    pub fn all_reduce_in_place(
+        &self,
+        op: &str,
+        t: &KernelType,
+        bufs: &mut [&mut [u8]],
+        first: usize,
+        count: usize,
+    ) -> Result<()> {
+        let end = (first + count) * t.size;
+        if bufs.is_empty() || bufs.iter().any(|b| b.len() < end) {
+            return Err(Error::Config(format!(
+                "in-place all-reduce of elements {first}..{} over {} buffers",
+                first + count,
+                bufs.len()
+            )));
+        }
+        let mut ptrs: Vec<u64> = bufs.iter_mut().map(|b| b.as_mut_ptr() as u64).collect();
+        ptrs.extend_from_within(..);
+        let name = kernels::all_reduce_kernel_name(op, t);
+        // SAFETY: as in `all_reduce`; each buffer is both read and written, through the one
+        // mutable borrow this function holds, and the kernel reads every input of an element
+        // before writing any output of it.
+        unsafe {
+            let f: libloading::Symbol<AllReduceFn> = self
+                .lib
+                .get(name.as_bytes())
+                .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            f(ptrs.as_ptr(), bufs.len() as u32, first as u64, count as u64);
         }
         Ok(())
     }

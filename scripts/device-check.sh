@@ -13,8 +13,10 @@
 #      (examples/gpu_collectives.rs under oxccl-run);
 #   3. PyTorch as a client: torch.distributed (backend nccl) with oxccl's libnccl.so.2
 #      preloaded, 2 ranks on the GPU, every collective checked (tests/python/torch_on_oxccl.py);
-#   4. oxccl-perf --gpu all_reduce on 1, 2 and 4 ranks sharing the GPU (checked), and the
-#      same through PyTorch on 2 ranks (bench/device_perf.py).
+#   4. oxccl-perf --gpu all_reduce on 1, 2 and 4 ranks sharing the GPU (checked), staged and
+#      with OXCCL_CUDA_IPC=1 (through peers' GPU memory: the 256 MiB line is the issue's
+#      busbw >= 50% of the copy bandwidth goal), and the same through PyTorch on 2 ranks
+#      (bench/device_perf.py).
 # Everything it prints goes to $OUT/device-check.log too when $OUT is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,10 +64,21 @@ for n in 1 2 4; do
 done
 step "3. PyTorch torch.distributed (nccl backend) on oxccl's libnccl.so.2, 2 ranks" \
     timeout 240 python3 tests/python/torch_on_oxccl.py "$lib" 2
+for n in 2 4; do
+    step "2. the same with OXCCL_CUDA_IPC=1 (all-reduces through peers' GPU memory), $n ranks" \
+        env OXCCL_CUDA_IPC=1 timeout 120 "$out/bin/oxccl-run" -n "$n" -- "$out/bin/gpu_collectives"
+done
 for n in 1 2 4; do
-    step "4. oxccl-perf --gpu 0 all_reduce, $n rank(s) on the GPU" \
+    step "4. oxccl-perf --gpu 0 all_reduce, $n rank(s) on the GPU (staged through the host)" \
         timeout 180 "$out/bin/oxccl-run" -n "$n" -- "$out/bin/oxccl-perf" all_reduce --gpu 0 \
         -b 1M -e 256M -f 4 -w 3 -n 10 -c 1
+done
+for n in 2 4; do
+    for t in float bfloat16; do
+        step "4. oxccl-perf --gpu 0 all_reduce $t, $n ranks, OXCCL_CUDA_IPC=1 (peer memory)" \
+            env OXCCL_CUDA_IPC=1 timeout 180 "$out/bin/oxccl-run" -n "$n" -- \
+            "$out/bin/oxccl-perf" all_reduce --gpu 0 -b 1M -e 256M -f 4 -w 3 -n 20 -c 1 -d "$t"
+    done
 done
 step "4. all_reduce through PyTorch on oxccl, 2 ranks" \
     timeout 180 python3 bench/device_perf.py "$lib" 2 --min 1M --max 256M

@@ -22,6 +22,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With `OXCCL_CUDA_IPC=1` and every rank on one host, all-reduces go through the peers' GPU
+//! memory instead (CUDA IPC, [`oxccl_transports::cuda::ipc`]): each rank reduces its share of
+//! every rank's input and writes it into every rank's output, one pass over NVLink/PCIe (or
+//! within one GPU), no host copies. Opt-in until it has run on a GPU.
+//!
 //! A failed collective still lets the stream go on (its outputs are then undefined) and is
 //! reported by the next [`StreamCommunicator::synchronize`] or
 //! [`StreamCommunicator::take_error`]; the calls after it fail at once.
@@ -31,10 +36,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// The cudarc this API takes buffers and streams of (use it to get matching types).
 pub use cudarc;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
+use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerOp};
+use oxccl_transports::cuda::kernels::TYPES;
 use oxccl_transports::cuda::ordered::{Enqueued, OrderedQueue, Region};
 use oxccl_transports::cuda::stream::RawContext;
 
-use crate::{Communicator, Element, Error, ReduceOp, Result};
+use crate::{Communicator, DataType, Element, Error, ReduceOp, Result};
 
 /// A communicator whose collectives take GPU buffers and run in the order of one stream.
 pub struct StreamCommunicator {
@@ -45,6 +52,9 @@ pub struct StreamCommunicator {
     failure: Arc<Mutex<Option<Error>>>,
     rank: u32,
     size: u32,
+    /// All-reduces through peers' GPU memory (CUDA IPC): `OXCCL_CUDA_IPC=1` and every rank
+    /// on this host; the kernels are loaded at the first one.
+    peer: Option<Option<Arc<Mutex<PeerAllReduce>>>>,
 }
 
 impl std::fmt::Debug for StreamCommunicator {
@@ -92,6 +102,13 @@ impl StreamCommunicator {
             &format!("oxccl-gpu-{rank}"),
         )
         .map_err(cuda_error)?;
+        let ipc = std::env::var("OXCCL_CUDA_IPC").is_ok_and(|v| v == "1");
+        let one_host = comm.local_size() == comm.size();
+        if ipc && !one_host {
+            tracing::warn!(
+                "OXCCL_CUDA_IPC=1 needs every rank on one host; all-reduces are staged instead"
+            );
+        }
         Ok(Self {
             comm: Arc::new(Mutex::new(comm)),
             stream,
@@ -99,7 +116,95 @@ impl StreamCommunicator {
             failure: Arc::new(Mutex::new(None)),
             rank,
             size,
+            peer: (ipc && one_host).then_some(None),
         })
+    }
+
+    /// Enqueues an all-reduce through the peers' GPU memory (see
+    /// [`oxccl_transports::cuda::ipc`]); `send: None` for in place.
+    fn peer_all_reduce<T: Element + DeviceRepr>(
+        &mut self,
+        send: Option<&CudaSlice<T>>,
+        recv: &mut CudaSlice<T>,
+        op: ReduceOp,
+    ) -> Result<()> {
+        if let Some(e) = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Err(Error::invalid(
+                "all_reduce",
+                format!("an earlier collective on this stream failed: {e}"),
+            ));
+        }
+        let exec = match self.peer.as_mut() {
+            Some(Some(e)) => e.clone(),
+            _ => {
+                let e = PeerAllReduce::new(
+                    self.stream.context().clone(),
+                    oxccl_transports::cuda::cache_dir(),
+                )
+                .map_err(cuda_error)?;
+                let e = Arc::new(Mutex::new(e));
+                self.peer = Some(Some(e.clone()));
+                e
+            }
+        };
+        let index = DataType::ALL
+            .iter()
+            .position(|d| *d == T::DATA_TYPE)
+            .ok_or_else(|| Error::Internal(format!("no kernels for {}", T::DATA_TYPE)))?;
+        let (name, average) = match op {
+            ReduceOp::Sum => ("sum", false),
+            ReduceOp::Prod => ("prod", false),
+            ReduceOp::Max => ("max", false),
+            ReduceOp::Min => ("min", false),
+            ReduceOp::Avg => ("sum", true),
+        };
+        let spec = PeerOp {
+            exec,
+            op: name,
+            average,
+            t: &TYPES[index],
+            rank: self.rank,
+            nranks: self.size,
+        };
+        let (comm, failure) = (self.comm.clone(), self.failure.clone());
+        let n = self.size as usize;
+        let exchange_failure = failure.clone();
+        let exchange = Box::new(move |mine: &[u8]| {
+            let mut all = vec![0u8; mine.len() * n];
+            let r = comm
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .all_gather(mine, &mut all);
+            r.map(|()| all).map_err(|e| {
+                let message = e.to_string();
+                exchange_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(e);
+                message
+            })
+        });
+        let on_error = move |m: &str| {
+            failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| Error::Cuda(format!("peer all-reduce: {m}")));
+        };
+        let queue = self.queue.as_mut().expect("present until into_inner");
+        match queue
+            .enqueue_peer_all_reduce(&self.stream, send, recv, spec, exchange, on_error)
+            .map_err(cuda_error)?
+        {
+            Enqueued::Queued | Enqueued::Ran(Ok(())) => Ok(()),
+            Enqueued::Ran(Err(_)) => Err(self
+                .take_error()
+                .unwrap_or_else(|| Error::Internal("all_reduce failed".into()))),
+        }
     }
 
     /// This rank.
@@ -198,6 +303,9 @@ impl StreamCommunicator {
         op: ReduceOp,
     ) -> Result<()> {
         same_len("all_reduce", send.len(), recv.len())?;
+        if self.peer.is_some() {
+            return self.peer_all_reduce(Some(send), recv, op);
+        }
         self.enqueue(
             "all_reduce",
             &mut [Region::In(send), Region::Out(recv)],
@@ -214,6 +322,9 @@ impl StreamCommunicator {
         buf: &mut CudaSlice<T>,
         op: ReduceOp,
     ) -> Result<()> {
+        if self.peer.is_some() {
+            return self.peer_all_reduce(None, buf, op);
+        }
         self.enqueue("all_reduce", &mut [Region::InOut(buf)], move |c, mut p| {
             c.all_reduce_in_place(typed_mut::<T>(p[0])?, op)
         })

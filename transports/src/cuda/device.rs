@@ -57,6 +57,15 @@ impl Gpu {
     pub fn open(ordinal: usize, cache: Option<&Path>) -> Result<Self> {
         driver_available()?;
         let ctx = CudaContext::new(ordinal).map_err(driver(format!("opening GPU {ordinal}")))?;
+        let gpu = Self::on(ctx, cache)?;
+        Ok(Self {
+            stream: gpu.ctx.default_stream(),
+            ..gpu
+        })
+    }
+
+    /// The kernels loaded in `ctx` (a program's context), launched on a new stream of it.
+    pub fn on(ctx: Arc<CudaContext>, cache: Option<&Path>) -> Result<Self> {
         let (major, minor) = ctx
             .compute_capability()
             .map_err(driver("reading the compute capability"))?;
@@ -72,7 +81,7 @@ impl Gpu {
             )
             .map_err(driver("reading the multiprocessor count"))?
             .max(1) as u32;
-        let stream = ctx.default_stream();
+        let stream = ctx.new_stream().map_err(driver("creating a stream"))?;
         Ok(Self {
             ctx,
             stream,
@@ -83,8 +92,15 @@ impl Gpu {
         })
     }
 
+    /// The kernel `name` of the loaded module.
+    pub(crate) fn function(&self, name: &str) -> Result<cudarc::driver::CudaFunction> {
+        self.module
+            .load_function(name)
+            .map_err(driver(format!("finding {name}")))
+    }
+
     /// A grid for `units` 16-byte vectors of work.
-    fn launch_config(&self, units: usize) -> LaunchConfig {
+    pub(crate) fn launch_config(&self, units: usize) -> LaunchConfig {
         let wanted = units.div_ceil(BLOCK as usize).max(1);
         let grid = wanted.min((self.multiprocessors * BLOCKS_PER_SM) as usize) as u32;
         LaunchConfig {
@@ -108,10 +124,7 @@ impl Gpu {
         }
         kernels::check_reduce_lengths(t, dst.len(), a.len(), b.len())?;
         let name = kernels::reduce_kernel_name(op, t);
-        let f = self
-            .module
-            .load_function(&name)
-            .map_err(driver(format!("finding {name}")))?;
+        let f = self.function(&name)?;
         let n = (dst.len() / t.size) as u64;
         let cfg = self.launch_config(dst.len() / 16);
         let mut launch = self.stream.launch_builder(&f);
@@ -125,10 +138,7 @@ impl Gpu {
     /// Enqueues `buf[i] /= d`.
     pub fn divide(&self, t: &KernelType, buf: &mut CudaSlice<u8>, d: u32) -> Result<()> {
         let name = kernels::divide_kernel_name(t);
-        let f = self
-            .module
-            .load_function(&name)
-            .map_err(driver(format!("finding {name}")))?;
+        let f = self.function(&name)?;
         let n = (buf.len() / t.size) as u64;
         let cfg = self.launch_config(buf.len() / 16);
         let mut launch = self.stream.launch_builder(&f);
@@ -147,10 +157,7 @@ impl Gpu {
                 dst.len()
             )));
         }
-        let f = self
-            .module
-            .load_function(kernels::COPY_KERNEL)
-            .map_err(driver("finding oxccl_copy"))?;
+        let f = self.function(kernels::COPY_KERNEL)?;
         let bytes = dst.len() as u64;
         let cfg = self.launch_config(dst.len() / 16);
         let mut launch = self.stream.launch_builder(&f);

@@ -14,11 +14,14 @@
 //! - `stream.rs`: events, pinned memory, host-raised flags streams wait on, and copies on
 //!   the program's own streams;
 //! - `ordered.rs`: [`ordered::OrderedQueue`], host work ordered on CUDA streams through
-//!   pinned staging memory: collectives on GPU buffers in the NCCL C ABI and the Rust API.
+//!   pinned staging memory: collectives on GPU buffers in the NCCL C ABI and the Rust API;
+//! - `ipc.rs`: the all-reduce of ranks on one node through each other's GPU memory (CUDA
+//!   IPC), one pass of the peer all-reduce kernels, ordered on the same queue.
 
 pub mod device;
 #[doc(hidden)]
 pub mod host;
+pub mod ipc;
 pub mod kernels;
 pub mod ordered;
 pub mod stream;

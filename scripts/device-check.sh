@@ -64,9 +64,13 @@ for n in 1 2 4; do
 done
 step "3. PyTorch torch.distributed (nccl backend) on oxccl's libnccl.so.2, 2 ranks" \
     timeout 240 python3 tests/python/torch_on_oxccl.py "$lib" 2
+step "3. the same with OXCCL_CUDA_IPC=1" \
+    env OXCCL_CUDA_IPC=1 timeout 240 python3 tests/python/torch_on_oxccl.py "$lib" 2
 for n in 2 4; do
     step "2. the same with OXCCL_CUDA_IPC=1 (all-reduces through peers' GPU memory), $n ranks" \
         env OXCCL_CUDA_IPC=1 timeout 120 "$out/bin/oxccl-run" -n "$n" -- "$out/bin/gpu_collectives"
+    step "2. libnccl.so.2 with OXCCL_CUDA_IPC=1, $n ranks" \
+        env OXCCL_CUDA_IPC=1 LD_LIBRARY_PATH="$out/lib" timeout 120 "$out/bin/device_buffers" "$n"
 done
 for n in 1 2 4; do
     step "4. oxccl-perf --gpu 0 all_reduce, $n rank(s) on the GPU (staged through the host)" \
@@ -82,5 +86,7 @@ for n in 2 4; do
 done
 step "4. all_reduce through PyTorch on oxccl, 2 ranks" \
     timeout 180 python3 bench/device_perf.py "$lib" 2 --min 1M --max 256M
+step "4. the same with OXCCL_CUDA_IPC=1" \
+    env OXCCL_CUDA_IPC=1 timeout 180 python3 bench/device_perf.py "$lib" 2 --min 1M --max 256M
 echo
 echo "== device check passed"

@@ -16,10 +16,18 @@ use crate::ffi;
 use crate::handle::CommHandle;
 use crate::ops::{Bufs, Kind, OpArgs};
 use crate::types::{RedOp, Scalar};
+use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerOp};
+use oxccl_transports::cuda::kernels::TYPES;
 use oxccl_transports::cuda::ordered::{Copy, Enqueued, OrderedQueue, REGION_ALIGN};
 use oxccl_transports::cuda::stream::{self as cuda, RawContext, RawStream};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// A communicator's all-reduces through peers' GPU memory (`OXCCL_CUDA_IPC=1`, every rank on
+/// this host): the kernels loaded in its context, or why they could not be.
+pub struct PeerPath {
+    exec: std::result::Result<Arc<Mutex<PeerAllReduce>>, String>,
+}
 
 /// A group's ops with their buffers as offsets in one staging block, and the copies around
 /// them.
@@ -180,6 +188,116 @@ fn group_context(ops: &[OpArgs], streams: &[RawStream]) -> CResult<RawContext> {
     ctx.ok_or_else(|| Failure::invalid("a GPU op without a stream"))
 }
 
+/// Runs a lone all-reduce of two GPU buffers through the peers' GPU memory when the
+/// communicator takes that path; `None` when it does not (the op is then staged).
+fn try_peer(
+    comm: &Arc<CommHandle>,
+    staging: &mut crate::handle::GpuOps,
+    ops: &[OpArgs],
+    ctx: RawContext,
+) -> CResult<Option<ffi::NcclResult>> {
+    let [a] = ops else { return Ok(None) };
+    let RedOp::Builtin(op) = a.op else {
+        return Ok(None);
+    };
+    let device = |p: usize| p != 0 && crate::device_ptr::is_device_memory(p);
+    if a.kind != Kind::AllReduce || a.count == 0 || !device(a.send) || !device(a.recv) {
+        return Ok(None);
+    }
+    if staging.peer.is_none() {
+        let wanted = std::env::var("OXCCL_CUDA_IPC").is_ok_and(|v| v == "1");
+        let one_host = wanted && comm.with_comm(|c| Ok(c.local_size() == c.size()))?;
+        staging.peer = Some(one_host.then(|| PeerPath {
+            exec: peer_exec(ctx).map_err(|e| e.to_string()),
+        }));
+        if wanted && !one_host {
+            tracing::warn!("OXCCL_CUDA_IPC=1 needs every rank on one host: all-reduces are staged");
+        }
+    }
+    let Some(Some(path)) = &staging.peer else {
+        return Ok(None);
+    };
+    // Every rank decides alike (same setting, same host test); a rank whose kernels did not
+    // load says so here, and its peers' all-reduce then fails at the exchange.
+    let exec = path
+        .exec
+        .clone()
+        .map_err(|e| Failure::new(ffi::UNHANDLED_CUDA_ERROR, format!("OXCCL_CUDA_IPC=1: {e}")))?;
+    let index = oxccl::DataType::ALL
+        .iter()
+        .position(|d| *d == a.dtype)
+        .ok_or_else(|| Failure::invalid(format!("no kernels for {}", a.dtype)))?;
+    let (name, average) = match op {
+        oxccl::ReduceOp::Sum => ("sum", false),
+        oxccl::ReduceOp::Prod => ("prod", false),
+        oxccl::ReduceOp::Max => ("max", false),
+        oxccl::ReduceOp::Min => ("min", false),
+        oxccl::ReduceOp::Avg => ("sum", true),
+        _ => return Ok(None),
+    };
+    let spec = PeerOp {
+        exec,
+        op: name,
+        average,
+        t: &TYPES[index],
+        rank: comm.rank,
+        nranks: comm.nranks,
+    };
+    let (weak, n) = (Arc::downgrade(comm), comm.nranks as usize);
+    let exchange = Box::new(move |mine: &[u8]| {
+        let h = weak
+            .upgrade()
+            .ok_or_else(|| "the communicator was destroyed".to_owned())?;
+        h.with_comm(|c| {
+            let mut all = vec![0u8; mine.len() * n];
+            c.all_gather(mine, &mut all)?;
+            Ok(all)
+        })
+        .map_err(|e| e.message)
+    });
+    let weak = Arc::downgrade(comm);
+    let on_error = move |m: &str| {
+        if let Some(h) = weak.upgrade() {
+            h.record_async_error(&Failure::new(ffi::INTERNAL_ERROR, m.to_owned()));
+        }
+    };
+    let queue = staging.queue.as_mut().expect("created by the caller");
+    // SAFETY: both buffers are GPU memory of `count` elements (checked when the op was
+    // issued) that the program keeps valid until the stream passed the op (NCCL's contract);
+    // the stream is the program's, of the queue's context (checked by the caller).
+    let done = unsafe {
+        queue.enqueue_peer_all_reduce_raw(
+            RawStream(a.stream),
+            a.send as u64,
+            a.recv as u64,
+            a.count as u64,
+            spec,
+            exchange,
+            on_error,
+        )
+    }
+    .map_err(cuda_failure)?;
+    Ok(Some(match done {
+        Enqueued::Queued | Enqueued::Ran(Ok(())) => ffi::SUCCESS,
+        Enqueued::Ran(Err(m)) => return Err(Failure::new(ffi::INTERNAL_ERROR, m)),
+    }))
+}
+
+/// The peer all-reduce kernels loaded in `ctx` (a primary context, as the CUDA runtime and
+/// PyTorch use).
+fn peer_exec(ctx: RawContext) -> oxccl_transports::Result<Arc<Mutex<PeerAllReduce>>> {
+    let ordinal = cuda::context_device(ctx)?;
+    let cx = oxccl::cuda::cudarc::driver::CudaContext::new(ordinal)
+        .map_err(|e| oxccl_transports::Error::Config(format!("opening GPU {ordinal}: {e}")))?;
+    if RawContext::of(&cx) != ctx {
+        return Err(oxccl_transports::Error::Config(
+            "the program's CUDA context is not its device's primary context".into(),
+        ));
+    }
+    let exec = PeerAllReduce::new(cx, oxccl_transports::cuda::cache_dir())?;
+    Ok(Arc::new(Mutex::new(exec)))
+}
+
 /// Enqueues one communicator's group of ops, some of whose buffers are GPU memory, on their
 /// streams (see the module documentation).
 pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
@@ -194,8 +312,7 @@ pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
             OrderedQueue::new(ctx, &format!("oxccl-gpu-{}", comm.rank)).map_err(cuda_failure)?;
         staging.queue = Some(q);
     }
-    let queue = staging.queue.as_mut().expect("created above");
-    if queue.context() != ctx {
+    if staging.queue.as_ref().expect("created above").context() != ctx {
         return Err(Failure::invalid(
             "this communicator's GPU ops use buffers or streams of two CUDA contexts (devices)",
         ));
@@ -213,6 +330,10 @@ pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
             }
         }
     }
+    if let Some(done) = try_peer(comm, &mut staging, ops, ctx)? {
+        return Ok(done);
+    }
+    let queue = staging.queue.as_mut().expect("created above");
     let plan = layout(ops, comm.rank, comm.nranks)?;
     // Weak: the last reference to the handle must never be the worker's (dropping the
     // handle there would wait for the worker itself).

@@ -255,7 +255,7 @@ impl OrderedQueue {
         send: Option<&CudaSlice<T>>,
         recv: &mut CudaSlice<T>,
         spec: PeerOp,
-        mut exchange: Exchange,
+        exchange: Exchange,
         on_error: impl FnOnce(&str) + Send + 'static,
     ) -> Result<Enqueued> {
         if RawContext::of(stream.context()) != self.context() {
@@ -276,10 +276,43 @@ impl OrderedQueue {
         };
         let (recv_ptr, recv_guard) = recv.device_ptr_mut(stream);
         let send_ptr = send_ptr.unwrap_or(recv_ptr);
+        let raw = RawStream(stream.cu_stream() as usize);
+        // SAFETY: the stream is of this queue's context (checked above); the buffers are live
+        // cudarc buffers of `count` elements that stay valid until the stream passes the job:
+        // cudarc orders their later uses and frees after the events the guards record when
+        // dropped below.
+        let r = unsafe {
+            self.enqueue_peer_all_reduce_raw(
+                raw, send_ptr, recv_ptr, count, spec, exchange, on_error,
+            )
+        };
+        drop(send_guard);
+        drop(recv_guard);
+        r
+    }
+
+    /// [`enqueue_peer_all_reduce`](Self::enqueue_peer_all_reduce) on raw device addresses
+    /// (`send == recv` for in place), for the NCCL C ABI.
+    ///
+    /// # Safety
+    /// `send` and `recv` must be device buffers of `count` elements of `spec.t`, valid until
+    /// `stream` has passed the job (NCCL's contract), and `stream` a live stream of the
+    /// queue's context.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn enqueue_peer_all_reduce_raw(
+        &mut self,
+        stream: RawStream,
+        send: u64,
+        recv: u64,
+        count: u64,
+        spec: PeerOp,
+        mut exchange: Exchange,
+        on_error: impl FnOnce(&str) + Send + 'static,
+    ) -> Result<Enqueued> {
         let ctx = self.context();
         let mut job = move || -> std::result::Result<(), String> {
             let _current = ContextGuard::push(ctx).map_err(|e| e.to_string())?;
-            let mine = [export(send_ptr), export(recv_ptr)];
+            let mine = [export(send), export(recv)];
             let mut record = vec![0u8; 1 + 2 * EXPORTED_BYTES];
             let failure = mine
                 .iter()
@@ -336,14 +369,8 @@ impl OrderedQueue {
             }
             r
         });
-        let raw = RawStream(stream.cu_stream() as usize);
-        // SAFETY: no copies; the stream is of this queue's context (checked above); the
-        // buffers stay valid until the stream passes the job: cudarc orders their later uses
-        // and frees after the events the guards record when dropped below.
-        let r = unsafe { self.enqueue(1, &[], &[], &[raw], work) };
-        drop(send_guard);
-        drop(recv_guard);
-        r
+        // SAFETY: no copies; the buffers and the stream as this function's contract says.
+        unsafe { self.enqueue(1, &[], &[], &[stream], work) }
     }
 }
 

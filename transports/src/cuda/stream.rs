@@ -93,6 +93,16 @@ pub fn stream_context(stream: RawStream, buffer: usize) -> Result<RawContext> {
     Ok(RawContext(ctx as usize))
 }
 
+/// The device ordinal of `ctx`.
+pub fn context_device(ctx: RawContext) -> Result<usize> {
+    let _current = ContextGuard::push(ctx)?;
+    let mut dev: sys::CUdevice = 0;
+    // SAFETY: a context is current (above); writes one device handle.
+    let r = unsafe { sys::cuCtxGetDevice(&mut dev) };
+    check(r, || "finding the context's device".into())?;
+    Ok(dev as usize)
+}
+
 /// Makes a context current on this thread until dropped, restoring the previous one.
 /// Not `Send`: the push and the pop must happen on one thread.
 #[derive(Debug)]

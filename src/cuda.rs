@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// The cudarc this API takes buffers and streams of (use it to get matching types).
 pub use cudarc;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
-use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerOp};
+use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerComm, PeerOp};
 use oxccl_transports::cuda::kernels::TYPES;
 use oxccl_transports::cuda::ordered::{Enqueued, OrderedQueue, Region};
 use oxccl_transports::cuda::stream::RawContext;
@@ -53,8 +53,8 @@ pub struct StreamCommunicator {
     rank: u32,
     size: u32,
     /// All-reduces through peers' GPU memory (CUDA IPC): `OXCCL_CUDA_IPC=1` and every rank
-    /// on this host; the kernels are loaded at the first one.
-    peer: Option<Option<Arc<Mutex<PeerAllReduce>>>>,
+    /// on this host.
+    peer: Option<Arc<Mutex<PeerAllReduce>>>,
 }
 
 impl std::fmt::Debug for StreamCommunicator {
@@ -109,6 +109,18 @@ impl StreamCommunicator {
                 "OXCCL_CUDA_IPC=1 needs every rank on one host; all-reduces are staged instead"
             );
         }
+        // Set up now, before any job: the first stream of a context may synchronise it.
+        let peer = if ipc && one_host {
+            let p = PeerAllReduce::new(
+                stream.context().clone(),
+                size as usize,
+                oxccl_transports::cuda::cache_dir(),
+            )
+            .map_err(cuda_error)?;
+            Some(Arc::new(Mutex::new(p)))
+        } else {
+            None
+        };
         Ok(Self {
             comm: Arc::new(Mutex::new(comm)),
             stream,
@@ -116,7 +128,7 @@ impl StreamCommunicator {
             failure: Arc::new(Mutex::new(None)),
             rank,
             size,
-            peer: (ipc && one_host).then_some(None),
+            peer,
         })
     }
 
@@ -139,19 +151,7 @@ impl StreamCommunicator {
                 format!("an earlier collective on this stream failed: {e}"),
             ));
         }
-        let exec = match self.peer.as_mut() {
-            Some(Some(e)) => e.clone(),
-            _ => {
-                let e = PeerAllReduce::new(
-                    self.stream.context().clone(),
-                    oxccl_transports::cuda::cache_dir(),
-                )
-                .map_err(cuda_error)?;
-                let e = Arc::new(Mutex::new(e));
-                self.peer = Some(Some(e.clone()));
-                e
-            }
-        };
+        let exec = self.peer.clone().expect("checked by the caller");
         let index = DataType::ALL
             .iter()
             .position(|d| *d == T::DATA_TYPE)
@@ -173,31 +173,49 @@ impl StreamCommunicator {
         };
         let (comm, failure) = (self.comm.clone(), self.failure.clone());
         let n = self.size as usize;
-        let exchange_failure = failure.clone();
+        // Keeps a host communicator failure as itself (a dead peer, say), not as a string.
+        let keep = {
+            let failure = failure.clone();
+            move |e: Error| {
+                let message = e.to_string();
+                failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(e);
+                message
+            }
+        };
+        let (comm2, keep2) = (comm.clone(), keep.clone());
         let exchange = Box::new(move |mine: &[u8]| {
             let mut all = vec![0u8; mine.len() * n];
             let r = comm
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .all_gather(mine, &mut all);
-            r.map(|()| all).map_err(|e| {
-                let message = e.to_string();
-                exchange_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert(e);
-                message
-            })
+            r.map(|()| all).map_err(&keep)
         });
-        let on_error = move |m: &str| {
+        let host = Box::new(move |buf: &mut [u8]| {
+            let typed = typed_mut::<T>(buf).map_err(|e| e.to_string())?;
+            let r = comm2
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .all_reduce_in_place(typed, op);
+            r.map_err(&keep2)
+        });
+        let on_error = Box::new(move |m: &str| {
             failure
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get_or_insert_with(|| Error::Cuda(format!("peer all-reduce: {m}")));
-        };
+        });
         let queue = self.queue.as_mut().expect("present until into_inner");
+        let peer_comm = PeerComm {
+            exchange,
+            host,
+            on_error,
+        };
         match queue
-            .enqueue_peer_all_reduce(&self.stream, send, recv, spec, exchange, on_error)
+            .enqueue_peer_all_reduce(&self.stream, send, recv, spec, peer_comm)
             .map_err(cuda_error)?
         {
             Enqueued::Queued | Enqueued::Ran(Ok(())) => Ok(()),

@@ -16,7 +16,7 @@ use crate::ffi;
 use crate::handle::CommHandle;
 use crate::ops::{Bufs, Kind, OpArgs};
 use crate::types::{RedOp, Scalar};
-use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerOp};
+use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerComm, PeerOp};
 use oxccl_transports::cuda::kernels::TYPES;
 use oxccl_transports::cuda::ordered::{Copy, Enqueued, OrderedQueue, REGION_ALIGN};
 use oxccl_transports::cuda::stream::{self as cuda, RawContext, RawStream};
@@ -194,7 +194,6 @@ fn try_peer(
     comm: &Arc<CommHandle>,
     staging: &mut crate::handle::GpuOps,
     ops: &[OpArgs],
-    ctx: RawContext,
 ) -> CResult<Option<ffi::NcclResult>> {
     let [a] = ops else { return Ok(None) };
     let RedOp::Builtin(op) = a.op else {
@@ -204,21 +203,12 @@ fn try_peer(
     if a.kind != Kind::AllReduce || a.count == 0 || !device(a.send) || !device(a.recv) {
         return Ok(None);
     }
-    if staging.peer.is_none() {
-        let wanted = std::env::var("OXCCL_CUDA_IPC").is_ok_and(|v| v == "1");
-        let one_host = wanted && comm.with_comm(|c| Ok(c.local_size() == c.size()))?;
-        staging.peer = Some(one_host.then(|| PeerPath {
-            exec: peer_exec(ctx).map_err(|e| e.to_string()),
-        }));
-        if wanted && !one_host {
-            tracing::warn!("OXCCL_CUDA_IPC=1 needs every rank on one host: all-reduces are staged");
-        }
-    }
     let Some(Some(path)) = &staging.peer else {
         return Ok(None);
     };
-    // Every rank decides alike (same setting, same host test); a rank whose kernels did not
-    // load says so here, and its peers' all-reduce then fails at the exchange.
+    // Every rank decides alike (same setting, same host test). A rank that could not set up
+    // (another context than the device's primary one, say) fails here, and its peers'
+    // all-reduce at its deadline.
     let exec = path
         .exec
         .clone()
@@ -255,12 +245,24 @@ fn try_peer(
         })
         .map_err(|e| e.message)
     });
+    let (weak, mut host_op) = (Arc::downgrade(comm), *a);
+    let host = Box::new(move |buf: &mut [u8]| {
+        let h = weak
+            .upgrade()
+            .ok_or_else(|| "the communicator was destroyed".to_owned())?;
+        // The op itself, in place on the host buffer.
+        host_op.send = buf.as_mut_ptr() as usize;
+        host_op.recv = host_op.send;
+        h.with_comm(|c| crate::group::run_group(c, &[host_op]))
+            .map(drop)
+            .map_err(|e| e.message)
+    });
     let weak = Arc::downgrade(comm);
-    let on_error = move |m: &str| {
+    let on_error = Box::new(move |m: &str| {
         if let Some(h) = weak.upgrade() {
             h.record_async_error(&Failure::new(ffi::INTERNAL_ERROR, m.to_owned()));
         }
-    };
+    });
     let queue = staging.queue.as_mut().expect("created by the caller");
     // SAFETY: both buffers are GPU memory of `count` elements (checked when the op was
     // issued) that the program keeps valid until the stream passed the op (NCCL's contract);
@@ -272,8 +274,11 @@ fn try_peer(
             a.recv as u64,
             a.count as u64,
             spec,
-            exchange,
-            on_error,
+            PeerComm {
+                exchange,
+                host,
+                on_error,
+            },
         )
     }
     .map_err(cuda_failure)?;
@@ -283,18 +288,30 @@ fn try_peer(
     }))
 }
 
-/// The peer all-reduce kernels loaded in `ctx` (a primary context, as the CUDA runtime and
-/// PyTorch use).
-fn peer_exec(ctx: RawContext) -> oxccl_transports::Result<Arc<Mutex<PeerAllReduce>>> {
+/// The peer all-reduce set up in `ctx` (a primary context, as the CUDA runtime and PyTorch
+/// use), for `nranks` ranks.
+fn peer_exec(
+    ctx: RawContext,
+    nranks: usize,
+) -> oxccl_transports::Result<Arc<Mutex<PeerAllReduce>>> {
     let ordinal = cuda::context_device(ctx)?;
+    // cudarc makes the primary context current: pushed over ours, popped with the guard, so
+    // the program's thread keeps the context it had.
+    let current = cuda::ContextGuard::push(ctx)?;
     let cx = oxccl::cuda::cudarc::driver::CudaContext::new(ordinal)
         .map_err(|e| oxccl_transports::Error::Config(format!("opening GPU {ordinal}: {e}")))?;
+    drop(current);
     if RawContext::of(&cx) != ctx {
         return Err(oxccl_transports::Error::Config(
             "the program's CUDA context is not its device's primary context".into(),
         ));
     }
-    let exec = PeerAllReduce::new(cx, oxccl_transports::cuda::cache_dir())?;
+    // SAFETY: this cudarc context object serves only the peer all-reduce's own stream and
+    // module (no cudarc buffer is made with it), so cudarc's cross-stream event tracking has
+    // nothing to track; without it, creating that stream does not synchronise the whole
+    // context (which could wait for streams that wait for this rank's jobs).
+    unsafe { cx.disable_event_tracking() };
+    let exec = PeerAllReduce::new(cx, nranks, oxccl_transports::cuda::cache_dir())?;
     Ok(Arc::new(Mutex::new(exec)))
 }
 
@@ -311,6 +328,16 @@ pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
         let q =
             OrderedQueue::new(ctx, &format!("oxccl-gpu-{}", comm.rank)).map_err(cuda_failure)?;
         staging.queue = Some(q);
+        // Decided once, before any job (setting up the kernels' stream may synchronise the
+        // context), from what every rank sees alike.
+        let wanted = std::env::var("OXCCL_CUDA_IPC").is_ok_and(|v| v == "1");
+        let one_host = wanted && comm.with_comm(|c| Ok(c.local_size() == c.size()))?;
+        if wanted && !one_host {
+            tracing::warn!("OXCCL_CUDA_IPC=1 needs every rank on one host: all-reduces are staged");
+        }
+        staging.peer = Some(one_host.then(|| PeerPath {
+            exec: peer_exec(ctx, comm.nranks as usize).map_err(|e| e.to_string()),
+        }));
     }
     if staging.queue.as_ref().expect("created above").context() != ctx {
         return Err(Failure::invalid(
@@ -330,7 +357,7 @@ pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
             }
         }
     }
-    if let Some(done) = try_peer(comm, &mut staging, ops, ctx)? {
+    if let Some(done) = try_peer(comm, &mut staging, ops)? {
         return Ok(done);
     }
     let queue = staging.queue.as_mut().expect("created above");

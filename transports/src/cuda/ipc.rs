@@ -34,12 +34,30 @@ pub struct Exported {
     pub offset: u64,
     /// The buffer's address in its own process (used as is by ranks of that process).
     pub addr: u64,
-    /// The owning process.
-    pub pid: u32,
+    /// The owning process (a random token: pids repeat across containers).
+    pub process: u64,
+    /// The device the buffer is on (in its process's numbering).
+    pub device: u32,
 }
 
 /// Bytes of one [`Exported`] on the wire.
-pub const EXPORTED_BYTES: usize = 64 + 8 + 8 + 4;
+pub const EXPORTED_BYTES: usize = 64 + 8 + 8 + 8 + 4;
+
+/// This process's token: the pid mixed with the clock and std's per-process hash keys.
+fn process_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static TOKEN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TOKEN.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    })
+}
 
 impl Exported {
     fn to_bytes(self) -> [u8; EXPORTED_BYTES] {
@@ -47,7 +65,8 @@ impl Exported {
         b[..64].copy_from_slice(&self.handle);
         b[64..72].copy_from_slice(&self.offset.to_le_bytes());
         b[72..80].copy_from_slice(&self.addr.to_le_bytes());
-        b[80..84].copy_from_slice(&self.pid.to_le_bytes());
+        b[80..88].copy_from_slice(&self.process.to_le_bytes());
+        b[88..92].copy_from_slice(&self.device.to_le_bytes());
         b
     }
 
@@ -59,7 +78,8 @@ impl Exported {
             handle,
             offset: u64_at(64),
             addr: u64_at(72),
-            pid: u32::from_le_bytes(b[80..84].try_into().expect("4 bytes")),
+            process: u64_at(80),
+            device: u32::from_le_bytes(b[88..92].try_into().expect("4 bytes")),
         }
     }
 }
@@ -69,9 +89,11 @@ fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Result<()> {
         .map_err(|e| Error::Config(format!("{}: CUDA driver error {e}", what())))
 }
 
-/// The record peers need to reach the device buffer at `addr` (a query: nothing is
-/// dereferenced). Fails for memory CUDA IPC cannot share (cuMem virtual memory, host memory).
-pub fn export(addr: u64) -> Result<Exported> {
+/// The record peers need to reach the device buffer at `addr` on `device` (a query: nothing
+/// is dereferenced). Fails for memory CUDA IPC cannot share: stream-ordered pool memory
+/// (cuMemAllocAsync, which cudarc uses where the device has pools), cuMem virtual memory
+/// (PyTorch's expandable segments), host memory.
+pub fn export(addr: u64, device: u32) -> Result<Exported> {
     let (mut base, mut size): (sys::CUdeviceptr, usize) = (0, 0);
     // SAFETY: a query on an address; writes two values, or fails for an unknown address.
     let r = unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, addr) };
@@ -81,15 +103,16 @@ pub fn export(addr: u64) -> Result<Exported> {
     let r = unsafe { sys::cuIpcGetMemHandle(&mut h, base) };
     check(r, || {
         format!(
-            "exporting the allocation at {base:#x} through CUDA IPC (memory from cuMemCreate, \
-             e.g. PyTorch's expandable segments, cannot be)"
+            "exporting the allocation at {base:#x} through CUDA IPC (pool and cuMem memory \
+             cannot be)"
         )
     })?;
     Ok(Exported {
         handle: h.reserved.map(|c| c as u8),
         offset: addr - base,
         addr,
-        pid: std::process::id(),
+        process: process_token(),
+        device,
     })
 }
 
@@ -102,7 +125,7 @@ struct Mappings {
 impl Mappings {
     /// Where `e` is in this process.
     fn resolve(&mut self, e: &Exported) -> Result<u64> {
-        if e.pid == std::process::id() {
+        if e.process == process_token() {
             return Ok(e.addr);
         }
         if let Some(base) = self.opened.get(&e.handle) {
@@ -120,33 +143,41 @@ impl Mappings {
                 sys::CUipcMem_flags::CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS as u32,
             )
         };
-        check(r, || format!("opening process {}'s GPU buffer", e.pid))?;
+        check(r, || "opening a peer process's GPU buffer".into())?;
         self.opened.insert(e.handle, base);
         Ok(base + e.offset)
     }
 }
 
-impl Drop for Mappings {
-    fn drop(&mut self) {
-        for base in self.opened.values() {
+impl Mappings {
+    /// Closes every opened allocation (the owning context must be current).
+    fn close_all(&mut self) {
+        for (_, base) in self.opened.drain() {
             // SAFETY: an address cuIpcOpenMemHandle returned, closed once.
-            let _ = unsafe { sys::cuIpcCloseMemHandle(*base) };
+            let _ = unsafe { sys::cuIpcCloseMemHandle(base) };
         }
     }
 }
 
-/// What a rank keeps for peer all-reduces: the kernels, the stream they run on, the peers'
-/// allocations opened so far, and a device array for the kernel's addresses.
+/// What a rank keeps for peer all-reduces: the kernels (if they loaded), a stream of its
+/// own, the peers' allocations opened so far, and a device array for the kernel's addresses.
 pub struct PeerAllReduce {
-    gpu: Gpu,
+    ctx: Arc<CudaContext>,
+    device: u32,
+    stream: Arc<CudaStream>,
+    kernels: std::result::Result<Gpu, String>,
     maps: Mappings,
-    addrs: Option<CudaSlice<u64>>,
+    /// `cuMemAlloc`ed (not from a pool: a pool could tie it to the program's stream, which
+    /// waits for this rank's job), room for `capacity` addresses.
+    addrs: sys::CUdeviceptr,
+    capacity: usize,
 }
 
 impl std::fmt::Debug for PeerAllReduce {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerAllReduce")
-            .field("gpu", &self.gpu.name)
+            .field("device", &self.device)
+            .field("kernels", &self.kernels.as_ref().map(|g| &g.name))
             .field("opened", &self.maps.opened.len())
             .finish()
     }
@@ -156,18 +187,52 @@ impl std::fmt::Debug for PeerAllReduce {
 /// (an all-gather over the host communicator).
 pub type Exchange = Box<dyn FnMut(&[u8]) -> std::result::Result<Vec<u8>, String> + Send>;
 
+/// All-reduces a host buffer of the job's elements in place over the host communicator
+/// (the way every rank goes when some buffer cannot be shared).
+pub type HostAllReduce = Box<dyn FnMut(&mut [u8]) -> std::result::Result<(), String> + Send>;
+
 impl PeerAllReduce {
-    /// The kernels loaded in `ctx` (PTX from `cache` or NVRTC).
-    pub fn new(ctx: Arc<CudaContext>, cache: Option<PathBuf>) -> Result<Self> {
+    /// Ready for jobs of up to `nranks` ranks in `ctx` (create it before the first job: the
+    /// first stream of a context may synchronise it). Kernels that do not load (no cached
+    /// PTX and no NVRTC, say) are not an error here: every rank then takes the host path.
+    pub fn new(ctx: Arc<CudaContext>, nranks: usize, cache: Option<PathBuf>) -> Result<Self> {
+        let map = |e: cudarc::driver::DriverError| Error::Config(format!("peer all-reduce: {e}"));
+        let device = ctx.ordinal() as u32;
+        let stream = ctx.new_stream().map_err(map)?;
+        let kernels = Gpu::on(ctx.clone(), cache.as_deref()).map_err(|e| e.to_string());
+        if let Err(e) = &kernels {
+            tracing::warn!(error = %e, "peer all-reduce kernels unavailable: all-reduces go through the host");
+        }
+        let _current = ContextGuard::push(RawContext::of(&ctx))?;
+        let capacity = 2 * nranks.max(1);
+        let mut addrs: sys::CUdeviceptr = 0;
+        // SAFETY: a context is current; writes one address of `capacity` u64s.
+        let r = unsafe { sys::cuMemAlloc_v2(&mut addrs, capacity * 8) };
+        check(r, || "allocating the peer address array".into())?;
         Ok(Self {
-            gpu: Gpu::on(ctx, cache.as_deref())?,
+            ctx,
+            device,
+            stream,
+            kernels,
             maps: Mappings::default(),
-            addrs: None,
+            addrs,
+            capacity,
         })
     }
 
+    fn stream(&self) -> sys::CUstream {
+        self.stream.cu_stream()
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        // SAFETY: this value's stream.
+        let r = unsafe { sys::cuStreamSynchronize(self.stream()) };
+        check(r, || "waiting for the peer all-reduce's stream".into())
+    }
+
     /// One rank's share of an all-reduce whose every input and output is in `all`
-    /// (`[send_0, …, send_{n-1}, recv_0, …, recv_{n-1}]`, resolved in this process).
+    /// (`[send_0, …, send_{n-1}, recv_0, …, recv_{n-1}]`, resolved in this process). Waits
+    /// for the stream whatever happens: peers' memory must not be touched after returning.
     fn run_share(
         &mut self,
         op: &str,
@@ -177,39 +242,115 @@ impl PeerAllReduce {
         count: u64,
         divide_by: Option<u32>,
     ) -> Result<()> {
-        let n = all.len() / 2;
-        let stream = self.gpu.stream.clone();
-        let map = |e: cudarc::driver::DriverError| Error::Config(format!("peer all-reduce: {e}"));
-        if self.addrs.as_ref().is_none_or(|a| a.len() < all.len()) {
-            self.addrs = Some(stream.alloc_zeros::<u64>(all.len().max(16)).map_err(map)?);
+        let launched = self.launch_share(op, t, all, first, count, divide_by);
+        let waited = self.synchronize();
+        launched.and(waited)
+    }
+
+    fn launch_share(
+        &mut self,
+        op: &str,
+        t: &KernelType,
+        all: &[u64],
+        first: u64,
+        count: u64,
+        divide_by: Option<u32>,
+    ) -> Result<()> {
+        let gpu = self
+            .kernels
+            .as_ref()
+            .map_err(|e| Error::Config(e.clone()))?;
+        if all.len() > self.capacity {
+            return Err(Error::Config(format!(
+                "{} addresses for an array of {}",
+                all.len(),
+                self.capacity
+            )));
         }
-        let addrs = self.addrs.as_mut().expect("allocated above");
-        stream.memcpy_htod(all, addrs).map_err(map)?;
-        if count > 0 {
-            let name = kernels::all_reduce_kernel_name(op, t);
-            let f = self.gpu.function(&name)?;
-            let cfg: LaunchConfig = self.gpu.launch_config((count as usize * t.size) / 16);
-            let nranks = n as u32;
-            let mut launch = stream.launch_builder(&f);
-            launch.arg(&*addrs).arg(&nranks).arg(&first).arg(&count);
-            // SAFETY: `oxccl_allreduce_*` takes (const u64* ptrs, u32 n, u64 first, u64 count);
-            // `addrs` holds the 2n addresses, each a buffer of at least first + count
-            // elements that its owner keeps alive until every rank passed the exchange that
-            // follows this share.
-            unsafe { launch.launch(cfg) }.map_err(map)?;
-            if let Some(d) = divide_by {
-                let div = self.gpu.function(&kernels::divide_kernel_name(t))?;
-                for &out in &all[n..] {
-                    let at = out + first * t.size as u64;
-                    let mut launch = stream.launch_builder(&div);
-                    launch.arg(&at).arg(&count).arg(&d);
-                    // SAFETY: `oxccl_divide_*` takes (T* buf, u64 n, u32 d): this rank's share
-                    // of one output, written by the launch before it on this stream.
-                    unsafe { launch.launch(cfg) }.map_err(map)?;
-                }
+        if count == 0 {
+            return Ok(());
+        }
+        let map = |e: cudarc::driver::DriverError| Error::Config(format!("peer all-reduce: {e}"));
+        // SAFETY: the array holds `capacity` >= all.len() u64s; the copy from pageable memory
+        // returns once the bytes are staged, and `all` outlives it anyway (synchronised by
+        // the caller before `all` is dropped).
+        let r = unsafe {
+            sys::cuMemcpyHtoDAsync_v2(
+                self.addrs,
+                all.as_ptr().cast(),
+                all.len() * 8,
+                self.stream(),
+            )
+        };
+        check(r, || "copying the peer addresses".into())?;
+        let n = (all.len() / 2) as u32;
+        let cfg: LaunchConfig = gpu.launch_config((count as usize * t.size) / 16);
+        let f = gpu.function(&kernels::all_reduce_kernel_name(op, t))?;
+        let mut launch = self.stream.launch_builder(&f);
+        launch.arg(&self.addrs).arg(&n).arg(&first).arg(&count);
+        // SAFETY: `oxccl_allreduce_*` takes (const u64* ptrs, u32 n, u64 first, u64 count);
+        // the array holds the 2n addresses, each a buffer of at least first + count elements
+        // that its owner keeps alive until every rank passed the exchange after this share.
+        unsafe { launch.launch(cfg) }.map_err(map)?;
+        if let Some(d) = divide_by {
+            let div = gpu.function(&kernels::divide_kernel_name(t))?;
+            for &out in &all[n as usize..] {
+                let at = out + first * t.size as u64;
+                let mut launch = self.stream.launch_builder(&div);
+                launch.arg(&at).arg(&count).arg(&d);
+                // SAFETY: `oxccl_divide_*` takes (T* buf, u64 n, u32 d): this rank's share of
+                // one output, written by the launch before it on this stream.
+                unsafe { launch.launch(cfg) }.map_err(map)?;
             }
         }
-        stream.synchronize().map_err(map)
+        Ok(())
+    }
+
+    /// The host path: this rank's input to host memory, `host` all-reduces it over the
+    /// communicator, the result back into its output (on this value's stream, so the
+    /// program's stream, which waits for the job, is not involved).
+    fn through_host(
+        &mut self,
+        send: u64,
+        recv: u64,
+        bytes: usize,
+        host: &mut HostAllReduce,
+    ) -> std::result::Result<(), String> {
+        // 8-byte aligned, so the host all-reduce can view it as any element type.
+        let mut words = vec![0u64; bytes.div_ceil(8)];
+        // SAFETY: `words` holds at least `bytes` bytes, any bit pattern is a valid u8, and
+        // this is the only reference to it until `buf` is dropped.
+        let buf = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), bytes) };
+        if bytes > 0 {
+            // SAFETY: `send` holds `bytes` (enqueue's contract); `buf` is writable.
+            let r = unsafe {
+                sys::cuMemcpyDtoHAsync_v2(buf.as_mut_ptr().cast(), send, bytes, self.stream())
+            };
+            check(r, || "copying the input to the host".into()).map_err(|e| e.to_string())?;
+            self.synchronize().map_err(|e| e.to_string())?;
+        }
+        host(buf)?;
+        if bytes > 0 {
+            // SAFETY: `recv` holds `bytes`; `buf` lives until the synchronisation below.
+            let r = unsafe {
+                sys::cuMemcpyHtoDAsync_v2(recv, buf.as_ptr().cast(), bytes, self.stream())
+            };
+            let copied = check(r, || "copying the result to the device".into());
+            let waited = self.synchronize();
+            copied.and(waited).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PeerAllReduce {
+    fn drop(&mut self) {
+        if let Ok(_current) = ContextGuard::push(RawContext::of(&self.ctx)) {
+            let _ = self.synchronize();
+            self.maps.close_all();
+            // SAFETY: allocated in `new`, freed once; the stream is idle.
+            let _ = unsafe { sys::cuMemFree_v2(self.addrs) };
+        }
     }
 }
 
@@ -244,19 +385,60 @@ pub struct PeerOp {
     pub nranks: u32,
 }
 
+/// How a peer all-reduce talks to the other ranks, and where its failure goes.
+pub struct PeerComm {
+    /// Swaps records with every rank (an all-gather).
+    pub exchange: Exchange,
+    /// The host path, taken by every rank alike when some buffer cannot be shared.
+    pub host: HostAllReduce,
+    /// Told of a failure of the enqueued job.
+    pub on_error: Box<dyn FnOnce(&str) + Send>,
+}
+
+impl std::fmt::Debug for PeerComm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerComm")
+    }
+}
+
+/// Bytes of one rank's record: usable flag, then the send and receive buffers' exports.
+const RECORD: usize = 1 + 2 * EXPORTED_BYTES;
+
+/// Why the records do not allow the peer path (the same answer on every rank: they all see
+/// the same records), or `None`.
+fn unusable(all: &[u8]) -> Option<String> {
+    let records: Vec<&[u8]> = all.chunks(RECORD).collect();
+    if let Some(bad) = records.iter().position(|r| r[0] != 1) {
+        return Some(format!(
+            "rank {bad}'s buffers cannot be shared through CUDA IPC (or its kernels did not load)"
+        ));
+    }
+    let send = |r: &[u8]| Exported::from_bytes(&r[1..1 + EXPORTED_BYTES]);
+    for (i, a) in records.iter().enumerate() {
+        for (j, b) in records.iter().enumerate().skip(i + 1) {
+            let (a, b) = (send(a), send(b));
+            if a.process == b.process && a.device != b.device {
+                return Some(format!(
+                    "ranks {i} and {j} share a process but not a device (peer access between \
+                     contexts of one process is not set up)"
+                ));
+            }
+        }
+    }
+    None
+}
+
 impl OrderedQueue {
     /// Enqueues an all-reduce of `send` into `recv` (the same slice for in place: pass
-    /// `send: None`) on `stream`, through peers' memory: `exchange` swaps this rank's
-    /// records with every rank's (twice: before, and after to keep the buffers in use until
-    /// all are done). Every rank of the job must call it in the same order.
+    /// `send: None`) on `stream`, through peers' memory (see the module documentation).
+    /// Every rank of the job must call it in the same order.
     pub fn enqueue_peer_all_reduce<T: cudarc::driver::DeviceRepr>(
         &mut self,
         stream: &CudaStream,
         send: Option<&CudaSlice<T>>,
         recv: &mut CudaSlice<T>,
         spec: PeerOp,
-        exchange: Exchange,
-        on_error: impl FnOnce(&str) + Send + 'static,
+        comm: PeerComm,
     ) -> Result<Enqueued> {
         if RawContext::of(stream.context()) != self.context() {
             return Err(Error::Config(
@@ -281,11 +463,8 @@ impl OrderedQueue {
         // cudarc buffers of `count` elements that stay valid until the stream passes the job:
         // cudarc orders their later uses and frees after the events the guards record when
         // dropped below.
-        let r = unsafe {
-            self.enqueue_peer_all_reduce_raw(
-                raw, send_ptr, recv_ptr, count, spec, exchange, on_error,
-            )
-        };
+        let r =
+            unsafe { self.enqueue_peer_all_reduce_raw(raw, send_ptr, recv_ptr, count, spec, comm) };
         drop(send_guard);
         drop(recv_guard);
         r
@@ -298,7 +477,6 @@ impl OrderedQueue {
     /// `send` and `recv` must be device buffers of `count` elements of `spec.t`, valid until
     /// `stream` has passed the job (NCCL's contract), and `stream` a live stream of the
     /// queue's context.
-    #[allow(clippy::too_many_arguments)]
     pub unsafe fn enqueue_peer_all_reduce_raw(
         &mut self,
         stream: RawStream,
@@ -306,41 +484,48 @@ impl OrderedQueue {
         recv: u64,
         count: u64,
         spec: PeerOp,
-        mut exchange: Exchange,
-        on_error: impl FnOnce(&str) + Send + 'static,
+        comm: PeerComm,
     ) -> Result<Enqueued> {
         let ctx = self.context();
+        let PeerComm {
+            mut exchange,
+            mut host,
+            on_error,
+        } = comm;
         let mut job = move || -> std::result::Result<(), String> {
             let _current = ContextGuard::push(ctx).map_err(|e| e.to_string())?;
-            let mine = [export(send), export(recv)];
-            let mut record = vec![0u8; 1 + 2 * EXPORTED_BYTES];
-            let failure = mine
-                .iter()
-                .find_map(|e| e.as_ref().err().map(|e| e.to_string()));
+            let (kernels_ok, device) = {
+                let p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
+                (p.kernels.is_ok(), p.device)
+            };
+            let mine = [export(send, device), export(recv, device)];
+            let mut record = vec![0u8; RECORD];
             if let (Ok(s), Ok(r)) = (&mine[0], &mine[1]) {
-                record[0] = 1;
+                record[0] = u8::from(kernels_ok);
                 record[1..1 + EXPORTED_BYTES].copy_from_slice(&s.to_bytes());
                 record[1 + EXPORTED_BYTES..].copy_from_slice(&r.to_bytes());
             }
             let all = exchange(&record)?;
             let n = spec.nranks as usize;
-            if all.len() != n * record.len() {
+            if all.len() != n * RECORD {
                 return Err(format!(
                     "peer all-reduce: {} bytes of records for {n} ranks",
                     all.len()
                 ));
             }
-            if let Some(bad) = all.chunks(record.len()).position(|r| r[0] != 1) {
-                // Every rank saw the same records, so every rank fails here alike.
-                return Err(match (bad as u32 == spec.rank, failure) {
-                    (true, Some(f)) => f,
-                    _ => format!("rank {bad}'s buffers cannot be shared through CUDA IPC"),
-                });
+            let bytes = count as usize * spec.t.size;
+            if let Some(why) = unusable(&all) {
+                if let Some(e) = mine.iter().find_map(|e| e.as_ref().err()) {
+                    tracing::debug!(error = %e, "this rank's buffer cannot be shared");
+                }
+                tracing::debug!("{why}: this all-reduce goes through host memory");
+                let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
+                return p.through_host(send, recv, bytes, &mut host);
             }
             let result = (|| -> Result<()> {
                 let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
                 let mut addrs = vec![0u64; 2 * n];
-                for (j, r) in all.chunks(record.len()).enumerate() {
+                for (j, r) in all.chunks(RECORD).enumerate() {
                     let s = Exported::from_bytes(&r[1..1 + EXPORTED_BYTES]);
                     let d = Exported::from_bytes(&r[1 + EXPORTED_BYTES..]);
                     addrs[j] = p.maps.resolve(&s)?;
@@ -392,13 +577,52 @@ mod tests {
         }
     }
 
+    fn record(usable: bool, process: u64, device: u32) -> Vec<u8> {
+        let e = Exported {
+            handle: [7; 64],
+            offset: 0,
+            addr: 0x1000,
+            process,
+            device,
+        };
+        let mut r = vec![u8::from(usable)];
+        r.extend_from_slice(&e.to_bytes());
+        r.extend_from_slice(&e.to_bytes());
+        r
+    }
+
+    /// Every rank sees the same records, so every rank takes the same path: the peer path
+    /// only when all can share and no process holds ranks on two devices.
+    #[test]
+    fn the_path_follows_from_the_records_alone() {
+        let all = |rs: &[Vec<u8>]| rs.concat();
+        assert_eq!(
+            unusable(&all(&[
+                record(true, 1, 0),
+                record(true, 2, 0),
+                record(true, 3, 1)
+            ])),
+            None
+        );
+        let why = unusable(&all(&[record(true, 1, 0), record(false, 2, 0)])).unwrap();
+        assert!(why.contains("rank 1"), "{why}");
+        let why = unusable(&all(&[record(true, 1, 0), record(true, 1, 1)])).unwrap();
+        assert!(why.contains("ranks 0 and 1"), "{why}");
+        // Two ranks of one process on one device (threads sharing a GPU) are fine.
+        assert_eq!(
+            unusable(&all(&[record(true, 1, 0), record(true, 1, 0)])),
+            None
+        );
+    }
+
     #[test]
     fn exported_records_survive_the_wire() {
         let e = Exported {
             handle: std::array::from_fn(|i| i as u8),
             offset: 0x1234,
             addr: 0x7f00_0000_1234,
-            pid: 4242,
+            process: 0x1122_3344_5566_7788,
+            device: 3,
         };
         assert_eq!(Exported::from_bytes(&e.to_bytes()), e);
     }

@@ -140,17 +140,7 @@ impl StreamCommunicator {
         recv: &mut CudaSlice<T>,
         op: ReduceOp,
     ) -> Result<()> {
-        if let Some(e) = self
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            return Err(Error::invalid(
-                "all_reduce",
-                format!("an earlier collective on this stream failed: {e}"),
-            ));
-        }
+        self.refuse_after_failure("all_reduce")?;
         let exec = self.peer.clone().expect("checked by the caller");
         let index = DataType::ALL
             .iter()
@@ -270,6 +260,22 @@ impl StreamCommunicator {
         }
     }
 
+    /// An earlier failure stays for synchronize()/take_error(); nothing more is enqueued.
+    fn refuse_after_failure(&self, op: &'static str) -> Result<()> {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            Some(e) => Err(Error::invalid(
+                op,
+                format!("an earlier collective on this stream failed: {e}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Enqueues `run` on the staged `regions`, after the common checks.
     fn enqueue<T: Element + DeviceRepr>(
         &mut self,
@@ -277,18 +283,7 @@ impl StreamCommunicator {
         regions: &mut [Region<'_, T>],
         run: impl FnOnce(&mut Communicator, Vec<&mut [u8]>) -> Result<()> + Send + 'static,
     ) -> Result<()> {
-        // An earlier failure stays for synchronize()/take_error(); nothing more is enqueued.
-        if let Some(e) = self
-            .failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            return Err(Error::invalid(
-                op,
-                format!("an earlier collective on this stream failed: {e}"),
-            ));
-        }
+        self.refuse_after_failure(op)?;
         let (comm, failure) = (self.comm.clone(), self.failure.clone());
         let work = move |parts: Vec<&mut [u8]>| {
             let mut c = comm.lock().unwrap_or_else(PoisonError::into_inner);

@@ -7,7 +7,7 @@
 //! and the results downloaded and checked the same way.
 
 use super::coll::Coll;
-use super::data::{flip, mismatches, write, Pattern};
+use super::data::{write, Pattern};
 use super::ops::Op;
 use super::run::{Bench, Placement, Row};
 use crate::elem::TestElem;
@@ -198,27 +198,11 @@ fn bench_time<T: TestElem>(b: &mut Bench<'_>, gpu: &mut Gpu, op: &Op) -> Result<
         gpu.issue(op, &mut s, &mut r)?;
         let mut recv = gpu.download(&r)?;
         gpu.comm.synchronize()?;
-        let expected = op.results(&p);
-        if b.corrupts() {
-            if let Some((range, _)) = expected.iter().find(|(range, _)| !range.is_empty()) {
-                flip(&mut recv[range.start]);
-            }
-        }
-        let mine: u64 = expected
-            .into_iter()
-            .map(|(range, fill)| mismatches(&recv[range], fill))
-            .sum();
-        let mut all = [mine];
-        b.comm.all_reduce_in_place(&mut all, ReduceOp::Sum)?;
-        wrong = Some(all[0]);
-        if all[0] > 0 {
+        let all = b.count_wrong(op, &p, &mut recv)?;
+        wrong = Some(all);
+        if all > 0 {
             break;
         }
     }
-    Ok(Placement {
-        time_us: secs * 1e6,
-        algbw: if algbw.is_finite() { algbw } else { 0.0 },
-        busbw: if busbw.is_finite() { busbw } else { 0.0 },
-        wrong,
-    })
+    Ok(Placement::new(secs, algbw, busbw, wrong))
 }

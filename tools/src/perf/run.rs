@@ -182,11 +182,6 @@ impl<'r> Bench<'r> {
         self.rep
     }
 
-    /// Whether this rank corrupts an output before each check (`OXCCL_PERF_CORRUPT`).
-    pub(super) fn corrupts(&self) -> bool {
-        self.corrupt
-    }
-
     /// Combines this rank's seconds per operation over the ranks (`-a`).
     pub(super) fn combine_time(&mut self, secs: f64) -> Result<f64> {
         let mut v = [secs];
@@ -418,9 +413,38 @@ fn bench_time<T: TestElem>(b: &mut Bench<'_>, bufs: &mut Buffers<T>, op: &Op) ->
         let p = Pattern::new(op.pattern_op(), n, b.next_rep());
         prepare(bufs, op, &p);
         run_single(b.comm, bufs, op, 0)?;
-        let recv = &mut bufs.pairs[0].1;
-        let expected = op.results(&p);
-        if b.corrupt {
+        let all = b.count_wrong(op, &p, &mut bufs.pairs[0].1)?;
+        wrong = Some(all);
+        if all > 0 {
+            break;
+        }
+    }
+    Ok(Placement::new(secs, algbw, busbw, wrong))
+}
+
+impl Placement {
+    /// A measured placement (bandwidths of a zero time read as 0).
+    pub(super) fn new(secs: f64, algbw: f64, busbw: f64, wrong: Option<u64>) -> Self {
+        Placement {
+            time_us: secs * 1e6,
+            algbw: if algbw.is_finite() { algbw } else { 0.0 },
+            busbw: if busbw.is_finite() { busbw } else { 0.0 },
+            wrong,
+        }
+    }
+}
+
+impl Bench<'_> {
+    /// The wrong elements of `recv` after a checked run of `op` with pattern `p`, summed over
+    /// the ranks (this rank first flips one if it corrupts, `OXCCL_PERF_CORRUPT`).
+    pub(super) fn count_wrong<T: TestElem>(
+        &mut self,
+        op: &Op,
+        p: &Pattern<T>,
+        recv: &mut [T],
+    ) -> Result<u64> {
+        let expected = op.results(p);
+        if self.corrupt {
             if let Some((range, _)) = expected.iter().find(|(range, _)| !range.is_empty()) {
                 flip(&mut recv[range.start]);
             }
@@ -430,16 +454,7 @@ fn bench_time<T: TestElem>(b: &mut Bench<'_>, bufs: &mut Buffers<T>, op: &Op) ->
             .map(|(range, fill)| mismatches(&recv[range], fill))
             .sum();
         let mut all = [mine];
-        b.comm.all_reduce_in_place(&mut all, ReduceOp::Sum)?;
-        wrong = Some(all[0]);
-        if all[0] > 0 {
-            break;
-        }
+        self.comm.all_reduce_in_place(&mut all, ReduceOp::Sum)?;
+        Ok(all[0])
     }
-    Ok(Placement {
-        time_us: secs * 1e6,
-        algbw: if algbw.is_finite() { algbw } else { 0.0 },
-        busbw: if busbw.is_finite() { busbw } else { 0.0 },
-        wrong,
-    })
 }

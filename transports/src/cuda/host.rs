@@ -80,6 +80,15 @@ impl HostKernels {
         Ok(Self { lib, dir })
     }
 
+    /// The kernel `name`, as a function of type `F`.
+    ///
+    /// # Safety
+    /// `F` must be the kernel's C signature (see kernels.rs).
+    unsafe fn symbol<F>(&self, name: &str) -> Result<libloading::Symbol<'_, F>> {
+        // SAFETY: the caller's contract on `F`.
+        unsafe { self.lib.get(name.as_bytes()) }.map_err(|e| Error::Config(format!("{name}: {e}")))
+    }
+
     /// `dst = a op b` through `oxccl_reduce_<op>_<type>`.
     pub fn reduce(
         &self,
@@ -95,10 +104,7 @@ impl HostKernels {
         // buffers hold `n` elements each (checked above) and the kernel reads and writes no
         // further; `dst` may alias neither input here (distinct borrows).
         unsafe {
-            let f: libloading::Symbol<ReduceFn> = self
-                .lib
-                .get(name.as_bytes())
-                .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            let f = self.symbol::<ReduceFn>(&name)?;
             f(
                 dst.as_mut_ptr(),
                 a.as_ptr(),
@@ -140,10 +146,7 @@ impl HostKernels {
         // elements up to `first + count` (checked above), the only ones it touches; outputs
         // are distinct mutable borrows, inputs are not written.
         unsafe {
-            let f: libloading::Symbol<AllReduceFn> = self
-                .lib
-                .get(name.as_bytes())
-                .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            let f = self.symbol::<AllReduceFn>(&name)?;
             f(
                 ptrs.as_ptr(),
                 inputs.len() as u32,
@@ -179,10 +182,7 @@ impl HostKernels {
         // mutable borrow this function holds, and the kernel reads every input of an element
         // before writing any output of it.
         unsafe {
-            let f: libloading::Symbol<AllReduceFn> = self
-                .lib
-                .get(name.as_bytes())
-                .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            let f = self.symbol::<AllReduceFn>(&name)?;
             f(ptrs.as_ptr(), bufs.len() as u32, first as u64, count as u64);
         }
         Ok(())
@@ -201,10 +201,7 @@ impl HostKernels {
         // SAFETY: `oxccl_divide_*` has this signature; `buf` holds the `n` elements it
         // touches.
         unsafe {
-            let f: libloading::Symbol<DivideFn> = self
-                .lib
-                .get(name.as_bytes())
-                .map_err(|e| Error::Config(format!("{name}: {e}")))?;
+            let f = self.symbol::<DivideFn>(&name)?;
             f(buf.as_mut_ptr(), (buf.len() / t.size) as u64, d);
         }
         Ok(())

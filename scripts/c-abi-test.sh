@@ -82,7 +82,9 @@ FUNCS="GetVersion GetUniqueId CommInitRank CommInitRankConfig CommInitAll CommFi
 CommDestroy CommAbort CommGetAsyncError GetErrorString GetLastError CommCount CommCuDevice
 CommUserRank CommSplit AllReduce Broadcast Bcast Reduce AllGather ReduceScatter AlltoAll
 Gather Scatter Send Recv GroupStart GroupEnd GroupSimulateEnd RedOpCreatePreMulSum
-RedOpDestroy MemAlloc MemFree CommRegister CommDeregister"
+RedOpDestroy MemAlloc MemFree CommRegister CommDeregister
+CommInitRankScalable CommShrink CommWindowRegister CommWindowDeregister DevCommCreate
+DevCommDestroy"
 nm -D --defined-only "$WORK/lib/libnccl.so.2" | awk '$2 ~ /^[TW]$/ {print $3}' | sort -u >"$WORK/symbols"
 missing=""
 for f in $FUNCS; do

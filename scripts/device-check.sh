@@ -51,7 +51,7 @@ export OXCCL_CACHE_DIR=$PWD/$out/kernel-cache OXCCL_TIMEOUT=120 PYTHONUNBUFFERED
 lib=$PWD/$out/lib/libnccl.so.2
 step() { echo; echo "== $1"; shift; start=$SECONDS; "$@"; echo "-- $((SECONDS - start)) s"; }
 date -u +"%Y-%m-%d %H:%M UTC"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_mode --format=csv,noheader || true
 
 step "1. kernels: correctness against the CPU, bandwidth next to cuMemcpyDtoD" \
     timeout 240 "$out/bin/oxccl-kernels" --cache "$out/kernel-cache" --bytes 256M --iters 20
@@ -61,6 +61,8 @@ for n in 1 2 4; do
     step "2. Rust API (oxccl::cuda::StreamCommunicator) on cudarc buffers, $n rank(s)" \
         timeout 120 "$out/bin/oxccl-run" -n "$n" -- "$out/bin/gpu_collectives"
 done
+step "3. PyTorch imports with oxccl's libnccl.so.2 preloaded (every NCCL symbol it binds)" \
+    env LD_PRELOAD="$lib" timeout 120 python3 -c 'import torch; print("torch", torch.__version__)'
 step "3. PyTorch torch.distributed (nccl backend) on oxccl's libnccl.so.2, 2 ranks" \
     timeout 240 python3 tests/python/torch_on_oxccl.py "$lib" 2
 step "3. the same with OXCCL_CUDA_IPC=1" \

@@ -9,8 +9,8 @@
  *     flag the program releases after the call): NCCL's non-blocking stream semantics;
  *   - the op reads what earlier stream work wrote (inputs filled by cuMemsetD32Async) and
  *     later stream work reads its result (cuMemcpyDtoHAsync, then one stream sync);
- *   - all-reduce (sum, out of place and in place), broadcast, reduce, and one group of
- *     all-gather + reduce-scatter + a send/recv ring (fused into one job).
+ *   - all-reduce (sum, out of place and in place), broadcast, reduce, one group of
+ *     all-gather + a send/recv ring (fused into one job), then reduce-scatter.
  * The CUDA driver is opened with dlopen: no CUDA header or toolkit is needed to build.
  */
 #include <dlfcn.h>
@@ -133,6 +133,12 @@ static int run_rank(int rank, int nranks, size_t count, ncclUniqueId id) {
     ncclComm_t comm;
     NC(ncclCommInitRank(&comm, nranks, id, rank));
     uint32_t n = (uint32_t)nranks, r = (uint32_t)rank;
+
+    /* 0. One un-held call first: the library's one-time set-up (pinned memory, kernels)
+     *    then happens here, not while the stream is held below. */
+    if (fill(rank, a, 1, count, s)) return 1;
+    NC(ncclAllReduce((void *)a, (void *)b, count, ncclUint32, ncclSum, comm, s));
+    if (expect(rank, "all-reduce (first call)", b, count, n, s)) return 1;
 
     /* 1. Non-blocking: hold the stream on a host flag, call, then release. */
     volatile uint32_t *flag;

@@ -24,9 +24,8 @@ def launch(lib, nranks):
     port = free_port()
     procs = []
     for rank in range(nranks):
-        env = dict(os.environ, LD_PRELOAD=os.path.abspath(lib), RANK=str(rank),
-                   WORLD_SIZE=str(nranks), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                   ORACLE_LIB=os.path.abspath(lib))
+        env = dict(os.environ, LD_PRELOAD=os.path.realpath(lib), RANK=str(rank),
+                   WORLD_SIZE=str(nranks), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         procs.append(subprocess.Popen([sys.executable, __file__, "--rank"], env=env))
     failed = [r for r, p in enumerate(procs) if p.wait(timeout=300) != 0]
     if failed:
@@ -54,10 +53,12 @@ def rank_main():
     dev = torch.device("cuda", 0)
     dist.init_process_group("nccl", rank=rank, world_size=n, device_id=dev,
                             timeout=datetime.timedelta(seconds=120))
-    # The library serving the calls is oxccl's: mapped in this process, and torch's NCCL
-    # version is the one oxccl reports.
-    maps = open("/proc/self/maps").read()
-    assert os.environ["ORACLE_LIB"] in maps, "oxccl's libnccl.so.2 is not loaded"
+    # The library serving the calls is oxccl's: the process's ncclGetVersion (what torch's
+    # calls resolve to) is the one oxccl reports, 2.28.7.
+    import ctypes
+    v = ctypes.c_int(0)
+    assert ctypes.CDLL(None).ncclGetVersion(ctypes.byref(v)) == 0
+    assert v.value == 22807, f"ncclGetVersion says {v.value}: not oxccl's library"
     print(f"rank {rank}: torch {torch.__version__}, NCCL version as torch sees it: "
           f"{torch.cuda.nccl.version()}", flush=True)
     count = 1 << 20  # exact in bfloat16 below: every value is a small integer

@@ -29,6 +29,7 @@ pub mod ops;
 pub mod staged;
 pub mod types;
 
+mod api_absent;
 pub(crate) mod api_coll;
 pub(crate) mod api_comm;
 mod api_mem;

@@ -44,6 +44,8 @@ pub struct Gpu {
     /// The stream launches go on.
     pub stream: Arc<CudaStream>,
     module: Arc<CudaModule>,
+    /// Every kernel, loaded when the GPU was opened (see `on`).
+    functions: std::collections::HashMap<String, cudarc::driver::CudaFunction>,
     /// `sm_90`.
     pub arch: String,
     /// `NVIDIA H200`.
@@ -81,11 +83,24 @@ impl Gpu {
             )
             .map_err(driver("reading the multiprocessor count"))?
             .max(1) as u32;
+        // Every kernel loaded now, not at its first launch: with lazy module loading (the
+        // driver's default, and PyTorch's) a first load may synchronise the context, which
+        // could wait for a program's stream that waits for the very job launching it.
+        let mut functions = std::collections::HashMap::new();
+        for name in kernels::kernel_names() {
+            let f = module
+                .load_function(&name)
+                .map_err(driver(format!("finding {name}")))?;
+            f.occupancy_max_active_blocks_per_multiprocessor(BLOCK, 0, None)
+                .map_err(driver(format!("loading {name}")))?;
+            functions.insert(name, f);
+        }
         let stream = ctx.new_stream().map_err(driver("creating a stream"))?;
         Ok(Self {
             ctx,
             stream,
             module,
+            functions,
             arch,
             name,
             multiprocessors,
@@ -94,9 +109,13 @@ impl Gpu {
 
     /// The kernel `name` of the loaded module.
     pub(crate) fn function(&self, name: &str) -> Result<cudarc::driver::CudaFunction> {
-        self.module
-            .load_function(name)
-            .map_err(driver(format!("finding {name}")))
+        match self.functions.get(name) {
+            Some(f) => Ok(f.clone()),
+            None => self
+                .module
+                .load_function(name)
+                .map_err(driver(format!("finding {name}"))),
+        }
     }
 
     /// A grid for `units` 16-byte vectors of work.

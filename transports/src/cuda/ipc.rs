@@ -94,6 +94,24 @@ fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Result<()> {
 /// (cuMemAllocAsync, which cudarc uses where the device has pools), cuMem virtual memory
 /// (PyTorch's expandable segments), host memory.
 pub fn export(addr: u64, device: u32) -> Result<Exported> {
+    // Pool memory may still yield a handle that peers then fail to open: ask first.
+    let mut capable: std::ffi::c_uint = 0;
+    // SAFETY: a query on an address; writes one unsigned int, or fails for an unknown one.
+    let r = unsafe {
+        sys::cuPointerGetAttribute(
+            (&mut capable as *mut std::ffi::c_uint).cast(),
+            sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE,
+            addr,
+        )
+    };
+    check(r, || {
+        format!("asking whether {addr:#x} can be shared through CUDA IPC")
+    })?;
+    if capable == 0 {
+        return Err(Error::Config(format!(
+            "{addr:#x} cannot be shared through CUDA IPC (pool or cuMem memory)"
+        )));
+    }
     let (mut base, mut size): (sys::CUdeviceptr, usize) = (0, 0);
     // SAFETY: a query on an address; writes two values, or fails for an unknown address.
     let r = unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, addr) };

@@ -73,6 +73,27 @@ pub fn driver_available() -> Result<()> {
     oxccl_transports::cuda::stream::init().map_err(cuda_error)
 }
 
+/// The peer all-reduce's kernels for `dtype` and `op`: the element type, the kernel operator
+/// name, and whether the sums are then divided by the rank count (`avg`).
+pub fn peer_kernels(
+    dtype: DataType,
+    op: ReduceOp,
+) -> Option<(
+    &'static oxccl_transports::cuda::kernels::KernelType,
+    &'static str,
+    bool,
+)> {
+    let index = DataType::ALL.iter().position(|d| *d == dtype)?;
+    let (name, average) = match op {
+        ReduceOp::Sum => ("sum", false),
+        ReduceOp::Prod => ("prod", false),
+        ReduceOp::Max => ("max", false),
+        ReduceOp::Min => ("min", false),
+        ReduceOp::Avg => ("sum", true),
+    };
+    Some((&TYPES[index], name, average))
+}
+
 fn cuda_error(e: oxccl_transports::Error) -> Error {
     match e {
         oxccl_transports::Error::Config(m) => Error::Cuda(m),
@@ -142,22 +163,13 @@ impl StreamCommunicator {
     ) -> Result<()> {
         self.refuse_after_failure("all_reduce")?;
         let exec = self.peer.clone().expect("checked by the caller");
-        let index = DataType::ALL
-            .iter()
-            .position(|d| *d == T::DATA_TYPE)
-            .ok_or_else(|| Error::Internal(format!("no kernels for {}", T::DATA_TYPE)))?;
-        let (name, average) = match op {
-            ReduceOp::Sum => ("sum", false),
-            ReduceOp::Prod => ("prod", false),
-            ReduceOp::Max => ("max", false),
-            ReduceOp::Min => ("min", false),
-            ReduceOp::Avg => ("sum", true),
-        };
+        let (t, name, average) = peer_kernels(T::DATA_TYPE, op)
+            .ok_or_else(|| Error::Internal(format!("no peer kernels for {} {op}", T::DATA_TYPE)))?;
         let spec = PeerOp {
             exec,
             op: name,
             average,
-            t: &TYPES[index],
+            t,
             rank: self.rank,
             nranks: self.size,
         };

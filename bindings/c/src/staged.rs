@@ -17,7 +17,6 @@ use crate::handle::CommHandle;
 use crate::ops::{Bufs, Kind, OpArgs};
 use crate::types::{RedOp, Scalar};
 use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerComm, PeerOp};
-use oxccl_transports::cuda::kernels::TYPES;
 use oxccl_transports::cuda::ordered::{Copy, Enqueued, OrderedQueue, REGION_ALIGN};
 use oxccl_transports::cuda::stream::{self as cuda, RawContext, RawStream};
 use std::ops::Range;
@@ -213,23 +212,14 @@ fn try_peer(
         .exec
         .clone()
         .map_err(|e| Failure::new(ffi::UNHANDLED_CUDA_ERROR, format!("OXCCL_CUDA_IPC=1: {e}")))?;
-    let index = oxccl::DataType::ALL
-        .iter()
-        .position(|d| *d == a.dtype)
-        .ok_or_else(|| Failure::invalid(format!("no kernels for {}", a.dtype)))?;
-    let (name, average) = match op {
-        oxccl::ReduceOp::Sum => ("sum", false),
-        oxccl::ReduceOp::Prod => ("prod", false),
-        oxccl::ReduceOp::Max => ("max", false),
-        oxccl::ReduceOp::Min => ("min", false),
-        oxccl::ReduceOp::Avg => ("sum", true),
-        _ => return Ok(None),
+    let Some((t, name, average)) = oxccl::cuda::peer_kernels(a.dtype, op) else {
+        return Ok(None);
     };
     let spec = PeerOp {
         exec,
         op: name,
         average,
-        t: &TYPES[index],
+        t,
         rank: comm.rank,
         nranks: comm.nranks,
     };

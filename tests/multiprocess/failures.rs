@@ -104,7 +104,7 @@ fn killed_in_random_ops_over_tcp() {
 }
 
 /// Rank 2 arrives 8 s late at op 20 while the deadline is 3 s: the others' errors say that
-/// rank 2 has not entered the op the rest are in, and `oxccl-status` on the job's status
+/// rank 2 has not entered the op the rest are in (or have left, for the last to time out), and `oxccl-status` on the job's status
 /// directory says the same while it waits.
 #[test]
 fn a_late_rank_is_named_at_the_deadline() {
@@ -143,7 +143,12 @@ fn a_late_rank_is_named_at_the_deadline() {
         assert!(line.contains("made no progress"), "{line}");
         assert!(line.contains("rank 2 has not entered"), "{line}");
         assert!(line.contains("(it finished"), "{line}");
-        assert!(line.contains("ranks 0-1, 3 are in"), "{line}");
+        // The three ranks time out a little apart: the last one to report may see the others
+        // already gone, which the report says instead of listing them as in the op.
+        assert!(
+            line.contains("ranks 0-1, 3 are in") || line.contains("has left (its communicator"),
+            "{line}"
+        );
     }
     assert!(status.contains("rank 2/4 pid"), "{status}");
     assert!(

@@ -4,7 +4,13 @@
 //! ```sh
 //! cargo build --release --example gpu_collectives
 //! oxccl-run -n 2 -- target/release/examples/gpu_collectives [COUNT]
+//! target/release/examples/gpu_collectives --threads 4 [COUNT]   # 4 ranks, one process
 //! ```
+//!
+//! With `--threads N` the ranks are threads of one process sharing GPU 0; with
+//! `OXCCL_CUDA_IPC=1` their collectives then go through each other's GPU memory even on
+//! cudarc's pool memory (which CUDA IPC cannot export to other processes: ranks in separate
+//! processes take the host path for it).
 //!
 //! Inputs are uploaded on the communicator's stream just before each collective and the
 //! results downloaded just after, with no synchronisation in between: the stream's order is
@@ -12,7 +18,7 @@
 
 use oxccl::cuda::cudarc::driver::{CudaContext, CudaSlice, CudaStream};
 use oxccl::cuda::StreamCommunicator;
-use oxccl::{Communicator, ReduceOp};
+use oxccl::{Communicator, Config, ReduceOp, UniqueId};
 use std::sync::Arc;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -30,11 +36,42 @@ fn expect(s: &Arc<CudaStream>, what: &str, got: &CudaSlice<f32>, want: &[f32]) -
 }
 
 fn main() -> Res<()> {
-    let count: usize = std::env::args()
-        .nth(1)
-        .map_or(Ok((1 << 20) + 3), |a| a.parse())?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let threads = match args.iter().position(|a| a == "--threads") {
+        Some(i) => {
+            let n: u32 = args.get(i + 1).ok_or("--threads needs a count")?.parse()?;
+            args.drain(i..i + 2);
+            Some(n)
+        }
+        None => None,
+    };
+    let count: usize = args.first().map_or(Ok((1 << 20) + 3), |a| a.parse())?;
     oxccl::cuda::driver_available()?;
-    let comm = Communicator::from_env()?;
+    let Some(n) = threads else {
+        return run(Communicator::from_env()?, count);
+    };
+    let cfg = Config::from_env()?;
+    let id = UniqueId::new("127.0.0.1:0".parse()?, cfg.timeout)?;
+    let ranks: Vec<_> = (0..n)
+        .map(|r| {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || -> Result<(), String> {
+                let comm = Communicator::init(id, n, r, cfg).map_err(|e| e.to_string())?;
+                run(comm, count).map_err(|e| format!("rank {r}: {e}"))
+            })
+        })
+        .collect();
+    let mut failed = None;
+    for h in ranks {
+        if let Err(e) = h.join().map_err(|_| "a rank thread panicked".to_string())? {
+            failed.get_or_insert(e);
+        }
+    }
+    failed.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// Every collective on this rank, each result checked.
+fn run(comm: Communicator, count: usize) -> Res<()> {
     let ctx = CudaContext::new(0)?;
     let stream = ctx.new_stream()?;
     let mut gpu = StreamCommunicator::new(comm, stream.clone())?;
@@ -81,6 +118,26 @@ fn main() -> Res<()> {
     let want = (n * rank + n * (n - 1) / 2) as f32;
     expect(s, "reduce_scatter", &mine, &full(want, count))?;
 
+    // In place: this rank's input is its block of the all-gather's buffer, and the
+    // reduce-scatter's result lands in its block.
+    let blocks: Vec<f32> = (0..n)
+        .flat_map(|j| full(if j == rank { rank as f32 + 20.0 } else { -1.0 }, count))
+        .collect();
+    let mut all = upload(s, &blocks)?;
+    gpu.all_gather_in_place(&mut all)?;
+    let want: Vec<f32> = (0..n).flat_map(|r| full(r as f32 + 20.0, count)).collect();
+    expect(s, "all_gather_in_place", &all, &want)?;
+    let mut big = upload(s, &full(rank as f32 + 1.0, n * count))?;
+    gpu.reduce_scatter_in_place(&mut big, ReduceOp::Max)?;
+    let got = s.clone_dtoh(&big)?;
+    if let Some(i) = (rank * count..(rank + 1) * count).find(|&i| got[i] != n as f32) {
+        return Err(format!(
+            "reduce_scatter_in_place: element {i} is {}, expected {n}",
+            got[i]
+        )
+        .into());
+    }
+
     let src: Vec<f32> = (0..n)
         .flat_map(|j| full((100 * rank + j) as f32, count))
         .collect();
@@ -113,6 +170,15 @@ fn main() -> Res<()> {
         )?;
     }
     gpu.synchronize()?;
-    println!("rank {rank}: every collective on GPU buffers checked ({n} ranks, {count} floats)");
+    let path = match gpu.peer_jobs() {
+        None => "staged through host memory".to_owned(),
+        Some(j) => format!(
+            "OXCCL_CUDA_IPC=1: {} through peers' GPU memory, {} through host memory",
+            j.through_peers, j.through_host
+        ),
+    };
+    println!(
+        "rank {rank}: every collective on GPU buffers checked ({n} ranks, {count} floats; {path})"
+    );
     Ok(())
 }

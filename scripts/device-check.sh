@@ -10,7 +10,8 @@
 #      kernels' bandwidth next to cuMemcpyDtoD (oxccl-kernels);
 #   2. libnccl.so.2 on device buffers, 1, 2 and 4 ranks sharing the GPU, stream-ordered and
 #      non-blocking (tests/c/device_buffers.c); the Rust API on cudarc buffers, same ranks
-#      (examples/gpu_collectives.rs under oxccl-run);
+#      (examples/gpu_collectives.rs under oxccl-run); then both with OXCCL_CUDA_IPC=1, the
+#      Rust API also with ranks as threads of one process (peer path on pool memory);
 #   3. PyTorch as a client: torch.distributed (backend nccl) with oxccl's libnccl.so.2
 #      preloaded, 2 ranks on the GPU, every collective checked (tests/python/torch_on_oxccl.py);
 #   4. oxccl-perf --gpu all_reduce on 1, 2 and 4 ranks sharing the GPU (checked, staged), and
@@ -68,10 +69,17 @@ step "3. PyTorch torch.distributed (nccl backend) on oxccl's libnccl.so.2, 2 ran
 step "3. the same with OXCCL_CUDA_IPC=1" \
     env OXCCL_CUDA_IPC=1 timeout 240 python3 tests/python/torch_on_oxccl.py "$lib" 2
 for n in 2 4; do
-    step "2. the same with OXCCL_CUDA_IPC=1 (all-reduces through peers' GPU memory), $n ranks" \
+    # cudarc's pool memory cannot be exported to other processes: these ranks take the host
+    # path alike (the example prints how many collectives went which way).
+    step "2. Rust API with OXCCL_CUDA_IPC=1, $n processes (pool memory: host path)" \
         env OXCCL_CUDA_IPC=1 timeout 120 "$out/bin/oxccl-run" -n "$n" -- "$out/bin/gpu_collectives"
-    step "2. libnccl.so.2 with OXCCL_CUDA_IPC=1, $n ranks" \
-        env OXCCL_CUDA_IPC=1 LD_LIBRARY_PATH="$out/lib" timeout 120 "$out/bin/device_buffers" "$n"
+    step "2. Rust API with OXCCL_CUDA_IPC=1, $n ranks as threads of one process (peer path)" \
+        env OXCCL_CUDA_IPC=1 timeout 120 "$out/bin/gpu_collectives" --threads "$n"
+    # cuMemAlloc memory: every collective but all-to-all and send/recv through peers' GPU
+    # memory; OXCCL_DEBUG=INFO logs each rank's count of jobs by path at ncclCommDestroy.
+    step "2. libnccl.so.2 with OXCCL_CUDA_IPC=1, $n ranks (peer path)" \
+        env OXCCL_CUDA_IPC=1 OXCCL_DEBUG=INFO LD_LIBRARY_PATH="$out/lib" timeout 120 \
+        "$out/bin/device_buffers" "$n"
 done
 for n in 1 2 4; do
     step "4. oxccl-perf --gpu 0 all_reduce, $n rank(s) on the GPU (staged through the host)" \

@@ -22,10 +22,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! With `OXCCL_CUDA_IPC=1` and every rank on one host, all-reduces go through the peers' GPU
-//! memory instead (CUDA IPC, [`oxccl_transports::cuda::ipc`]): each rank reduces its share of
-//! every rank's input and writes it into every rank's output, one pass over NVLink/PCIe (or
-//! within one GPU), no host copies. Opt-in until it has run on a GPU.
+//! With `OXCCL_CUDA_IPC=1` and every rank on one host, all-reduce, reduce, broadcast,
+//! all-gather and reduce-scatter go through the peers' GPU memory instead (CUDA IPC,
+//! [`oxccl_transports::cuda::peer`]): an all-reduce's ranks each reduce their share of every
+//! rank's input and write it into every rank's output, one pass over NVLink/PCIe (or within
+//! one GPU), no host copies. Buffers CUDA IPC cannot share (cudarc's stream-ordered pool
+//! memory, for one) make every rank take the staged path for that call. Opt-in until it has
+//! run on a GPU.
 //!
 //! A failed collective still lets the stream go on (its outputs are then undefined) and is
 //! reported by the next [`StreamCommunicator::synchronize`] or
@@ -36,9 +39,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// The cudarc this API takes buffers and streams of (use it to get matching types).
 pub use cudarc;
 use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
-use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerComm, PeerOp};
 use oxccl_transports::cuda::kernels::TYPES;
 use oxccl_transports::cuda::ordered::{Enqueued, OrderedQueue, Region};
+pub use oxccl_transports::cuda::peer::PeerJobs;
+use oxccl_transports::cuda::peer::{PeerCollectives, PeerComm, PeerKind, PeerOp};
 use oxccl_transports::cuda::stream::RawContext;
 
 use crate::{Communicator, DataType, Element, Error, ReduceOp, Result};
@@ -52,9 +56,9 @@ pub struct StreamCommunicator {
     failure: Arc<Mutex<Option<Error>>>,
     rank: u32,
     size: u32,
-    /// All-reduces through peers' GPU memory (CUDA IPC): `OXCCL_CUDA_IPC=1` and every rank
+    /// Collectives through peers' GPU memory (CUDA IPC): `OXCCL_CUDA_IPC=1` and every rank
     /// on this host.
-    peer: Option<Arc<Mutex<PeerAllReduce>>>,
+    peer: Option<Arc<Mutex<PeerCollectives>>>,
 }
 
 impl std::fmt::Debug for StreamCommunicator {
@@ -73,7 +77,7 @@ pub fn driver_available() -> Result<()> {
     oxccl_transports::cuda::stream::init().map_err(cuda_error)
 }
 
-/// The peer all-reduce's kernels for `dtype` and `op`: the element type, the kernel operator
+/// The peer collectives' kernels for `dtype` and `op`: the element type, the kernel operator
 /// name, and whether the sums are then divided by the rank count (`avg`).
 pub fn peer_kernels(
     dtype: DataType,
@@ -127,12 +131,12 @@ impl StreamCommunicator {
         let one_host = comm.local_size() == comm.size();
         if ipc && !one_host {
             tracing::warn!(
-                "OXCCL_CUDA_IPC=1 needs every rank on one host; all-reduces are staged instead"
+                "OXCCL_CUDA_IPC=1 needs every rank on one host; collectives are staged instead"
             );
         }
         // Set up now, before any job: the first stream of a context may synchronise it.
         let peer = if ipc && one_host {
-            let p = PeerAllReduce::new(
+            let p = PeerCollectives::new(
                 stream.context().clone(),
                 size as usize,
                 oxccl_transports::cuda::cache_dir(),
@@ -153,20 +157,24 @@ impl StreamCommunicator {
         })
     }
 
-    /// Enqueues an all-reduce through the peers' GPU memory (see
-    /// [`oxccl_transports::cuda::ipc`]); `send: None` for in place.
-    fn peer_all_reduce<T: Element + DeviceRepr>(
+    /// Enqueues `kind` through the peers' GPU memory (see [`oxccl_transports::cuda::peer`]);
+    /// `send: None` for in place, `count` NCCL's count ([`PeerKind::lengths`]).
+    fn peer_collective<T: Element + DeviceRepr>(
         &mut self,
+        kind: PeerKind,
         send: Option<&CudaSlice<T>>,
         recv: &mut CudaSlice<T>,
+        count: usize,
         op: ReduceOp,
     ) -> Result<()> {
-        self.refuse_after_failure("all_reduce")?;
+        let what = kind.name();
+        self.refuse_after_failure(what)?;
         let exec = self.peer.clone().expect("checked by the caller");
         let (t, name, average) = peer_kernels(T::DATA_TYPE, op)
             .ok_or_else(|| Error::Internal(format!("no peer kernels for {} {op}", T::DATA_TYPE)))?;
         let spec = PeerOp {
             exec,
+            kind,
             op: name,
             average,
             t,
@@ -196,19 +204,24 @@ impl StreamCommunicator {
                 .all_gather(mine, &mut all);
             r.map(|()| all).map_err(&keep)
         });
-        let host = Box::new(move |buf: &mut [u8]| {
-            let typed = typed_mut::<T>(buf).map_err(|e| e.to_string())?;
-            let r = comm2
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .all_reduce_in_place(typed, op);
-            r.map_err(&keep2)
+        let host = Box::new(move |input: &[u8], output: &mut [u8]| {
+            let (s, r) = (typed::<T>(input), typed_mut::<T>(output));
+            let (s, r) = (s.map_err(|e| e.to_string())?, r.map_err(|e| e.to_string())?);
+            let mut c = comm2.lock().unwrap_or_else(PoisonError::into_inner);
+            match kind {
+                PeerKind::AllReduce => c.all_reduce(s, r, op),
+                PeerKind::Reduce { root } => c.reduce(s, r, op, root),
+                PeerKind::Broadcast { root } => c.broadcast(s, r, root),
+                PeerKind::AllGather => c.all_gather(s, r),
+                PeerKind::ReduceScatter => c.reduce_scatter(s, r, op),
+            }
+            .map_err(&keep2)
         });
         let on_error = Box::new(move |m: &str| {
             failure
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert_with(|| Error::Cuda(format!("peer all-reduce: {m}")));
+                .get_or_insert_with(|| Error::Cuda(format!("peer {what}: {m}")));
         });
         let queue = self.queue.as_mut().expect("present until into_inner");
         let peer_comm = PeerComm {
@@ -217,13 +230,13 @@ impl StreamCommunicator {
             on_error,
         };
         match queue
-            .enqueue_peer_all_reduce(&self.stream, send, recv, spec, peer_comm)
+            .enqueue_peer(&self.stream, send, recv, count, spec, peer_comm)
             .map_err(cuda_error)?
         {
             Enqueued::Queued | Enqueued::Ran(Ok(())) => Ok(()),
             Enqueued::Ran(Err(_)) => Err(self
                 .take_error()
-                .unwrap_or_else(|| Error::Internal("all_reduce failed".into()))),
+                .unwrap_or_else(|| Error::Internal(format!("{what} failed")))),
         }
     }
 
@@ -235,6 +248,17 @@ impl StreamCommunicator {
     /// Number of ranks.
     pub fn size(&self) -> u32 {
         self.size
+    }
+
+    /// How the collectives that could go through the peers' GPU memory went so far
+    /// (`OXCCL_CUDA_IPC=1`; `None` without it): how many did, and how many went through
+    /// host memory because some rank's buffer could not be reached (logged as a warning the
+    /// first time). Counted as the jobs run, so after [`synchronize`](Self::synchronize)
+    /// every enqueued one is in.
+    pub fn peer_jobs(&self) -> Option<PeerJobs> {
+        self.peer
+            .as_ref()
+            .map(|p| p.lock().unwrap_or_else(PoisonError::into_inner).jobs())
     }
 
     /// The stream the collectives are ordered on.
@@ -329,7 +353,8 @@ impl StreamCommunicator {
     ) -> Result<()> {
         same_len("all_reduce", send.len(), recv.len())?;
         if self.peer.is_some() {
-            return self.peer_all_reduce(Some(send), recv, op);
+            let count = recv.len();
+            return self.peer_collective(PeerKind::AllReduce, Some(send), recv, count, op);
         }
         self.enqueue(
             "all_reduce",
@@ -348,7 +373,8 @@ impl StreamCommunicator {
         op: ReduceOp,
     ) -> Result<()> {
         if self.peer.is_some() {
-            return self.peer_all_reduce(None, buf, op);
+            let count = buf.len();
+            return self.peer_collective(PeerKind::AllReduce, None, buf, count, op);
         }
         self.enqueue("all_reduce", &mut [Region::InOut(buf)], move |c, mut p| {
             c.all_reduce_in_place(typed_mut::<T>(p[0])?, op)
@@ -362,6 +388,10 @@ impl StreamCommunicator {
         root: u32,
     ) -> Result<()> {
         self.check_rank("broadcast", "root", root)?;
+        if self.peer.is_some() {
+            let (kind, count) = (PeerKind::Broadcast { root }, buf.len());
+            return self.peer_collective(kind, None, buf, count, ReduceOp::Sum);
+        }
         self.enqueue("broadcast", &mut [Region::InOut(buf)], move |c, mut p| {
             c.broadcast_in_place(typed_mut::<T>(p[0])?, root)
         })
@@ -375,6 +405,10 @@ impl StreamCommunicator {
         root: u32,
     ) -> Result<()> {
         self.check_rank("reduce", "root", root)?;
+        if self.peer.is_some() {
+            let (kind, count) = (PeerKind::Reduce { root }, buf.len());
+            return self.peer_collective(kind, None, buf, count, op);
+        }
         let region = if self.rank == root {
             Region::InOut(buf)
         } else {
@@ -392,6 +426,16 @@ impl StreamCommunicator {
         recv: &mut CudaSlice<T>,
     ) -> Result<()> {
         self.check_blocks("all_gather", send.len(), recv.len())?;
+        if self.peer.is_some() {
+            let count = send.len();
+            return self.peer_collective(
+                PeerKind::AllGather,
+                Some(send),
+                recv,
+                count,
+                ReduceOp::Sum,
+            );
+        }
         self.enqueue(
             "all_gather",
             &mut [Region::In(send), Region::Out(recv)],
@@ -409,6 +453,10 @@ impl StreamCommunicator {
         buf: &mut CudaSlice<T>,
     ) -> Result<()> {
         self.check_divides("all_gather", buf.len())?;
+        if self.peer.is_some() {
+            let count = buf.len() / self.size as usize;
+            return self.peer_collective(PeerKind::AllGather, None, buf, count, ReduceOp::Sum);
+        }
         self.enqueue("all_gather", &mut [Region::InOut(buf)], move |c, mut p| {
             c.all_gather_in_place(typed_mut::<T>(p[0])?)
         })
@@ -422,6 +470,10 @@ impl StreamCommunicator {
         op: ReduceOp,
     ) -> Result<()> {
         self.check_divides("reduce_scatter", buf.len())?;
+        if self.peer.is_some() {
+            let count = buf.len() / self.size as usize;
+            return self.peer_collective(PeerKind::ReduceScatter, None, buf, count, op);
+        }
         self.enqueue(
             "reduce_scatter",
             &mut [Region::InOut(buf)],
@@ -448,6 +500,10 @@ impl StreamCommunicator {
         op: ReduceOp,
     ) -> Result<()> {
         self.check_blocks("reduce_scatter", recv.len(), send.len())?;
+        if self.peer.is_some() {
+            let count = recv.len();
+            return self.peer_collective(PeerKind::ReduceScatter, Some(send), recv, count, op);
+        }
         self.enqueue(
             "reduce_scatter",
             &mut [Region::In(send), Region::Out(recv)],

@@ -3,7 +3,8 @@
 //! oxccl only emits events; it installs a subscriber (to stderr) only when `OXCCL_DEBUG` is
 //! set, and only if the program has not installed one itself. Subsystems map to targets:
 //! `INIT` → `oxccl::init`, `BOOTSTRAP` → `oxccl::bootstrap`, `COLL` → `oxccl::coll`,
-//! `P2P` → `oxccl::p2p`, `NET` → `oxccl_transports::tcp`, `SHM` → `oxccl_transports::shm`,
+//! `P2P` → `oxccl::p2p` and `oxccl_transports::cuda` (GPU buffers, the CUDA IPC peer
+//! path), `NET` → `oxccl_transports::tcp`, `SHM` → `oxccl_transports::shm`,
 //! `TUNING` → `oxccl::tuning` (the tuner's table of predicted times, once per communicator).
 
 use std::sync::Once;
@@ -12,7 +13,7 @@ const SUBSYSTEMS: &[(&str, &[&str])] = &[
     ("INIT", &["oxccl::init"]),
     ("BOOTSTRAP", &["oxccl::bootstrap"]),
     ("COLL", &["oxccl::coll"]),
-    ("P2P", &["oxccl::p2p"]),
+    ("P2P", &["oxccl::p2p", "oxccl_transports::cuda"]),
     ("NET", &["oxccl_transports::tcp"]),
     ("SHM", &["oxccl_transports::shm"]),
     ("TUNING", &["oxccl::tuning"]),

@@ -7,6 +7,7 @@
 use oxccl::{reduce, DataType, ReduceOp};
 use oxccl_transports::cuda::host::HostKernels;
 use oxccl_transports::cuda::kernels::TYPES;
+use oxccl_transports::cuda::peer::{plan, PeerKind};
 
 /// Deterministic bytes: integers that overflow when combined, floats with NaNs, infinities,
 /// signed zeros and values that round differently in 16 bits.
@@ -198,7 +199,7 @@ fn the_peer_all_reduce_kernel_reduces_every_rank_share_into_every_output() {
                             let views: Vec<&[u8]> = ins.iter().map(|b| b.bytes()).collect();
                             let mut outs_mut: Vec<&mut [u8]> =
                                 outs.iter_mut().map(|b| b.bytes_mut()).collect();
-                            host.all_reduce(name, t, &views, &mut outs_mut, first, end - first)
+                            host.peer(name, t, &views, &mut outs_mut, first, end - first)
                                 .unwrap();
                         }
                     }
@@ -217,4 +218,125 @@ fn the_peer_all_reduce_kernel_reduces_every_rank_share_into_every_output() {
         }
     }
     assert_eq!(checked, 10 * 4 * 2 * 2);
+}
+
+/// Each rank's buffers of one peer collective, in this process's memory.
+struct RankBufs {
+    /// One buffer in place; the send then the receive buffer otherwise.
+    bufs: Vec<Buf>,
+}
+
+/// Every peer collective as its ranks run it: each rank's [`plan`] on host copies of
+/// 3 ranks' buffers (out of place, and in place with NCCL's layouts), run through the host
+/// build of `oxccl_peer_*`, compared with the collective computed from the inputs with the
+/// CPU reductions. What a rank does not use (a non-root reduce output) must stay as it was.
+#[test]
+fn every_peer_collective_computes_its_result_from_the_plans() {
+    let host = HostKernels::build().expect("a C++ compiler (c++) for the host build");
+    let (n, count) = (3u32, 37usize);
+    let kinds = [
+        PeerKind::AllReduce,
+        PeerKind::Reduce { root: 1 },
+        PeerKind::Broadcast { root: 2 },
+        PeerKind::AllGather,
+        PeerKind::ReduceScatter,
+    ];
+    let mut checked = 0;
+    for (k, dtype) in DataType::ALL.into_iter().enumerate() {
+        let (t, size) = (&TYPES[k], dtype.size());
+        for (name, op) in [("sum", ReduceOp::Sum), ("max", ReduceOp::Max)] {
+            for kind in kinds {
+                let (send_len, recv_len) = kind.lengths(count as u64, n);
+                let (send_len, recv_len) = (send_len as usize, recv_len as usize);
+                let inputs: Vec<Vec<u8>> = (0..n)
+                    .map(|r| input(dtype, send_len, 500 + 17 * k as u64 + r as u64))
+                    .collect();
+                // What each rank's receive buffer must hold.
+                let fold = |pick: &dyn Fn(&[u8]) -> Vec<u8>| {
+                    let mut acc = pick(&inputs[0]);
+                    for i in &inputs[1..] {
+                        let prev = acc.clone();
+                        reduce::reduce_to(dtype, op, &mut acc, &prev, &pick(i));
+                    }
+                    acc
+                };
+                let want: Vec<Option<Vec<u8>>> = (0..n as usize)
+                    .map(|r| match kind {
+                        PeerKind::AllReduce => Some(fold(&|b| b.to_vec())),
+                        PeerKind::Reduce { root } => {
+                            (r == root as usize).then(|| fold(&|b| b.to_vec()))
+                        }
+                        PeerKind::Broadcast { root } => Some(inputs[root as usize].clone()),
+                        PeerKind::AllGather => Some(inputs.concat()),
+                        PeerKind::ReduceScatter => Some(fold(&|b| {
+                            b[r * count * size..(r + 1) * count * size].to_vec()
+                        })),
+                    })
+                    .collect();
+                for in_place in [false, true] {
+                    let untouched = vec![0xA5u8; recv_len * size];
+                    let mut ranks: Vec<RankBufs> = (0..n as usize)
+                        .map(|r| {
+                            let bufs = if !in_place {
+                                vec![Buf::new(&inputs[r], 0), Buf::new(&untouched, 0)]
+                            } else if kind == PeerKind::AllGather {
+                                let mut b = untouched.clone();
+                                b[r * count * size..(r + 1) * count * size]
+                                    .copy_from_slice(&inputs[r]);
+                                vec![Buf::new(&b, 0)]
+                            } else {
+                                vec![Buf::new(&inputs[r], 0)]
+                            };
+                            RankBufs { bufs }
+                        })
+                        .collect();
+                    let block = |r: usize| (r * count * size) as u64;
+                    let addrs: Vec<(u64, u64)> = ranks
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(r, rb)| {
+                            let base = rb.bufs[0].bytes_mut().as_mut_ptr() as u64;
+                            match (in_place, kind) {
+                                (false, _) => (base, rb.bufs[1].bytes_mut().as_mut_ptr() as u64),
+                                (true, PeerKind::AllGather) => (base + block(r), base),
+                                (true, PeerKind::ReduceScatter) => (base, base + block(r)),
+                                (true, _) => (base, base),
+                            }
+                        })
+                        .collect();
+                    let sends: Vec<u64> = addrs.iter().map(|a| a.0).collect();
+                    let recvs: Vec<u64> = addrs.iter().map(|a| a.1).collect();
+                    for r in 0..n {
+                        let p = plan(kind, r, count as u64, size, &sends, &recvs);
+                        // SAFETY: the addresses are of `ranks`' buffers, which hold every
+                        // element the plans name (`lengths`) and are not otherwise borrowed
+                        // until the loop ends.
+                        unsafe { host.run_plan(name, t, &p) }.unwrap();
+                    }
+                    for (r, rb) in ranks.iter().enumerate() {
+                        let got = match (in_place, kind) {
+                            (false, _) => rb.bufs[1].bytes().to_vec(),
+                            (true, PeerKind::ReduceScatter) => {
+                                rb.bufs[0].bytes()[r * count * size..][..count * size].to_vec()
+                            }
+                            (true, _) => rb.bufs[0].bytes().to_vec(),
+                        };
+                        // A non-root reduce output: untouched out of place, the input in place.
+                        let expected = want[r].clone().unwrap_or_else(|| {
+                            if in_place {
+                                inputs[r].clone()
+                            } else {
+                                untouched.clone()
+                            }
+                        });
+                        if let Err(e) = same(dtype, &got, &expected) {
+                            panic!("{kind:?} {name} {dtype:?} in place {in_place}, rank {r}: {e}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 10 * 2 * 5 * 2 * 3);
 }

@@ -10,7 +10,10 @@
  *   - the op reads what earlier stream work wrote (inputs filled by cuMemsetD32Async) and
  *     later stream work reads its result (cuMemcpyDtoHAsync, then one stream sync);
  *   - all-reduce (sum, out of place and in place), broadcast, reduce, one group of
- *     all-gather + a send/recv ring (fused into one job), then reduce-scatter.
+ *     all-gather + a send/recv ring (fused into one job), then reduce-scatter;
+ *   - all-gather and reduce-scatter in place (NCCL's layouts), a broadcast whose other
+ *     ranks pass a NULL input, and a group of an all-reduce and an all-gather (with
+ *     OXCCL_CUDA_IPC=1, the ops that go through peers' GPU memory, in group order).
  * The CUDA driver is opened with dlopen: no CUDA header or toolkit is needed to build.
  */
 #include <dlfcn.h>
@@ -188,6 +191,35 @@ static int run_rank(int rank, int nranks, size_t count, ncclUniqueId id) {
     if (fill(rank, big, r + 1, count * nranks, s)) return 1;
     NC(ncclReduceScatter((void *)big, (void *)a, count, ncclUint32, ncclSum, comm, s));
     if (expect(rank, "reduce-scatter", a, count, n * (n + 1) / 2, s)) return 1;
+
+    /* 5. In place: the all-gather's input is its block of the output, the reduce-scatter's
+     *    output its block of the input. */
+    dptr_t mine = big + (dptr_t)r * count * 4;
+    if (fill(rank, mine, 50 + r, count, s)) return 1;
+    NC(ncclAllGather((void *)mine, (void *)big, count, ncclUint32, comm, s));
+    for (int k = 0; k < nranks; k++) {
+        char what[64];
+        snprintf(what, sizeof what, "in-place all-gather block %d", k);
+        if (expect(rank, what, big + (dptr_t)k * count * 4, count, 50 + k, s)) return 1;
+    }
+    if (fill(rank, big, r + 2, count * nranks, s)) return 1;
+    NC(ncclReduceScatter((void *)big, (void *)mine, count, ncclUint32, ncclSum, comm, s));
+    if (expect(rank, "in-place reduce-scatter", mine, count, n * (n - 1) / 2 + 2 * n, s))
+        return 1;
+    if (fill(rank, a, 40 + r, count, s)) return 1;
+    NC(ncclBroadcast(rank == 0 ? (void *)a : NULL, (void *)b, count, ncclUint32, 0, comm, s));
+    if (expect(rank, "broadcast (NULL input off the root)", b, count, 40, s)) return 1;
+    if (fill(rank, a, r + 1, count, s)) return 1;
+    NC(ncclGroupStart());
+    NC(ncclAllReduce((void *)a, (void *)b, count, ncclUint32, ncclMin, comm, s));
+    NC(ncclAllGather((void *)a, (void *)big, count, ncclUint32, comm, s));
+    NC(ncclGroupEnd());
+    if (expect(rank, "grouped all-reduce (min)", b, count, 1, s)) return 1;
+    for (int k = 0; k < nranks; k++) {
+        char what[64];
+        snprintf(what, sizeof what, "grouped all-gather block %d (after all-reduce)", k);
+        if (expect(rank, what, big + (dptr_t)k * count * 4, count, k + 1, s)) return 1;
+    }
 
     ncclResult_t async;
     NC(ncclCommGetAsyncError(comm, &async));

@@ -64,9 +64,9 @@ pub struct GpuOps {
     pub queue: Option<oxccl_transports::cuda::ordered::OrderedQueue>,
     /// Set by destroy, finalize and abort: no GPU op may be enqueued any more.
     pub closed: bool,
-    /// All-reduces through peers' GPU memory: `None` until the first GPU op decides
+    /// Collectives through peers' GPU memory: `None` until the first GPU op decides
     /// (`OXCCL_CUDA_IPC=1` and every rank on this host), then the kernels once loaded.
-    pub peer: Option<Option<crate::staged::PeerPath>>,
+    pub peer: Option<Option<crate::peer::PeerPath>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -26,6 +26,7 @@ pub mod ffi;
 pub mod group;
 pub mod handle;
 pub mod ops;
+pub mod peer;
 pub mod staged;
 pub mod types;
 

@@ -16,17 +16,10 @@ use crate::ffi;
 use crate::handle::CommHandle;
 use crate::ops::{Bufs, Kind, OpArgs};
 use crate::types::{RedOp, Scalar};
-use oxccl_transports::cuda::ipc::{PeerAllReduce, PeerComm, PeerOp};
 use oxccl_transports::cuda::ordered::{Copy, Enqueued, OrderedQueue, REGION_ALIGN};
 use oxccl_transports::cuda::stream::{self as cuda, RawContext, RawStream};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
-
-/// A communicator's all-reduces through peers' GPU memory (`OXCCL_CUDA_IPC=1`, every rank on
-/// this host): the kernels loaded in its context, or why they could not be.
-pub struct PeerPath {
-    exec: std::result::Result<Arc<Mutex<PeerAllReduce>>, String>,
-}
+use std::sync::Arc;
 
 /// A group's ops with their buffers as offsets in one staging block, and the copies around
 /// them.
@@ -187,124 +180,6 @@ fn group_context(ops: &[OpArgs], streams: &[RawStream]) -> CResult<RawContext> {
     ctx.ok_or_else(|| Failure::invalid("a GPU op without a stream"))
 }
 
-/// Runs a lone all-reduce of two GPU buffers through the peers' GPU memory when the
-/// communicator takes that path; `None` when it does not (the op is then staged).
-fn try_peer(
-    comm: &Arc<CommHandle>,
-    staging: &mut crate::handle::GpuOps,
-    ops: &[OpArgs],
-) -> CResult<Option<ffi::NcclResult>> {
-    let [a] = ops else { return Ok(None) };
-    let RedOp::Builtin(op) = a.op else {
-        return Ok(None);
-    };
-    let device = |p: usize| p != 0 && crate::device_ptr::is_device_memory(p);
-    if a.kind != Kind::AllReduce || a.count == 0 || !device(a.send) || !device(a.recv) {
-        return Ok(None);
-    }
-    let Some(Some(path)) = &staging.peer else {
-        return Ok(None);
-    };
-    // Every rank decides alike (same setting, same host test). A rank that could not set up
-    // (another context than the device's primary one, say) fails here, and its peers'
-    // all-reduce at its deadline.
-    let exec = path
-        .exec
-        .clone()
-        .map_err(|e| Failure::new(ffi::UNHANDLED_CUDA_ERROR, format!("OXCCL_CUDA_IPC=1: {e}")))?;
-    let Some((t, name, average)) = oxccl::cuda::peer_kernels(a.dtype, op) else {
-        return Ok(None);
-    };
-    let spec = PeerOp {
-        exec,
-        op: name,
-        average,
-        t,
-        rank: comm.rank,
-        nranks: comm.nranks,
-    };
-    let (weak, n) = (Arc::downgrade(comm), comm.nranks as usize);
-    let exchange = Box::new(move |mine: &[u8]| {
-        let h = weak
-            .upgrade()
-            .ok_or_else(|| "the communicator was destroyed".to_owned())?;
-        h.with_comm(|c| {
-            let mut all = vec![0u8; mine.len() * n];
-            c.all_gather(mine, &mut all)?;
-            Ok(all)
-        })
-        .map_err(|e| e.message)
-    });
-    let (weak, mut host_op) = (Arc::downgrade(comm), *a);
-    let host = Box::new(move |buf: &mut [u8]| {
-        let h = weak
-            .upgrade()
-            .ok_or_else(|| "the communicator was destroyed".to_owned())?;
-        // The op itself, in place on the host buffer.
-        host_op.send = buf.as_mut_ptr() as usize;
-        host_op.recv = host_op.send;
-        h.with_comm(|c| crate::group::run_group(c, &[host_op]))
-            .map(drop)
-            .map_err(|e| e.message)
-    });
-    let weak = Arc::downgrade(comm);
-    let on_error = Box::new(move |m: &str| {
-        if let Some(h) = weak.upgrade() {
-            h.record_async_error(&Failure::new(ffi::INTERNAL_ERROR, m.to_owned()));
-        }
-    });
-    let queue = staging.queue.as_mut().expect("created by the caller");
-    // SAFETY: both buffers are GPU memory of `count` elements (checked when the op was
-    // issued) that the program keeps valid until the stream passed the op (NCCL's contract);
-    // the stream is the program's, of the queue's context (checked by the caller).
-    let done = unsafe {
-        queue.enqueue_peer_all_reduce_raw(
-            RawStream(a.stream),
-            a.send as u64,
-            a.recv as u64,
-            a.count as u64,
-            spec,
-            PeerComm {
-                exchange,
-                host,
-                on_error,
-            },
-        )
-    }
-    .map_err(cuda_failure)?;
-    Ok(Some(match done {
-        Enqueued::Queued | Enqueued::Ran(Ok(())) => ffi::SUCCESS,
-        Enqueued::Ran(Err(m)) => return Err(Failure::new(ffi::INTERNAL_ERROR, m)),
-    }))
-}
-
-/// The peer all-reduce set up in `ctx` (a primary context, as the CUDA runtime and PyTorch
-/// use), for `nranks` ranks.
-fn peer_exec(
-    ctx: RawContext,
-    nranks: usize,
-) -> oxccl_transports::Result<Arc<Mutex<PeerAllReduce>>> {
-    let ordinal = cuda::context_device(ctx)?;
-    // cudarc makes the primary context current: pushed over ours, popped with the guard, so
-    // the program's thread keeps the context it had.
-    let current = cuda::ContextGuard::push(ctx)?;
-    let cx = oxccl::cuda::cudarc::driver::CudaContext::new(ordinal)
-        .map_err(|e| oxccl_transports::Error::Config(format!("opening GPU {ordinal}: {e}")))?;
-    drop(current);
-    if RawContext::of(&cx) != ctx {
-        return Err(oxccl_transports::Error::Config(
-            "the program's CUDA context is not its device's primary context".into(),
-        ));
-    }
-    // SAFETY: this cudarc context object serves only the peer all-reduce's own stream and
-    // module (no cudarc buffer is made with it), so cudarc's cross-stream event tracking has
-    // nothing to track; without it, creating that stream does not synchronise the whole
-    // context (which could wait for streams that wait for this rank's jobs).
-    unsafe { cx.disable_event_tracking() };
-    let exec = PeerAllReduce::new(cx, nranks, oxccl_transports::cuda::cache_dir())?;
-    Ok(Arc::new(Mutex::new(exec)))
-}
-
 /// Enqueues one communicator's group of ops, some of whose buffers are GPU memory, on their
 /// streams (see the module documentation).
 pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
@@ -320,14 +195,7 @@ pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
         staging.queue = Some(q);
         // Decided once, before any job (setting up the kernels' stream may synchronise the
         // context), from what every rank sees alike.
-        let wanted = std::env::var("OXCCL_CUDA_IPC").is_ok_and(|v| v == "1");
-        let one_host = wanted && comm.with_comm(|c| Ok(c.local_size() == c.size()))?;
-        if wanted && !one_host {
-            tracing::warn!("OXCCL_CUDA_IPC=1 needs every rank on one host: all-reduces are staged");
-        }
-        staging.peer = Some(one_host.then(|| PeerPath {
-            exec: peer_exec(ctx, comm.nranks as usize).map_err(|e| e.to_string()),
-        }));
+        staging.peer = Some(crate::peer::PeerPath::decide(comm, ctx)?);
     }
     if staging.queue.as_ref().expect("created above").context() != ctx {
         return Err(Failure::invalid(
@@ -347,9 +215,11 @@ pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
             }
         }
     }
-    if let Some(done) = try_peer(comm, &mut staging, ops)? {
-        return Ok(done);
-    }
+    let answering = match crate::peer::route(comm, &mut staging, ops)? {
+        crate::peer::Route::Done(result) => return Ok(result),
+        crate::peer::Route::Staged => false,
+        crate::peer::Route::StagedAnswering => true,
+    };
     let queue = staging.queue.as_mut().expect("created above");
     let plan = layout(ops, comm.rank, comm.nranks)?;
     // Weak: the last reference to the handle must never be the worker's (dropping the
@@ -365,12 +235,22 @@ pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
             .zip(&scalars)
             .map(|(&a, &staged)| placed(a, base, staged))
             .collect();
-        h.with_comm(|c| crate::group::run_group(c, &ops))
-            .map(drop)
-            .map_err(|e| {
-                h.record_async_error(&e);
-                e.message
+        let ran = if answering {
+            // Peers swap records before each op, see no usable one from this rank, and run
+            // it over the communicator: so does this rank, op by op.
+            ops.iter().try_for_each(|op| {
+                crate::peer::exchange(&handle, &crate::peer::unusable_record())
+                    .map_err(|m| Failure::new(ffi::INTERNAL_ERROR, m))?;
+                h.with_comm(|c| crate::group::run_group(c, std::slice::from_ref(op)))
+                    .map(drop)
             })
+        } else {
+            h.with_comm(|c| crate::group::run_group(c, &ops)).map(drop)
+        };
+        ran.map_err(|e| {
+            h.record_async_error(&e);
+            e.message
+        })
     });
     // SAFETY: every copy's user range was checked when its op was issued (non-null,
     // aligned, sized by NCCL's rules) and the program keeps it valid until the stream ran

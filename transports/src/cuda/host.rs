@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::kernels::{self, KernelType};
+use super::peer::Plan;
 use crate::{Error, Result};
 
 /// Definitions the CUDA source expects from the compiler, for a host build.
@@ -24,7 +25,7 @@ static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcp
 
 type ReduceFn = unsafe extern "C" fn(*mut u8, *const u8, *const u8, u64);
 type DivideFn = unsafe extern "C" fn(*mut u8, u64, u32);
-type AllReduceFn = unsafe extern "C" fn(*const u64, u32, u64, u64);
+type PeerFn = unsafe extern "C" fn(*const u64, u32, u32, u64, u64);
 
 /// The kernels built as a shared library for this CPU.
 pub struct HostKernels {
@@ -116,8 +117,9 @@ impl HostKernels {
     }
 
     /// Elements `first..first + count` of every output get the reduction of the inputs'
-    /// through `oxccl_allreduce_<op>_<type>` (one rank's share of a peer-memory all-reduce).
-    pub fn all_reduce(
+    /// through `oxccl_peer_<op>_<type>` (one rank's share of a peer-memory collective: as
+    /// many inputs and outputs as its plan has; one input is a copy).
+    pub fn peer(
         &self,
         op: &str,
         t: &KernelType,
@@ -128,12 +130,11 @@ impl HostKernels {
     ) -> Result<()> {
         let end = (first + count) * t.size;
         if inputs.is_empty()
-            || inputs.len() != outputs.len()
             || inputs.iter().any(|b| b.len() < end)
             || outputs.iter().any(|b| b.len() < end)
         {
             return Err(Error::Config(format!(
-                "all-reduce of elements {first}..{} over {} inputs and {} outputs",
+                "peer kernel on elements {first}..{} over {} inputs and {} outputs",
                 first + count,
                 inputs.len(),
                 outputs.len()
@@ -141,15 +142,15 @@ impl HostKernels {
         }
         let mut ptrs: Vec<u64> = inputs.iter().map(|b| b.as_ptr() as u64).collect();
         ptrs.extend(outputs.iter_mut().map(|b| b.as_mut_ptr() as u64));
-        let name = kernels::all_reduce_kernel_name(op, t);
-        // SAFETY: `oxccl_allreduce_*` has this signature (kernels.rs); every buffer holds the
+        // SAFETY: `oxccl_peer_*` has this signature (kernels.rs); every buffer holds the
         // elements up to `first + count` (checked above), the only ones it touches; outputs
         // are distinct mutable borrows, inputs are not written.
         unsafe {
-            let f = self.symbol::<AllReduceFn>(&name)?;
+            let f = self.symbol::<PeerFn>(&kernels::peer_kernel_name(op, t))?;
             f(
                 ptrs.as_ptr(),
                 inputs.len() as u32,
+                outputs.len() as u32,
                 first as u64,
                 count as u64,
             );
@@ -157,8 +158,35 @@ impl HostKernels {
         Ok(())
     }
 
-    /// [`all_reduce`](Self::all_reduce) with every buffer both input and output (the
-    /// in-place all-reduce: the same addresses passed twice).
+    /// Runs one rank's share of a peer collective, `plan` holding host addresses (what
+    /// `peer::plan` gives for buffers in this process's memory).
+    ///
+    /// # Safety
+    /// Every address in `plan` must be valid for elements `0..plan.first + plan.count` of
+    /// `t`, the inputs for reads and the outputs for writes, with no other reference to the
+    /// outputs alive during the call.
+    pub unsafe fn run_plan(&self, op: &str, t: &KernelType, plan: &Plan) -> Result<()> {
+        if plan.inputs.is_empty() {
+            return Err(Error::Config("a peer plan without inputs".into()));
+        }
+        let ptrs: Vec<u64> = plan.inputs.iter().chain(&plan.outputs).copied().collect();
+        // SAFETY: `oxccl_peer_*` has this signature (kernels.rs); the addresses as the
+        // caller's contract says.
+        unsafe {
+            let f = self.symbol::<PeerFn>(&kernels::peer_kernel_name(op, t))?;
+            f(
+                ptrs.as_ptr(),
+                plan.inputs.len() as u32,
+                plan.outputs.len() as u32,
+                plan.first,
+                plan.count,
+            );
+        }
+        Ok(())
+    }
+
+    /// [`peer`](Self::peer) with every buffer both input and output (the in-place
+    /// all-reduce: the same addresses passed twice).
     pub fn all_reduce_in_place(
         &self,
         op: &str,
@@ -177,13 +205,13 @@ impl HostKernels {
         }
         let mut ptrs: Vec<u64> = bufs.iter_mut().map(|b| b.as_mut_ptr() as u64).collect();
         ptrs.extend_from_within(..);
-        let name = kernels::all_reduce_kernel_name(op, t);
-        // SAFETY: as in `all_reduce`; each buffer is both read and written, through the one
+        let n = bufs.len() as u32;
+        // SAFETY: as in `peer`; each buffer is both read and written, through the one
         // mutable borrow this function holds, and the kernel reads every input of an element
         // before writing any output of it.
         unsafe {
-            let f = self.symbol::<AllReduceFn>(&name)?;
-            f(ptrs.as_ptr(), bufs.len() as u32, first as u64, count as u64);
+            let f = self.symbol::<PeerFn>(&kernels::peer_kernel_name(op, t))?;
+            f(ptrs.as_ptr(), n, n, first as u64, count as u64);
         }
         Ok(())
     }

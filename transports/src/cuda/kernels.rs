@@ -110,14 +110,16 @@ pub fn reduce_kernel_name(op: &str, t: &KernelType) -> String {
     format!("oxccl_reduce_{op}_{}", t.name)
 }
 
-/// `oxccl_allreduce_<op>_<type>(ptrs, n, first, count)`: with `ptrs` holding `n` input
-/// addresses then `n` output addresses (device memory, or peers' memory mapped through CUDA
-/// IPC), writes `in_0[i] op … op in_{n-1}[i]` to every output, for `i` in
+/// `oxccl_peer_<op>_<type>(ptrs, nin, nout, first, count)`: with `ptrs` holding `nin` input
+/// addresses then `nout` output addresses (device memory, or peers' memory mapped through
+/// CUDA IPC), writes `in_0[i] op … op in_{nin-1}[i]` to every output, for `i` in
 /// `first..first + count`. Each element is read from every input before any output is
-/// written, so outputs may be the inputs (in place). Ranks sharing a job give it disjoint
-/// ranges: together they reduce and distribute the whole buffer in one pass.
-pub fn all_reduce_kernel_name(op: &str, t: &KernelType) -> String {
-    format!("oxccl_allreduce_{op}_{}", t.name)
+/// written, so an output may be an input (in place). One input is a copy to every output.
+/// The peer collectives are this kernel with different address lists (`ipc::plan`): an
+/// all-reduce's ranks give it disjoint ranges of all inputs and outputs, and together they
+/// reduce and distribute the whole buffer in one pass.
+pub fn peer_kernel_name(op: &str, t: &KernelType) -> String {
+    format!("oxccl_peer_{op}_{}", t.name)
 }
 
 /// `oxccl_divide_<type>(buf, n, divisor)`: `buf[i] /= divisor`.
@@ -148,7 +150,7 @@ pub fn kernel_names() -> Vec<String> {
     v.extend(
         TYPES
             .iter()
-            .flat_map(|t| OPS.iter().map(move |op| all_reduce_kernel_name(op, t))),
+            .flat_map(|t| OPS.iter().map(move |op| peer_kernel_name(op, t))),
     );
     v.extend(TYPES.iter().map(divide_kernel_name));
     v.push(COPY_KERNEL.to_owned());
@@ -274,17 +276,18 @@ extern "C" __global__ void {name}({c}* dst, const {c}* pa, const {c}* pb, unsign
             );
         }
         for op in OPS {
-            let name = all_reduce_kernel_name(op, t);
+            let name = peer_kernel_name(op, t);
             let expr = combine(op, t);
             let _ = write!(
                 s,
                 r#"
-extern "C" __global__ void {name}(const unsigned long long* ptrs, unsigned int n, unsigned long long first, unsigned long long count) {{
+extern "C" __global__ void {name}(const unsigned long long* ptrs, unsigned int nin, unsigned int nout, unsigned long long first, unsigned long long count) {{
     const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
     const unsigned long long tid = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     const unsigned int per = 16 / sizeof({c});
+    const unsigned long long* outs = ptrs + nin;
     bool vec = ((first * sizeof({c})) & 15ull) == 0;
-    for (unsigned int j = 0; j < 2 * n; ++j) vec = vec && aligned16((const void*)ptrs[j]);
+    for (unsigned int j = 0; j < nin + nout; ++j) vec = vec && aligned16((const void*)ptrs[j]);
     unsigned long long done = 0;
     if (vec) {{
         const unsigned long long nvec = count / per;
@@ -292,21 +295,21 @@ extern "C" __global__ void {name}(const unsigned long long* ptrs, unsigned int n
         for (unsigned long long i = tid; i < nvec; i += stride) {{
             uint4 vacc = ((const uint4*)ptrs[0])[base + i];
             {c}* ea = ({c}*)&vacc;
-            for (unsigned int j = 1; j < n; ++j) {{
+            for (unsigned int j = 1; j < nin; ++j) {{
                 uint4 vb = ((const uint4*)ptrs[j])[base + i];
                 const {c}* eb = (const {c}*)&vb;
                 #pragma unroll
                 for (unsigned int k = 0; k < per; ++k) {{ {c} a = ea[k]; {c} b = eb[k]; ea[k] = {expr}; }}
             }}
-            for (unsigned int j = 0; j < n; ++j) ((uint4*)ptrs[n + j])[base + i] = vacc;
+            for (unsigned int j = 0; j < nout; ++j) ((uint4*)outs[j])[base + i] = vacc;
         }}
         done = nvec * per;
     }}
     for (unsigned long long i = done + tid; i < count; i += stride) {{
         const unsigned long long at = first + i;
         {c} a = ((const {c}*)ptrs[0])[at];
-        for (unsigned int j = 1; j < n; ++j) {{ {c} b = ((const {c}*)ptrs[j])[at]; a = {expr}; }}
-        for (unsigned int j = 0; j < n; ++j) (({c}*)ptrs[n + j])[at] = a;
+        for (unsigned int j = 1; j < nin; ++j) {{ {c} b = ((const {c}*)ptrs[j])[at]; a = {expr}; }}
+        for (unsigned int j = 0; j < nout; ++j) (({c}*)outs[j])[at] = a;
     }}
 }}
 "#

@@ -15,8 +15,10 @@
 //!   the program's own streams;
 //! - `ordered.rs`: [`ordered::OrderedQueue`], host work ordered on CUDA streams through
 //!   pinned staging memory: collectives on GPU buffers in the NCCL C ABI and the Rust API;
-//! - `ipc.rs`: the all-reduce of ranks on one node through each other's GPU memory (CUDA
-//!   IPC), one pass of the peer all-reduce kernels, ordered on the same queue.
+//! - `ipc.rs`: GPU buffers shared between the processes of one node (CUDA IPC records);
+//! - `peer.rs`: all-reduce, reduce, broadcast, all-gather and reduce-scatter of ranks on one
+//!   node through each other's GPU memory, one pass of the `oxccl_peer_*` kernels, ordered
+//!   on the same queue.
 
 pub mod device;
 #[doc(hidden)]
@@ -24,6 +26,7 @@ pub mod host;
 pub mod ipc;
 pub mod kernels;
 pub mod ordered;
+pub mod peer;
 pub mod stream;
 
 use std::path::{Path, PathBuf};

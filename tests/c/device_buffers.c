@@ -13,7 +13,8 @@
  *     all-gather + a send/recv ring (fused into one job), then reduce-scatter;
  *   - all-gather and reduce-scatter in place (NCCL's layouts), a broadcast whose other
  *     ranks pass a NULL input, and a group of an all-reduce and an all-gather (with
- *     OXCCL_CUDA_IPC=1, the ops that go through peers' GPU memory, in group order).
+ *     OXCCL_CUDA_IPC=1, the ops that go through peers' GPU memory, in group order);
+ *   - an in-place all-reduce on ncclMemAlloc memory, which must be GPU memory.
  * The CUDA driver is opened with dlopen: no CUDA header or toolkit is needed to build.
  */
 #include <dlfcn.h>
@@ -220,6 +221,14 @@ static int run_rank(int rank, int nranks, size_t count, ncclUniqueId id) {
         snprintf(what, sizeof what, "grouped all-gather block %d (after all-reduce)", k);
         if (expect(rank, what, big + (dptr_t)k * count * 4, count, k + 1, s)) return 1;
     }
+
+    /* 6. ncclMemAlloc gives GPU memory (the fill below is a device memset). */
+    void *m = NULL;
+    NC(ncclMemAlloc(&m, count * 4));
+    if (fill(rank, (dptr_t)m, 2 * r + 1, count, s)) return 1;
+    NC(ncclAllReduce(m, m, count, ncclUint32, ncclSum, comm, s));
+    if (expect(rank, "all-reduce on ncclMemAlloc memory", (dptr_t)m, count, n * n, s)) return 1;
+    NC(ncclMemFree(m));
 
     ncclResult_t async;
     NC(ncclCommGetAsyncError(comm, &async));

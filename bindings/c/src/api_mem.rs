@@ -1,4 +1,10 @@
-//! `ncclMemAlloc`/`ncclMemFree` (page-aligned host memory) and buffer registration.
+//! `ncclMemAlloc`/`ncclMemFree` and buffer registration.
+//!
+//! Where a CUDA driver and a GPU are present, `ncclMemAlloc` returns GPU memory, as NCCL's
+//! does: a `cuMemAlloc` allocation in the calling thread's current context (device 0's
+//! primary context when none is current), which CUDA IPC can share, so ops on it can go
+//! through the peers' GPU memory (`OXCCL_CUDA_IPC=1`). Without a driver (oxccl on CPUs) it
+//! returns zeroed, page-aligned host memory.
 //!
 //! oxccl reads and writes user buffers where they are, so `ncclCommRegister` only hands
 //! out a handle (kept in a registry so that `ncclCommDeregister` can reject unknown ones).
@@ -7,13 +13,20 @@ use crate::error::Failure;
 use crate::ffi;
 use crate::handle::{CommHandle, CommPtr};
 use crate::{export, need};
+use oxccl_transports::cuda::memory as cuda_memory;
 use std::alloc::Layout;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Mutex;
 
-/// Live allocations: address → layout.
-static ALLOCS: Mutex<Option<HashMap<usize, Layout>>> = Mutex::new(None);
+/// One `ncclMemAlloc` allocation.
+enum Allocation {
+    Host(Layout),
+    Device(cuda_memory::DeviceAllocation),
+}
+
+/// Live allocations by address.
+static ALLOCS: Mutex<Option<HashMap<usize, Allocation>>> = Mutex::new(None);
 /// A registration: the communicator's address, the buffer's, and its bytes.
 type Registration = (usize, usize, usize);
 /// Live registrations by handle.
@@ -28,22 +41,37 @@ fn page_size() -> usize {
         .unwrap_or(4096)
 }
 
+fn remember(addr: usize, a: Allocation) {
+    ALLOCS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get_or_insert_with(HashMap::new)
+        .insert(addr, a);
+}
+
 export! {
-    /// Allocates `size` bytes of zeroed, page-aligned host memory.
+    /// Allocates `size` bytes of zeroed GPU memory (in the current context, else device 0's
+    /// primary one), or of zeroed, page-aligned host memory where no CUDA driver is.
     fn ncclMemAlloc / pncclMemAlloc(ptr: *mut *mut c_void, size: usize) {
         need(ptr, "ptr")?;
-        let layout = Layout::from_size_align(size.max(1), page_size())
-            .map_err(|_| Failure::invalid(format!("size {size} is too large")))?;
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        if p.is_null() {
-            return Err(Failure::new(ffi::SYSTEM_ERROR, format!("out of memory allocating {size} bytes")));
-        }
-        ALLOCS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_or_insert_with(HashMap::new)
-            .insert(p as usize, layout);
+        let p = if oxccl_transports::cuda::stream::init().is_ok() {
+            let a = cuda_memory::alloc(size).map_err(|e| {
+                Failure::new(ffi::UNHANDLED_CUDA_ERROR, format!("ncclMemAlloc of {size} bytes: {e}"))
+            })?;
+            let p = a.addr as usize;
+            remember(p, Allocation::Device(a));
+            p as *mut u8
+        } else {
+            let layout = Layout::from_size_align(size.max(1), page_size())
+                .map_err(|_| Failure::invalid(format!("size {size} is too large")))?;
+            // SAFETY: the layout has a non-zero size.
+            let p = unsafe { std::alloc::alloc_zeroed(layout) };
+            if p.is_null() {
+                return Err(Failure::new(ffi::SYSTEM_ERROR, format!("out of memory allocating {size} bytes")));
+            }
+            remember(p as usize, Allocation::Host(layout));
+            p
+        };
         // SAFETY: checked non-null above.
         unsafe { ptr.write(p.cast()) };
         Ok(ffi::SUCCESS)
@@ -56,15 +84,22 @@ export! {
         if ptr.is_null() {
             return Ok(ffi::SUCCESS);
         }
-        let layout = ALLOCS
+        let a = ALLOCS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_mut()
             .and_then(|m| m.remove(&(ptr as usize)))
             .ok_or_else(|| Failure::invalid(format!("{ptr:p} was not allocated by ncclMemAlloc")))?;
-        // SAFETY: allocated by ncclMemAlloc with this layout, and removed from the registry,
-        // so freed once.
-        unsafe { std::alloc::dealloc(ptr.cast(), layout) };
+        match a {
+            // SAFETY: allocated by ncclMemAlloc with this layout, and removed from the
+            // registry, so freed once.
+            Allocation::Host(layout) => unsafe { std::alloc::dealloc(ptr.cast(), layout) },
+            // SAFETY: from cuda_memory::alloc, removed from the registry, so freed once; the
+            // program no longer uses it (ncclMemFree's contract).
+            Allocation::Device(d) => unsafe { cuda_memory::free(d) }.map_err(|e| {
+                Failure::new(ffi::UNHANDLED_CUDA_ERROR, format!("ncclMemFree({ptr:p}): {e}"))
+            })?,
+        }
         Ok(ffi::SUCCESS)
     }
 }

@@ -15,6 +15,7 @@
 //!   the program's own streams;
 //! - `ordered.rs`: [`ordered::OrderedQueue`], host work ordered on CUDA streams through
 //!   pinned staging memory: collectives on GPU buffers in the NCCL C ABI and the Rust API;
+//! - `memory.rs`: GPU memory for `ncclMemAlloc` (`cuMemAlloc`, shareable through CUDA IPC);
 //! - `ipc.rs`: GPU buffers shared between the processes of one node (CUDA IPC records);
 //! - `peer.rs`: all-reduce, reduce, broadcast, all-gather and reduce-scatter of ranks on one
 //!   node through each other's GPU memory, one pass of the `oxccl_peer_*` kernels, ordered
@@ -25,6 +26,7 @@ pub mod device;
 pub mod host;
 pub mod ipc;
 pub mod kernels;
+pub mod memory;
 pub mod ordered;
 pub mod peer;
 pub mod stream;

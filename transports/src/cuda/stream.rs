@@ -39,6 +39,11 @@ impl RawContext {
     pub fn of(ctx: &cudarc::driver::CudaContext) -> Self {
         Self(ctx.cu_ctx() as usize)
     }
+
+    /// A `CUcontext` the driver returned.
+    pub(super) fn from_raw(ctx: usize) -> Self {
+        Self(ctx)
+    }
 }
 
 fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Result<()> {

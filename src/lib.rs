@@ -39,6 +39,7 @@ pub use bootstrap::{LaunchEnv, UniqueId};
 pub use comm::{AbortHandle, Communicator, Group, NodeMap, Pending, PendingInit, SharedBuffer};
 pub use config::{Config, TransportChoice};
 pub use error::{Error, Result};
+pub use float8::{F8E4M3, F8E5M2};
 pub use half::{bf16, f16};
 
 /// The largest communicator oxccl creates.

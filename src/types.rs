@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// An element type, in NCCL's order (`ncclDataType_t` values 0..=9).
+/// An element type, in NCCL's order (`ncclDataType_t` values 0..=11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DataType {
@@ -26,11 +26,15 @@ pub enum DataType {
     Float64 = 8,
     /// bfloat16 ([`half::bf16`]).
     Bfloat16 = 9,
+    /// 8-bit float, 4 exponent and 3 mantissa bits, no infinities ([`float8::F8E4M3`]).
+    Float8E4M3 = 10,
+    /// 8-bit float, 5 exponent and 2 mantissa bits ([`float8::F8E5M2`]).
+    Float8E5M2 = 11,
 }
 
 impl DataType {
     /// Every datatype, in NCCL's order.
-    pub const ALL: [DataType; 10] = [
+    pub const ALL: [DataType; 12] = [
         DataType::Int8,
         DataType::Uint8,
         DataType::Int32,
@@ -41,12 +45,14 @@ impl DataType {
         DataType::Float32,
         DataType::Float64,
         DataType::Bfloat16,
+        DataType::Float8E4M3,
+        DataType::Float8E5M2,
     ];
 
     /// Size of one element in bytes.
     pub const fn size(self) -> usize {
         match self {
-            DataType::Int8 | DataType::Uint8 => 1,
+            DataType::Int8 | DataType::Uint8 | DataType::Float8E4M3 | DataType::Float8E5M2 => 1,
             DataType::Float16 | DataType::Bfloat16 => 2,
             DataType::Int32 | DataType::Uint32 | DataType::Float32 => 4,
             DataType::Int64 | DataType::Uint64 | DataType::Float64 => 8,
@@ -66,6 +72,8 @@ impl DataType {
             DataType::Float32 => "float",
             DataType::Float64 => "double",
             DataType::Bfloat16 => "bfloat16",
+            DataType::Float8E4M3 => "f8e4m3",
+            DataType::Float8E5M2 => "f8e5m2",
         }
     }
 
@@ -73,7 +81,12 @@ impl DataType {
     pub const fn is_float(self) -> bool {
         matches!(
             self,
-            DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Bfloat16
+            DataType::Float16
+                | DataType::Float32
+                | DataType::Float64
+                | DataType::Bfloat16
+                | DataType::Float8E4M3
+                | DataType::Float8E5M2
         )
     }
 }
@@ -139,7 +152,8 @@ mod sealed {
 
 /// A Rust type oxccl can communicate: one of the [`DataType`]s.
 ///
-/// Sealed: implemented for `i8, u8, i32, u32, i64, u64, f16, f32, f64, bf16` only.
+/// Sealed: implemented for `i8, u8, i32, u32, i64, u64, f16, f32, f64, bf16, F8E4M3, F8E5M2`
+/// only.
 pub trait Element: bytemuck::Pod + sealed::Sealed + Send + Sync {
     /// The datatype this Rust type stands for.
     const DATA_TYPE: DataType;
@@ -157,4 +171,5 @@ macro_rules! element {
 element!(
     i8 => Int8, u8 => Uint8, i32 => Int32, u32 => Uint32, i64 => Int64, u64 => Uint64,
     half::f16 => Float16, f32 => Float32, f64 => Float64, half::bf16 => Bfloat16,
+    float8::F8E4M3 => Float8E4M3, float8::F8E5M2 => Float8E5M2,
 );

@@ -3,8 +3,9 @@
 //! Loops are compiled once per instruction set (AVX-512, AVX2+FMA on x86-64; NEON on
 //! aarch64; scalar elsewhere) through `pulp` and the best one is chosen at run time.
 //!
-//! Integers wrap on overflow (sum, product), as NCCL. `f16` and `bf16` are widened to `f32`,
-//! combined, and rounded back to nearest-even once per pairwise combination; a ring reduction
+//! Integers wrap on overflow (sum, product), as NCCL. `f16`, `bf16` and the 8-bit floats are
+//! widened to `f32`, combined, and rounded back to nearest-even once per pairwise combination
+//! (8-bit floats saturate to their largest finite value, as NVIDIA's conversions do); a ring reduction
 //! of `p` ranks therefore rounds `p-1` times, exactly like a sequential left fold in the
 //! 16-bit type. Max/min propagate NaN. `Avg` reduces with sum; the engine then calls
 //! [`divide`] once on the final result.
@@ -15,6 +16,7 @@
 
 use crate::types::{DataType, ReduceOp};
 use bytemuck::Pod;
+use float8::{F8E4M3, F8E5M2};
 use half::{bf16, f16};
 
 /// Arithmetic of one element type.
@@ -54,10 +56,21 @@ macro_rules! float_arith {
             fn sum(a: Self, b: Self) -> Self { a + b }
             #[inline(always)]
             fn prod(a: Self, b: Self) -> Self { a * b }
+            // IEEE 754-2019's maximum/minimum: NaN wins, and +0 is above -0 (the sum of two
+            // zeros is -0 only when both are; -(-a - b) the reverse). std's max/min leave
+            // the zeros' order open; the GPU kernels do the same as here.
             #[inline(always)]
-            fn max(a: Self, b: Self) -> Self { if a.is_nan() || b.is_nan() { <$t>::NAN } else { a.max(b) } }
+            fn max(a: Self, b: Self) -> Self {
+                if a.is_nan() || b.is_nan() { <$t>::NAN }
+                else if a == b && a == 0.0 { a + b }
+                else if a > b { a } else { b }
+            }
             #[inline(always)]
-            fn min(a: Self, b: Self) -> Self { if a.is_nan() || b.is_nan() { <$t>::NAN } else { a.min(b) } }
+            fn min(a: Self, b: Self) -> Self {
+                if a.is_nan() || b.is_nan() { <$t>::NAN }
+                else if a == b && a == 0.0 { -(-a - b) }
+                else if a < b { a } else { b }
+            }
             #[inline(always)]
             fn div(a: Self, n: u32) -> Self { a / n as $t }
         }
@@ -82,6 +95,10 @@ macro_rules! half_arith {
     )*};
 }
 half_arith!(f16, bf16);
+
+// 8-bit floats the same way: widened to f32, combined, rounded back once (nearest even,
+// saturating to the largest finite value, NaN kept), as NVIDIA's conversions do.
+half_arith!(F8E4M3, F8E5M2);
 
 /// NaN-propagating max/min on `f32`, shared by the 16-bit types.
 trait NanMinMax {
@@ -339,6 +356,8 @@ macro_rules! dispatch {
             DataType::Float32 => $f::<f32>($($arg),*),
             DataType::Float64 => $f::<f64>($($arg),*),
             DataType::Bfloat16 => $f::<bf16>($($arg),*),
+            DataType::Float8E4M3 => $f::<F8E4M3>($($arg),*),
+            DataType::Float8E5M2 => $f::<F8E5M2>($($arg),*),
         }
     };
 }

@@ -120,3 +120,41 @@ fn fused_reduce_writes_both_outputs() {
         assert_eq!(d1, out, "{dtype}");
     }
 }
+
+#[test]
+fn max_and_min_order_signed_zeros() {
+    let a = bytes(&[-0.0f32, 0.0, -0.0, 0.0]);
+    let b = bytes(&[0.0f32, -0.0, -0.0, 0.0]);
+    let mut d = vec![0u8; 16];
+    let signs = |d: &[u8]| -> Vec<bool> {
+        bytemuck::cast_slice::<u8, f32>(d)
+            .iter()
+            .map(|x| x.is_sign_negative())
+            .collect()
+    };
+    reduce_to(DataType::Float32, ReduceOp::Max, &mut d, &a, &b);
+    assert_eq!(signs(&d), [false, false, true, false]);
+    reduce_to(DataType::Float32, ReduceOp::Min, &mut d, &a, &b);
+    assert_eq!(signs(&d), [true, true, true, false]);
+}
+
+#[test]
+fn fp8_rounds_once_saturates_and_keeps_nan() {
+    use float8::{F8E4M3, F8E5M2};
+    let e4 = |v: &[f32]| -> Vec<u8> { v.iter().map(|&x| F8E4M3::from_f32(x).to_bits()).collect() };
+    // 1.5 + 0.0625 = 1.5625: between 1.5 and 1.625, a tie, rounded to even (1.5); 448 + 448
+    // saturates at 448 (e4m3 has no infinity); NaN stays NaN (S.1111.111).
+    let a = e4(&[1.5, 448.0, f32::NAN, -3.0]);
+    let b = e4(&[0.0625, 448.0, 1.0, -0.5]);
+    let mut d = vec![0u8; 4];
+    reduce_to(DataType::Float8E4M3, ReduceOp::Sum, &mut d, &a, &b);
+    assert_eq!(d[..2], e4(&[1.5, 448.0])[..]);
+    assert_eq!(d[2] & 0x7f, 0x7f);
+    assert_eq!(d[3], e4(&[-3.5])[0]);
+    // e5m2 has infinities, but conversions saturate: 57344 * 2 stays 57344.
+    let a = [F8E5M2::from_f32(57344.0).to_bits()];
+    let b = [F8E5M2::from_f32(2.0).to_bits()];
+    let mut d = [0u8];
+    reduce_to(DataType::Float8E5M2, ReduceOp::Prod, &mut d, &a, &b);
+    assert_eq!(F8E5M2::from_bits(d[0]).to_f32(), 57344.0);
+}

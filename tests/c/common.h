@@ -172,7 +172,7 @@ static inline ncclComm_t init_comm(const char *tag) {
 
 /* ---- Datatypes: element access through doubles --------------------------
  * Test values are small integers (and quarters, for averages), which every
- * type below holds exactly, so the reference is computed in double and
+ * type below holds exactly (8-bit floats get smaller ones), so the reference is computed in double and
  * compared with ==. Half and bfloat16 are handled as raw bit patterns.
  */
 
@@ -222,6 +222,30 @@ static inline float bf16_bits_to_f32(uint16_t b) {
     return f;
 }
 
+/* 8-bit floats (NCCL 2.24 and later): 4 or 5 exponent bits, 3 or 2 mantissa bits. Only
+ * values they hold exactly are used, and those are normal: encoded from frexp. */
+#if NCCL_VERSION_CODE >= 22400
+#define HAVE_FP8 1
+static inline uint8_t fp8_bits(double v, int mbits, int bias) {
+    if (v == 0) return 0;
+    uint8_t sign = v < 0 ? 0x80 : 0;
+    int e;
+    double m = frexp(fabs(v), &e); /* |v| = m * 2^e, m in [0.5, 1) */
+    double frac = (2 * m - 1) * (1 << mbits);
+    int ef = e - 1 + bias;
+    if (frac != floor(frac) || ef <= 0 || ef >= (1 << (7 - mbits)))
+        FAIL("value %g is not a normal %s", v, mbits == 3 ? "f8e4m3" : "f8e5m2");
+    return (uint8_t)(sign | (ef << mbits) | (int)frac);
+}
+
+static inline double fp8_value(uint8_t b, int mbits, int bias) {
+    int ef = (b & 0x7f) >> mbits, frac = b & ((1 << mbits) - 1);
+    double v = ef == 0 ? ldexp(frac, 1 - bias - mbits)
+                       : ldexp(1.0 + (double)frac / (1 << mbits), ef - bias);
+    return b & 0x80 ? -v : v;
+}
+#endif
+
 typedef struct {
     ncclDataType_t type;
     const char *name;
@@ -236,6 +260,9 @@ static const dtype_t DTYPES[] UNUSED_OK = {
     {ncclInt64, "int64", 8, 1, 0},     {ncclUint64, "uint64", 8, 0, 0},
     {ncclFloat16, "float16", 2, 1, 1}, {ncclFloat32, "float32", 4, 1, 1},
     {ncclFloat64, "float64", 8, 1, 1}, {ncclBfloat16, "bfloat16", 2, 1, 1},
+#ifdef HAVE_FP8
+    {ncclFloat8e4m3, "f8e4m3", 1, 1, 1}, {ncclFloat8e5m2, "f8e5m2", 1, 1, 1},
+#endif
 };
 #define N_DTYPES (sizeof DTYPES / sizeof DTYPES[0])
 
@@ -251,6 +278,10 @@ static inline void put(const dtype_t *t, void *buf, size_t i, double v) {
     case ncclFloat32: ((float *)buf)[i] = (float)v; break;
     case ncclFloat64: ((double *)buf)[i] = v; break;
     case ncclBfloat16: ((uint16_t *)buf)[i] = f32_to_bf16_bits((float)v); break;
+#ifdef HAVE_FP8
+    case ncclFloat8e4m3: ((uint8_t *)buf)[i] = fp8_bits(v, 3, 7); break;
+    case ncclFloat8e5m2: ((uint8_t *)buf)[i] = fp8_bits(v, 2, 15); break;
+#endif
     default: FAIL("put: unexpected datatype %d", (int)t->type);
     }
 }
@@ -267,6 +298,10 @@ static inline double get(const dtype_t *t, const void *buf, size_t i) {
     case ncclFloat32: return ((const float *)buf)[i];
     case ncclFloat64: return ((const double *)buf)[i];
     case ncclBfloat16: return bf16_bits_to_f32(((const uint16_t *)buf)[i]);
+#ifdef HAVE_FP8
+    case ncclFloat8e4m3: return fp8_value(((const uint8_t *)buf)[i], 3, 7);
+    case ncclFloat8e5m2: return fp8_value(((const uint8_t *)buf)[i], 2, 15);
+#endif
     default: FAIL("get: unexpected datatype %d", (int)t->type);
     }
 }
@@ -280,6 +315,9 @@ static inline double get(const dtype_t *t, const void *buf, size_t i) {
 static inline double input_value(const dtype_t *t, int rank, size_t i, int salt) {
     static const double sv[5] = {-2, -1, 1, 2, 3};
     size_t k = (size_t)rank * 7u + i * 3u + (size_t)salt * 11u;
+    /* 8-bit floats hold integers exactly only up to 8 (e5m2): +-1, whose sums over 4
+     * ranks, and their quarters, are exact. */
+    if (t->size == 1 && t->is_float) return k % 3 == 1 ? -1 : 1;
     return t->is_signed ? sv[k % 5] : (double)(1 + k % 3);
 }
 
@@ -294,6 +332,10 @@ static inline double move_value(const dtype_t *t, int rank, size_t i, int salt) 
     case ncclUint8: m = 251; break;
     case ncclBfloat16: m = 251; break;
     case ncclFloat16: m = 2039; break;
+#ifdef HAVE_FP8
+    case ncclFloat8e4m3: m = 17; break; /* 0..16 */
+    case ncclFloat8e5m2: m = 9; break;  /* 0..8 */
+#endif
     default: m = 1000003; break;
     }
     return (double)(((size_t)rank * 7919u + i * 13u + (size_t)salt * 101u) % m);

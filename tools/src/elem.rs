@@ -1,7 +1,7 @@
 //! Reference arithmetic on oxccl's element types, written independently of oxccl's kernels,
 //! shared by `oxccl-selftest` and `oxccl-perf` to predict collective results exactly.
 
-use oxccl::{bf16, f16, Element, ReduceOp};
+use oxccl::{bf16, f16, Element, ReduceOp, F8E4M3, F8E5M2};
 use std::fmt::Debug;
 
 /// What the GPU side needs of an element type: cudarc's marker (every oxccl element type has
@@ -76,6 +76,26 @@ macro_rules! half_elem {
 }
 half_elem!(f16, bf16);
 
+// 8-bit floats hold integers exactly only up to 16 (e4m3) and 8 (e5m2): the small values of
+// the sum and product patterns (|v| <= 5) are squeezed into -1..=1, so a sum of 8 of them
+// is exact in any order; larger values (the max/min patterns) are rounded, the same way on
+// every rank and in the reference, so maxima and minima stay exact.
+macro_rules! fp8_elem {
+    ($($t:ty),*) => {$(
+        impl TestElem for $t {
+            fn from_i64(v: i64) -> Self {
+                let v = if v.abs() <= 5 { v.clamp(-1, 1) } else { v };
+                <$t>::from_f32(v as f32)
+            }
+            fn combine(op: ReduceOp, a: Self, b: Self) -> Self {
+                <$t>::from_f32(f32::combine(op, a.to_f32(), b.to_f32()))
+            }
+            fn div(a: Self, n: u32) -> Self { <$t>::from_f32(a.to_f32() / n as f32) }
+        }
+    )*};
+}
+fp8_elem!(F8E4M3, F8E5M2);
+
 /// Calls `$f::<T>($args)` with `T` the Rust type of the [`oxccl::DataType`] `$dt`.
 ///
 /// `$otherwise` is the value for a datatype this crate does not know (the enum is
@@ -94,6 +114,8 @@ macro_rules! for_dtype {
             ::oxccl::DataType::Float32 => $f::<f32>($($arg),*),
             ::oxccl::DataType::Float64 => $f::<f64>($($arg),*),
             ::oxccl::DataType::Bfloat16 => $f::<::oxccl::bf16>($($arg),*),
+            ::oxccl::DataType::Float8E4M3 => $f::<::oxccl::F8E4M3>($($arg),*),
+            ::oxccl::DataType::Float8E5M2 => $f::<::oxccl::F8E5M2>($($arg),*),
             _ => $otherwise,
         }
     };

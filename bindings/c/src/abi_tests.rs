@@ -95,7 +95,7 @@ fn collectives_groups_and_argument_errors_on_three_ranks() {
                 ffi::INVALID_ARGUMENT
             );
             assert_eq!(
-                ncclAllReduce(sp, rp, 8, 11, SUM, comm, null_mut()),
+                ncclAllReduce(sp, rp, 8, 12, SUM, comm, null_mut()),
                 ffi::INVALID_ARGUMENT
             );
             assert_eq!(

@@ -30,8 +30,6 @@ pub const REMOTE_ERROR: NcclResult = 6;
 /// `ncclInProgress`.
 pub const IN_PROGRESS: NcclResult = 7;
 
-/// `ncclFloat8e4m3` and `ncclFloat8e5m2`: types oxccl has no arithmetic for.
-pub const FP8_TYPES: [NcclDataType; 2] = [10, 11];
 /// `ncclNumTypes`.
 pub const NUM_TYPES: NcclDataType = 12;
 /// `ncclNumOps`: the first value of a created operator.

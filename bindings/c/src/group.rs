@@ -292,7 +292,7 @@ fn premul_copy(a: &OpArgs, nranks: u32, scalar: Scalar) -> CResult<Vec<u64>> {
         // caller keeps the buffer valid during the call, as NCCL requires).
         let src = unsafe { std::slice::from_raw_parts(ptr as *const u8, bytes) };
         dst.copy_from_slice(src);
-        crate::types::scale(a.dtype, dst, scalar);
+        crate::types::scale(a.dtype, dst, scalar)?;
     }
     Ok(copy)
 }

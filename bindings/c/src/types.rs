@@ -35,17 +35,11 @@ impl RedOp {
     }
 }
 
-/// oxccl's datatype for NCCL's `d`; fp8 and unknown values are argument errors.
+/// oxccl's datatype for NCCL's `d` (0..=11, fp8 included); other values are argument errors.
 pub fn datatype(d: NcclDataType) -> CResult<DataType> {
     let i = usize::try_from(d).ok();
     if let Some(t) = i.and_then(|i| DataType::ALL.get(i)) {
         return Ok(*t);
-    }
-    if ffi::FP8_TYPES.contains(&d) {
-        return Err(Failure::invalid(format!(
-            "datatype {d} (fp8 {}) is not supported by oxccl",
-            if d == 10 { "e4m3" } else { "e5m2" }
-        )));
     }
     Err(Failure::invalid(format!(
         "invalid datatype {d} (expected 0..{})",
@@ -77,9 +71,9 @@ fn scale_as<T: bytemuck::Pod>(buf: &mut [u8], scalar: &[u8; 8], mul: impl Fn(T, 
     }
 }
 
-/// Multiplies every `dtype` element of `buf` by the scalar (integers wrap; half types
-/// multiply in f32 and round once).
-pub fn scale(dtype: DataType, buf: &mut [u8], scalar: &[u8; 8]) {
+/// Multiplies every `dtype` element of `buf` by the scalar (integers wrap; 16- and 8-bit
+/// floats multiply in f32 and round once).
+pub fn scale(dtype: DataType, buf: &mut [u8], scalar: &[u8; 8]) -> CResult<()> {
     match dtype {
         DataType::Int8 => scale_as::<i8>(buf, scalar, i8::wrapping_mul),
         DataType::Uint8 => scale_as::<u8>(buf, scalar, u8::wrapping_mul),
@@ -95,8 +89,20 @@ pub fn scale(dtype: DataType, buf: &mut [u8], scalar: &[u8; 8]) {
         }
         DataType::Float32 => scale_as::<f32>(buf, scalar, |a, b| a * b),
         DataType::Float64 => scale_as::<f64>(buf, scalar, |a, b| a * b),
-        _ => {}
+        DataType::Float8E4M3 => scale_as::<oxccl::F8E4M3>(buf, scalar, |a, b| {
+            oxccl::F8E4M3::from_f32(a.to_f32() * b.to_f32())
+        }),
+        DataType::Float8E5M2 => scale_as::<oxccl::F8E5M2>(buf, scalar, |a, b| {
+            oxccl::F8E5M2::from_f32(a.to_f32() * b.to_f32())
+        }),
+        other => {
+            return Err(Failure::new(
+                ffi::INTERNAL_ERROR,
+                format!("no PreMulSum scaling for datatype {other}"),
+            ))
+        }
     }
+    Ok(())
 }
 
 /// Runs `$body` with `$T` bound to the Rust element type of the oxccl `DataType` `$dt`.
@@ -145,6 +151,14 @@ macro_rules! with_element {
                 type $T = half::bf16;
                 $body
             }
+            oxccl::DataType::Float8E4M3 => {
+                type $T = oxccl::F8E4M3;
+                $body
+            }
+            oxccl::DataType::Float8E5M2 => {
+                type $T = oxccl::F8E5M2;
+                $body
+            }
             other => Err($crate::error::Failure::new(
                 $crate::ffi::INTERNAL_ERROR,
                 format!("datatype {other} has no element type"),
@@ -161,10 +175,12 @@ mod tests {
     fn datatypes_and_ops() {
         assert_eq!(datatype(0).unwrap(), DataType::Int8);
         assert_eq!(datatype(9).unwrap(), DataType::Bfloat16);
-        let e = datatype(10).unwrap_err();
-        assert!(e.message.contains("fp8"), "{e:?}");
+        assert_eq!(datatype(10).unwrap(), DataType::Float8E4M3);
+        assert_eq!(datatype(11).unwrap(), DataType::Float8E5M2);
+        let e = datatype(12).unwrap_err();
+        assert!(e.message.contains("invalid datatype 12"), "{e:?}");
         assert_eq!(e.code, ffi::INVALID_ARGUMENT);
-        assert!(datatype(-1).is_err() && datatype(12).is_err());
+        assert!(datatype(-1).is_err());
         assert_eq!(builtin_op(4), Some(ReduceOp::Avg));
         assert_eq!(builtin_op(5), None);
     }
@@ -176,14 +192,26 @@ mod tests {
             DataType::Float32,
             &mut b,
             &scalar_bytes(DataType::Float32, &0.5f32.to_le_bytes()),
-        );
+        )
+        .unwrap();
         assert_eq!(bytemuck::cast_slice::<u8, f32>(&b), &[0.5, -1.0]);
         let mut b = vec![3u8, 200];
         scale(
             DataType::Uint8,
             &mut b,
             &scalar_bytes(DataType::Uint8, &[2]),
-        );
+        )
+        .unwrap();
         assert_eq!(b, [6, 144]);
+        // fp8 e4m3, times 2: 3 -> 6, 448 saturates at 448 (0x7e), -1 -> -2.
+        let mut b = vec![0x44u8, 0x7e, 0xb8];
+        let two = oxccl::F8E4M3::from_f32(2.0).to_bits();
+        scale(
+            DataType::Float8E4M3,
+            &mut b,
+            &scalar_bytes(DataType::Float8E4M3, &[two]),
+        )
+        .unwrap();
+        assert_eq!(b, [0x44 + 8, 0x7e, 0xb8 + 8]);
     }
 }

@@ -487,7 +487,7 @@ mod tests {
     #[test]
     fn all_selects_every_type_op_and_root() {
         let o = opts(&["-d", "all", "-o", "all", "-r", "all"]).unwrap();
-        assert_eq!(o.dtypes.len(), 10);
+        assert_eq!(o.dtypes.len(), 12);
         assert_eq!(o.ops.len(), 5);
         assert_eq!(o.flags.root, RootSel(None));
     }

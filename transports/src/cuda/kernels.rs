@@ -4,10 +4,12 @@
 //! bulk moves in 16-byte vectors (`uint4`: one load per operand per thread and step) when all
 //! pointers are 16-byte aligned, the tail element by element. The source needs no CUDA
 //! header: 16-bit floats are converted with PTX `cvt` instructions (f16) and bit arithmetic
-//! (bf16, round to nearest even), so NVRTC compiles it with nothing but itself.
+//! (bf16, round to nearest even), 8-bit floats with integer arithmetic (round to nearest
+//! even, saturating to the largest finite value, NaN kept: what NVIDIA's `satfinite`
+//! conversions do, on any architecture), so NVRTC compiles it with nothing but itself.
 //!
 //! Semantics match the CPU kernels (`oxccl::reduce`): integers wrap, max/min propagate NaN,
-//! f16/bf16 are widened to f32, combined and rounded once per combination, `avg` is a sum
+//! 16- and 8-bit floats are widened to f32, combined and rounded once per combination, `avg` is a sum
 //! followed by `oxccl_divide_*`.
 
 use std::fmt::Write as _;
@@ -35,10 +37,14 @@ enum Kind {
     F16,
     /// bfloat16, combined in f32.
     Bf16,
+    /// 8-bit float with 4 exponent and 3 mantissa bits, combined in f32.
+    F8E4M3,
+    /// 8-bit float with 5 exponent and 2 mantissa bits, combined in f32.
+    F8E5M2,
 }
 
 /// Every element type, in `oxccl::DataType` order.
-pub const TYPES: [KernelType; 10] = [
+pub const TYPES: [KernelType; 12] = [
     KernelType {
         name: "i8",
         c_type: "signed char",
@@ -98,6 +104,18 @@ pub const TYPES: [KernelType; 10] = [
         c_type: "unsigned short",
         kind: Kind::Bf16,
         size: 2,
+    },
+    KernelType {
+        name: "f8e4m3",
+        c_type: "unsigned char",
+        kind: Kind::F8E4M3,
+        size: 1,
+    },
+    KernelType {
+        name: "f8e5m2",
+        c_type: "unsigned char",
+        kind: Kind::F8E5M2,
+        size: 1,
     },
 ];
 
@@ -183,9 +201,62 @@ __device__ __forceinline__ unsigned short f32_to_bf16(float f) {
     u += 0x7fffu + ((u >> 16) & 1u);                                                  // nearest even
     return (unsigned short)(u >> 16);
 }
-// NaN-propagating max/min: a NaN operand wins.
-template <typename T> __device__ __forceinline__ T fmax_nan(T a, T b) { return (a > b || a != a) ? a : b; }
-template <typename T> __device__ __forceinline__ T fmin_nan(T a, T b) { return (a < b || a != a) ? a : b; }
+// 8-bit floats. f32 -> fp8 with `m` mantissa bits and exponent `bias`: round to nearest even,
+// magnitudes from `sat` (f32 bits; infinities included) saturate to `max_code`, NaN becomes
+// `nan_code`; below the smallest subnormal's half, a signed zero.
+__device__ __forceinline__ unsigned char f32_to_fp8(float f, int m, int bias, unsigned sat,
+                                                    unsigned char max_code, unsigned char nan_code) {
+    unsigned u = __float_as_uint(f);
+    unsigned char sign = (unsigned char)((u >> 24) & 0x80u);
+    unsigned a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | nan_code;
+    if (a >= sat) return sign | max_code;
+    int ef = (int)(a >> 23) - 127;
+    if (ef < -126) return sign;                       // zero or an f32 subnormal
+    unsigned sig = (a & 0x7fffffu) | 0x800000u;       // value = sig * 2^(ef - 23)
+    int e = ef < 1 - bias ? 1 - bias : ef;            // fp8 exponent (subnormals: the minimum)
+    int s = 23 + e - m - ef;                          // sig >> s counts fp8 steps of 2^(e - m)
+    if (s > 24) return sign;
+    unsigned k = sig >> s, rem = sig & ((1u << s) - 1u), half = 1u << (s - 1);
+    if (rem > half || (rem == half && (k & 1u))) k += 1u;
+    if (k >= (2u << m)) { e += 1; k >>= 1; }          // rounded up into the next binade
+    if (k < (1u << m)) return sign | (unsigned char)k; // subnormal (exponent field 0)
+    return sign | (unsigned char)((((unsigned)(e + bias)) << m) | (k - (1u << m)));
+}
+// e4m3: bias 7, no infinities, S.1111.111 is NaN, 448 the largest; above 464 saturates.
+__device__ __forceinline__ unsigned char f32_to_f8e4m3(float f) {
+    return f32_to_fp8(f, 3, 7, 0x43e80001u, 0x7e, 0x7f);
+}
+// e5m2: bias 15, IEEE-like; 57344 the largest; from 61440 on saturates.
+__device__ __forceinline__ unsigned char f32_to_f8e5m2(float f) {
+    return f32_to_fp8(f, 2, 15, 0x47700000u, 0x7b, 0x7e);
+}
+__device__ __forceinline__ float f8e4m3_to_f32(unsigned char c) {
+    unsigned sign = ((unsigned)c & 0x80u) << 24, e = ((unsigned)c >> 3) & 0xfu, m = (unsigned)c & 7u;
+    if (e == 15u && m == 7u) return __uint_as_float(0x7fc00000u);
+    if (e == 0u) return __uint_as_float(sign | __float_as_uint((float)m * 0.001953125f)); // m * 2^-9
+    return __uint_as_float(sign | ((e + 120u) << 23) | (m << 20));
+}
+__device__ __forceinline__ float f8e5m2_to_f32(unsigned char c) {
+    unsigned sign = ((unsigned)c & 0x80u) << 24, e = ((unsigned)c >> 2) & 0x1fu, m = (unsigned)c & 3u;
+    if (e == 31u) return __uint_as_float(sign | (m ? 0x7fc00000u : 0x7f800000u));
+    if (e == 0u) return __uint_as_float(sign | __float_as_uint((float)m * 0.0000152587890625f)); // m * 2^-16
+    return __uint_as_float(sign | ((e + 112u) << 23) | (m << 21));
+}
+// max/min as IEEE 754-2019's maximum/minimum (and oxccl's CPU kernels): a NaN operand wins,
+// and +0 is above -0 (the sum of two zeros is -0 only when both are; -(-a - b) the reverse).
+template <typename T> __device__ __forceinline__ T fmax_nan(T a, T b) {
+    if (a != a) return a;
+    if (b != b) return b;
+    if (a == b && a == (T)0) return a + b;
+    return a > b ? a : b;
+}
+template <typename T> __device__ __forceinline__ T fmin_nan(T a, T b) {
+    if (a != a) return a;
+    if (b != b) return b;
+    if (a == b && a == (T)0) return -(-a - b);
+    return a < b ? a : b;
+}
 __device__ __forceinline__ bool aligned16(const void* p) { return (((unsigned long long)p) & 15ull) == 0; }
 "#;
 
@@ -194,6 +265,8 @@ fn combine(op: &str, t: &KernelType) -> String {
     let (to, from) = match t.kind {
         Kind::F16 => ("f16_to_f32", "f32_to_f16"),
         Kind::Bf16 => ("bf16_to_f32", "f32_to_bf16"),
+        Kind::F8E4M3 => ("f8e4m3_to_f32", "f32_to_f8e4m3"),
+        Kind::F8E5M2 => ("f8e5m2_to_f32", "f32_to_f8e5m2"),
         Kind::Float | Kind::Int(_) => ("", ""),
     };
     match t.kind {
@@ -212,7 +285,7 @@ fn combine(op: &str, t: &KernelType) -> String {
             "max" => "fmax_nan(a, b)".to_owned(),
             _ => "fmin_nan(a, b)".to_owned(),
         },
-        Kind::F16 | Kind::Bf16 => {
+        Kind::F16 | Kind::Bf16 | Kind::F8E4M3 | Kind::F8E5M2 => {
             let inner = match op {
                 "sum" => format!("{to}(a) + {to}(b)"),
                 "prod" => format!("{to}(a) * {to}(b)"),
@@ -229,6 +302,8 @@ fn divide(t: &KernelType) -> &'static str {
     match (t.kind, t.name) {
         (Kind::F16, _) => "f32_to_f16(f16_to_f32(v) / (float)d)",
         (Kind::Bf16, _) => "f32_to_bf16(bf16_to_f32(v) / (float)d)",
+        (Kind::F8E4M3, _) => "f32_to_f8e4m3(f8e4m3_to_f32(v) / (float)d)",
+        (Kind::F8E5M2, _) => "f32_to_f8e5m2(f8e5m2_to_f32(v) / (float)d)",
         (Kind::Float, "f64") => "v / (double)d",
         (Kind::Float, _) => "v / (float)d",
         // C division truncates toward zero, as the CPU kernels do; 64-bit so that no

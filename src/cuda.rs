@@ -26,9 +26,11 @@
 //! all-gather and reduce-scatter go through the peers' GPU memory instead (CUDA IPC,
 //! [`oxccl_transports::cuda::peer`]): an all-reduce's ranks each reduce their share of every
 //! rank's input and write it into every rank's output, one pass over NVLink/PCIe (or within
-//! one GPU), no host copies. Buffers CUDA IPC cannot share (cudarc's stream-ordered pool
-//! memory, for one) make every rank take the staged path for that call. Opt-in until it has
-//! run on a GPU.
+//! one GPU), no host copies. Ranks that are threads of one process use each other's
+//! addresses as they are (cudarc's pool memory included); between processes, buffers CUDA
+//! IPC cannot share (cudarc's stream-ordered pool memory, for one) make every rank take
+//! that call through host memory instead ([`StreamCommunicator::peer_jobs`] counts the
+//! calls by path). Opt-in until it has run on a GPU.
 //!
 //! A failed collective still lets the stream go on (its outputs are then undefined) and is
 //! reported by the next [`StreamCommunicator::synchronize`] or

@@ -50,8 +50,8 @@ fn remember(addr: usize, a: Allocation) {
 }
 
 export! {
-    /// Allocates `size` bytes of zeroed GPU memory (in the current context, else device 0's
-    /// primary one), or of zeroed, page-aligned host memory where no CUDA driver is.
+    /// Allocates `size` bytes of GPU memory, not zeroed (in the current context, else device
+    /// 0's primary one), or of zeroed, page-aligned host memory where no CUDA driver is.
     fn ncclMemAlloc / pncclMemAlloc(ptr: *mut *mut c_void, size: usize) {
         need(ptr, "ptr")?;
         let p = if oxccl_transports::cuda::stream::init().is_ok() {

@@ -1,15 +1,18 @@
 //! GPU ops through the peers' GPU memory (`OXCCL_CUDA_IPC=1`, every rank on this host):
 //! which ops take that path, and their jobs ([`oxccl_transports::cuda::peer`]).
 //!
-//! A group whose every op is an all-reduce, reduce, broadcast, all-gather or reduce-scatter
-//! with a built-in reduction on GPU buffers becomes one peer job per op, in the group's
-//! order on each op's stream; any other group is staged whole. Whether a job then really
-//! goes through peer memory is decided by every rank alike from the buffers' records (pool
-//! memory cannot be shared, say: the job goes through host memory instead).
+//! Every rank must swap records for the same ops, so what goes this way is decided from what
+//! all ranks share (NCCL requires the same collectives, counts, types and operators on every
+//! rank, in the same order): each all-reduce, reduce, broadcast, all-gather and
+//! reduce-scatter with a built-in reduction and elements to move becomes a peer job of its
+//! own, in group order, and the rest of the group (other collectives, send/receive, which
+//! may differ between ranks) is staged as one job after them.
 //!
-//! A rank whose peer setup failed (another context than its device's primary one, say)
-//! still answers its peers: it stages its ops and swaps an "unusable" record before each
-//! one, so every rank takes the host path together and the job completes.
+//! A rank that cannot take part in a peer job (its peer setup failed, or its buffers are
+//! not GPU memory) stages that op and swaps an "unusable" record before it, so every rank
+//! takes the host path together. Whether a job really goes through peer memory is decided
+//! by every rank alike from the records (pool memory between processes cannot be shared,
+//! say: the job then goes through host memory).
 
 use crate::error::{CResult, Failure};
 use crate::ffi;
@@ -48,16 +51,6 @@ impl PeerPath {
     }
 }
 
-/// What [`route`] decided for a group.
-pub enum Route {
-    /// Staged as usual.
-    Staged,
-    /// Staged, with an "unusable" record swapped before each op (this rank's setup failed).
-    StagedAnswering,
-    /// Enqueued through peer memory; the NCCL result.
-    Done(ffi::NcclResult),
-}
-
 /// The peer collective for NCCL's `kind`, or `None` for the kinds it does not do.
 fn peer_kind(kind: Kind, root: u32) -> Option<PeerKind> {
     Some(match kind {
@@ -70,56 +63,65 @@ fn peer_kind(kind: Kind, root: u32) -> Option<PeerKind> {
     })
 }
 
-/// `a` as a peer op of `rank`, when it can be one: a collective the peer kernels do, a
-/// built-in reduction, elements to move, and GPU memory where this rank takes part (the
-/// others, a non-root's broadcast input or reduce output, may be anything, NULL included,
-/// as in NCCL).
-fn eligible(a: &OpArgs, rank: u32) -> Option<(PeerKind, &'static str, bool, OpKernels)> {
+/// `a` as a peer op, when it is one: a collective the peer kernels do, a built-in
+/// reduction, and elements to move. Only what every rank shares decides.
+fn peer_shape(a: &OpArgs) -> Option<(PeerKind, &'static str, bool, OpKernels)> {
     let RedOp::Builtin(op) = a.op else {
         return None;
     };
     let kind = peer_kind(a.kind, a.root)?;
-    let device = |p: usize| p != 0 && crate::device_ptr::is_device_memory(p);
-    let (uses_send, uses_recv) = kind.uses(rank);
-    if a.count == 0 || (uses_send && !device(a.send)) || (uses_recv && !device(a.recv)) {
+    if a.count == 0 {
         return None;
     }
     let (t, name, average) = oxccl::cuda::peer_kernels(a.dtype, op)?;
     Some((kind, name, average, t))
 }
 
+/// Whether this rank's buffers of `a` can be read and written by kernels: GPU memory where
+/// it takes part (a non-root's broadcast input or reduce output may be anything, NULL
+/// included, as in NCCL).
+fn on_device(a: &OpArgs, kind: PeerKind, rank: u32) -> bool {
+    let device = |p: usize| p != 0 && crate::device_ptr::is_device_memory(p);
+    let (uses_send, uses_recv) = kind.uses(rank);
+    (!uses_send || device(a.send)) && (!uses_recv || device(a.recv))
+}
+
 type OpKernels = &'static oxccl_transports::cuda::kernels::KernelType;
 
-/// Routes one communicator's group of GPU ops (see the module documentation), enqueueing
-/// it when it goes through peer memory.
-pub fn route(comm: &Arc<CommHandle>, staging: &mut GpuOps, ops: &[OpArgs]) -> CResult<Route> {
-    let Some(Some(path)) = &mut staging.peer else {
-        return Ok(Route::Staged);
-    };
-    let Some(plans) = ops
-        .iter()
-        .map(|a| eligible(a, comm.rank))
-        .collect::<Option<Vec<_>>>()
-    else {
-        return Ok(Route::Staged);
-    };
-    let exec = match &path.exec {
-        Ok(exec) => exec.clone(),
-        Err(why) => {
-            if !std::mem::replace(&mut path.warned, true) {
-                tracing::warn!(
-                    "OXCCL_CUDA_IPC=1 could not be set up on rank {}: {why}; its GPU ops are \
-                     staged, and its peers follow",
-                    comm.rank
-                );
+/// Enqueues the group's peer ops (see the module documentation) and returns the ops left to
+/// stage, in group order.
+pub fn route(comm: &Arc<CommHandle>, staging: &mut GpuOps, ops: &[OpArgs]) -> CResult<Vec<OpArgs>> {
+    let exec = match &mut staging.peer {
+        Some(Some(path)) => match &path.exec {
+            Ok(exec) => Some(exec.clone()),
+            Err(why) => {
+                if !std::mem::replace(&mut path.warned, true) {
+                    tracing::warn!(
+                        "OXCCL_CUDA_IPC=1 could not be set up on rank {}: {why}; its GPU \
+                         collectives are staged, and its peers follow",
+                        comm.rank
+                    );
+                }
+                None
             }
-            return Ok(Route::StagedAnswering);
-        }
+        },
+        _ => return Ok(ops.to_vec()),
     };
-    let queue = staging.queue.as_mut().expect("created by the caller");
-    for (a, (kind, name, average, t)) in ops.iter().zip(plans) {
+    let mut rest = Vec::new();
+    for a in ops {
+        let Some((kind, name, average, t)) = peer_shape(a) else {
+            rest.push(*a);
+            continue;
+        };
+        let exec = match &exec {
+            Some(exec) if on_device(a, kind, comm.rank) => exec.clone(),
+            _ => {
+                crate::staged::enqueue_staged(comm, staging, std::slice::from_ref(a), true)?;
+                continue;
+            }
+        };
         let spec = PeerOp {
-            exec: exec.clone(),
+            exec,
             kind,
             op: name,
             average,
@@ -127,7 +129,8 @@ pub fn route(comm: &Arc<CommHandle>, staging: &mut GpuOps, ops: &[OpArgs]) -> CR
             rank: comm.rank,
             nranks: comm.nranks,
         };
-        // SAFETY: the buffers this rank uses are GPU memory (checked by `eligible`) of the
+        let queue = staging.queue.as_mut().expect("created by the caller");
+        // SAFETY: the buffers this rank uses are GPU memory (checked by `on_device`) of the
         // op's lengths (checked when it was issued) that the program keeps valid until the
         // stream passed the op (NCCL's contract); the stream is the program's, of the
         // queue's context (checked by the caller).
@@ -146,7 +149,7 @@ pub fn route(comm: &Arc<CommHandle>, staging: &mut GpuOps, ops: &[OpArgs]) -> CR
             return Err(Failure::new(ffi::INTERNAL_ERROR, m));
         }
     }
-    Ok(Route::Done(ffi::SUCCESS))
+    Ok(rest)
 }
 
 /// Swaps this rank's records with every rank (an all-gather over the communicator).
@@ -163,7 +166,7 @@ pub fn exchange(weak: &Weak<CommHandle>, mine: &[u8]) -> std::result::Result<Vec
     .map_err(|e| e.message)
 }
 
-/// What a rank whose setup failed swaps before each op: a record no peer can use.
+/// What a rank that cannot take part swaps before its op: a record no peer can use.
 pub fn unusable_record() -> Vec<u8> {
     Record::new(0).to_bytes().to_vec()
 }
@@ -227,15 +230,15 @@ mod tests {
     use super::*;
     use oxccl::{DataType, ReduceOp};
 
-    /// Host memory is never a peer op, whatever the collective; nor are the collectives the
-    /// peer kernels do not do, nor PreMulSum.
+    /// The shape alone (what every rank shares) decides; host memory makes a rank answer
+    /// rather than leave the job.
     #[test]
-    fn only_gpu_collectives_with_builtin_reductions_are_eligible() {
-        let op = |kind, red| OpArgs {
+    fn only_collectives_with_builtin_reductions_are_peer_ops() {
+        let op = |kind, red, count| OpArgs {
             kind,
             send: 0x1000,
             recv: 0x2000,
-            count: 10,
+            count,
             dtype: DataType::Float32,
             op: red,
             root: 0,
@@ -243,8 +246,11 @@ mod tests {
             on_device: true,
         };
         let sum = RedOp::Builtin(ReduceOp::Sum);
-        // Not device memory (no driver here, or host addresses): staged.
-        assert!(eligible(&op(Kind::AllReduce, sum), 0).is_none());
+        let (kind, ..) = peer_shape(&op(Kind::AllReduce, sum, 10)).unwrap();
+        assert_eq!(kind, PeerKind::AllReduce);
+        // Not device memory (no driver here, or host addresses): this rank answers.
+        assert!(!on_device(&op(Kind::AllReduce, sum, 10), kind, 0));
+        assert!(peer_shape(&op(Kind::AllReduce, sum, 0)).is_none());
         for kind in [
             Kind::AllToAll,
             Kind::Send,
@@ -263,6 +269,6 @@ mod tests {
             Some(PeerKind::Broadcast { root: 1 })
         );
         let premul = RedOp::PreMul(crate::types::Scalar::Value([0; 8]));
-        assert!(eligible(&op(Kind::AllReduce, premul), 0).is_none());
+        assert!(peer_shape(&op(Kind::AllReduce, premul, 10)).is_none());
     }
 }

@@ -13,7 +13,7 @@
 
 use crate::error::{CResult, Failure};
 use crate::ffi;
-use crate::handle::CommHandle;
+use crate::handle::{CommHandle, GpuOps};
 use crate::ops::{Bufs, Kind, OpArgs};
 use crate::types::{RedOp, Scalar};
 use oxccl_transports::cuda::ordered::{Copy, Enqueued, OrderedQueue, REGION_ALIGN};
@@ -215,12 +215,24 @@ pub fn enqueue(comm: &Arc<CommHandle>, ops: &[OpArgs]) -> CResult {
             }
         }
     }
-    let answering = match crate::peer::route(comm, &mut staging, ops)? {
-        crate::peer::Route::Done(result) => return Ok(result),
-        crate::peer::Route::Staged => false,
-        crate::peer::Route::StagedAnswering => true,
-    };
-    let queue = staging.queue.as_mut().expect("created above");
+    let rest = crate::peer::route(comm, &mut staging, ops)?;
+    if rest.is_empty() {
+        return Ok(ffi::SUCCESS);
+    }
+    enqueue_staged(comm, &mut staging, &rest, false)
+}
+
+/// Stages `ops` as one job of the communicator's queue (created by the caller). When
+/// `answering`, the job swaps an "unusable" record before each op, as a rank that cannot
+/// take part in the peer jobs its peers run (see [`crate::peer`]).
+pub(crate) fn enqueue_staged(
+    comm: &Arc<CommHandle>,
+    staging: &mut GpuOps,
+    ops: &[OpArgs],
+    answering: bool,
+) -> CResult {
+    let streams = streams(ops);
+    let queue = staging.queue.as_mut().expect("created by the caller");
     let plan = layout(ops, comm.rank, comm.nranks)?;
     // Weak: the last reference to the handle must never be the worker's (dropping the
     // handle there would wait for the worker itself).

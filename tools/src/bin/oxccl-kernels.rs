@@ -111,6 +111,9 @@ fn same(dtype: DataType, got: &[u8], want: &[u8]) -> bool {
                         oxccl::bf16::from_le_bytes(g.try_into().unwrap()).is_nan()
                             && oxccl::bf16::from_le_bytes(w.try_into().unwrap()).is_nan()
                     }
+                    // NaN codes: S.1111.111 (e4m3) and S.11111.xx, xx != 0 (e5m2).
+                    DataType::Float8E4M3 => g[0] & 0x7f == 0x7f && w[0] & 0x7f == 0x7f,
+                    DataType::Float8E5M2 => g[0] & 0x7f > 0x7c && w[0] & 0x7f > 0x7c,
                     _ => false,
                 }
         })

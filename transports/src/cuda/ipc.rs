@@ -134,20 +134,28 @@ pub fn export(addr: u64, device: u32) -> Result<Exported> {
     })
 }
 
-/// Peers' allocations opened in this process, by handle.
+/// Peers' allocations opened in this process, by handle, with the job that last used each.
 #[derive(Debug, Default)]
 pub struct Mappings {
-    opened: HashMap<[u8; 64], sys::CUdeviceptr>,
+    opened: HashMap<[u8; 64], (sys::CUdeviceptr, u64)>,
+    /// The current job's number.
+    job: u64,
 }
 
 impl Mappings {
+    /// Starts a job: what it resolves is marked as in use by it.
+    pub fn begin_job(&mut self) {
+        self.job += 1;
+    }
+
     /// Where `e` is in this process (opening its allocation the first time).
     pub fn resolve(&mut self, e: &Exported) -> Result<u64> {
         if e.process == process_token() {
             return Ok(e.addr);
         }
-        if let Some(base) = self.opened.get(&e.handle) {
-            return Ok(base + e.offset);
+        if let Some((base, used)) = self.opened.get_mut(&e.handle) {
+            *used = self.job;
+            return Ok(*base + e.offset);
         }
         let h = sys::CUipcMemHandle_st {
             reserved: e.handle.map(|b| b as std::ffi::c_char),
@@ -162,12 +170,10 @@ impl Mappings {
             )
         };
         check(r, || "opening a peer process's GPU buffer".into())?;
-        self.opened.insert(e.handle, base);
+        self.opened.insert(e.handle, (base, self.job));
         Ok(base + e.offset)
     }
-}
 
-impl Mappings {
     /// Allocations opened so far.
     pub fn len(&self) -> usize {
         self.opened.len()
@@ -178,9 +184,38 @@ impl Mappings {
         self.opened.is_empty()
     }
 
+    /// Closes the least recently used allocations beyond `keep`, never the current job's
+    /// (call it when no kernel uses them; the owning context must be current).
+    pub fn evict_beyond(&mut self, keep: usize) {
+        for h in self.victims(keep) {
+            if let Some((base, _)) = self.opened.remove(&h) {
+                // SAFETY: an address cuIpcOpenMemHandle returned, closed once (just removed),
+                // used by no kernel (the caller's contract).
+                let _ = unsafe { sys::cuIpcCloseMemHandle(base) };
+            }
+        }
+    }
+
+    /// The least recently used handles beyond `keep`, none of the current job's.
+    fn victims(&self, keep: usize) -> Vec<[u8; 64]> {
+        let excess = self.opened.len().saturating_sub(keep);
+        let mut by_age: Vec<([u8; 64], u64)> = self
+            .opened
+            .iter()
+            .map(|(h, &(_, used))| (*h, used))
+            .collect();
+        by_age.sort_by_key(|&(_, used)| used);
+        by_age
+            .into_iter()
+            .take(excess)
+            .take_while(|&(_, used)| used != self.job)
+            .map(|(h, _)| h)
+            .collect()
+    }
+
     /// Closes every opened allocation (the owning context must be current).
     pub fn close_all(&mut self) {
-        for (_, base) in self.opened.drain() {
+        for (_, (base, _)) in self.opened.drain() {
             // SAFETY: an address cuIpcOpenMemHandle returned, closed once.
             let _ = unsafe { sys::cuIpcCloseMemHandle(base) };
         }
@@ -324,6 +359,26 @@ mod tests {
         // with buffers CUDA IPC cannot export (cudarc's pool memory).
         assert_eq!(unusable(&[record(true, 1, 0), record(true, 1, 0)]), None);
         assert_eq!(unusable(&[record(false, 1, 0), record(false, 1, 0)]), None);
+    }
+
+    /// The oldest mappings go first, and never one the current job uses.
+    #[test]
+    fn eviction_takes_the_least_recently_used_beyond_the_cap() {
+        let mut m = Mappings::default();
+        for (k, job) in [(1u8, 3u64), (2, 1), (3, 5), (4, 2)] {
+            m.opened.insert([k; 64], (0x1000 * k as u64, job));
+        }
+        m.job = 5;
+        let mut v = m.victims(2);
+        v.sort();
+        assert_eq!(v, vec![[2; 64], [4; 64]]);
+        assert!(m.victims(4).is_empty());
+        // Everything used by the current job stays, whatever the cap.
+        m.job = 3;
+        for e in m.opened.values_mut() {
+            e.1 = 3;
+        }
+        assert!(m.victims(0).is_empty());
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub fn reduce_kernel_name(op: &str, t: &KernelType) -> String {
 /// CUDA IPC), writes `in_0[i] op … op in_{nin-1}[i]` to every output, for `i` in
 /// `first..first + count`. Each element is read from every input before any output is
 /// written, so an output may be an input (in place). One input is a copy to every output.
-/// The peer collectives are this kernel with different address lists (`ipc::plan`): an
+/// The peer collectives are this kernel with different address lists (`peer::plan`): an
 /// all-reduce's ranks give it disjoint ranges of all inputs and outputs, and together they
 /// reduce and distribute the whole buffer in one pass.
 pub fn peer_kernel_name(op: &str, t: &KernelType) -> String {

@@ -2,9 +2,12 @@
 //! with the ranks of other processes (unlike stream-ordered pool memory), so buffers from
 //! here can take the peer path ([`super::peer`]).
 //!
-//! The allocation goes to the calling thread's current context, as NCCL's does to the
-//! current device; with no context current, to device 0's primary context (the device the
-//! CUDA runtime would pick), which stays retained until the allocation is freed.
+//! The allocation goes to the calling thread's current context, the current device's as the
+//! CUDA runtime sets it (from CUDA 12 `cudaSetDevice` makes it current at once). With no
+//! context current, it goes to device 0's primary context, which stays retained until the
+//! allocation is freed: a program on another device that has not used the runtime yet (or
+//! a runtime older than 12 that has not initialised the device it set) should make its
+//! device current first.
 
 use cudarc::driver::sys;
 
@@ -28,8 +31,9 @@ fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Result<()> {
         .map_err(|e| Error::Config(format!("{}: CUDA driver error {e}", what())))
 }
 
-/// `bytes` (at least 1) of zeroed GPU memory; `Err` without a driver or a device, or when
-/// the device is out of memory.
+/// `bytes` (at least 1) of GPU memory, not zeroed (as NCCL's: a memset here would run on
+/// the legacy default stream, which the program's non-blocking streams do not wait for);
+/// `Err` without a driver or a device, or when the device is out of memory.
 pub fn alloc(bytes: usize) -> Result<DeviceAllocation> {
     init()?;
     let mut current: sys::CUcontext = std::ptr::null_mut();
@@ -56,14 +60,6 @@ pub fn alloc(bytes: usize) -> Result<DeviceAllocation> {
         // SAFETY: a context is current; writes one address.
         let r = unsafe { sys::cuMemAlloc_v2(&mut addr, bytes.max(1)) };
         check(r, || format!("allocating {bytes} bytes of GPU memory"))?;
-        // SAFETY: the allocation just made holds `bytes.max(1)` bytes.
-        let r = unsafe { sys::cuMemsetD8_v2(addr, 0, bytes.max(1)) };
-        let zeroed = check(r, || "zeroing the allocation".into());
-        if let Err(e) = zeroed {
-            // SAFETY: allocated above, freed once.
-            let _ = unsafe { sys::cuMemFree_v2(addr) };
-            return Err(e);
-        }
         Ok(addr)
     })();
     match made {

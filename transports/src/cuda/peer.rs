@@ -186,6 +186,9 @@ pub struct PeerCollectives {
     addrs: sys::CUdeviceptr,
     capacity: usize,
     jobs: PeerJobs,
+    /// Every rank has once opened every other's buffers (learned together, from an
+    /// exchange): later jobs skip that agreement round.
+    proven: bool,
 }
 
 /// How a rank's peer jobs went so far.
@@ -247,6 +250,7 @@ impl PeerCollectives {
             addrs,
             capacity,
             jobs: PeerJobs::default(),
+            proven: false,
         })
     }
 
@@ -304,9 +308,9 @@ impl PeerCollectives {
             return Ok(());
         }
         let map = |e: cudarc::driver::DriverError| Error::Config(format!("peer kernel: {e}"));
-        // SAFETY: the array holds `capacity` >= all.len() u64s; the copy from pageable memory
-        // returns once the bytes are staged, and `all` outlives it anyway (synchronised by
-        // the caller before `all` is dropped).
+        // SAFETY: the array holds `capacity` >= all.len() u64s; a copy from pageable memory
+        // has read its source when the call returns (the driver stages it), so `all` may be
+        // dropped before the stream runs the copy.
         let r = unsafe {
             sys::cuMemcpyHtoDAsync_v2(
                 self.addrs,
@@ -345,49 +349,76 @@ impl PeerCollectives {
         Ok(())
     }
 
-    /// The host path: this rank's input to host memory (`send_bytes` of it, when the rank
-    /// has an input), `host` runs the collective over the communicator, the result back
-    /// into its output (when it has one), all on this value's stream, so the program's
-    /// stream, which waits for the job, is not involved.
-    fn through_host(
-        &mut self,
-        send: Option<u64>,
-        send_bytes: usize,
-        recv: Option<u64>,
-        recv_bytes: usize,
-        host: &mut HostCollective,
-    ) -> std::result::Result<(), String> {
-        // 8-byte aligned, so the host collective can view them as any element type.
-        let mut input = vec![0u64; send_bytes.div_ceil(8)];
-        let mut output = vec![0u64; recv_bytes.div_ceil(8)];
-        // SAFETY: each vector holds at least the bytes viewed, any bit pattern is a valid
-        // u8, and these views are the only references to them until dropped.
-        let (inb, outb) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(input.as_mut_ptr().cast::<u8>(), send_bytes),
-                std::slice::from_raw_parts_mut(output.as_mut_ptr().cast::<u8>(), recv_bytes),
-            )
+    /// Copies `bytes` of device memory at `src` into `dst` on this value's stream and waits.
+    fn download(&self, dst: &mut [u8], src: u64) -> Result<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `src` holds `dst.len()` bytes (the job's contract); `dst` is writable and
+        // outlives the synchronisation below.
+        let r = unsafe {
+            sys::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr().cast(), src, dst.len(), self.stream())
         };
-        if let Some(send) = send.filter(|_| send_bytes > 0) {
-            // SAFETY: `send` holds `send_bytes` (enqueue's contract); `inb` is writable.
-            let r = unsafe {
-                sys::cuMemcpyDtoHAsync_v2(inb.as_mut_ptr().cast(), send, send_bytes, self.stream())
-            };
-            check(r, || "copying the input to the host".into()).map_err(|e| e.to_string())?;
-            self.synchronize().map_err(|e| e.to_string())?;
-        }
-        host(inb, outb)?;
-        if let Some(recv) = recv.filter(|_| recv_bytes > 0) {
-            // SAFETY: `recv` holds `recv_bytes`; `outb` lives until the synchronisation below.
-            let r = unsafe {
-                sys::cuMemcpyHtoDAsync_v2(recv, outb.as_ptr().cast(), recv_bytes, self.stream())
-            };
-            let copied = check(r, || "copying the result to the device".into());
-            let waited = self.synchronize();
-            copied.and(waited).map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        let copied = check(r, || "copying the input to the host".into());
+        let waited = self.synchronize();
+        copied.and(waited)
     }
+
+    /// Copies `src` into device memory at `dst` on this value's stream and waits.
+    fn upload(&self, dst: u64, src: &[u8]) -> Result<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `dst` holds `src.len()` bytes (the job's contract); `src` lives until the
+        // synchronisation below.
+        let r = unsafe {
+            sys::cuMemcpyHtoDAsync_v2(dst, src.as_ptr().cast(), src.len(), self.stream())
+        };
+        let copied = check(r, || "copying the result to the device".into());
+        let waited = self.synchronize();
+        copied.and(waited)
+    }
+}
+
+/// The host path: this rank's input to host memory (`send_bytes` of it, when the rank has
+/// an input), `host` runs the collective over the communicator, the result back into its
+/// output (when it has one). The copies run on the rank's own stream, so the program's
+/// stream, which waits for the job, is not involved; the lock is not held while `host`
+/// waits for the other ranks. `host` runs even when the input could not be copied (with
+/// zeros), so the other ranks are not left waiting; the failure is reported after it.
+fn through_host(
+    exec: &Mutex<PeerCollectives>,
+    send: Option<u64>,
+    send_bytes: usize,
+    recv: Option<u64>,
+    recv_bytes: usize,
+    host: &mut HostCollective,
+) -> std::result::Result<(), String> {
+    let lock = || exec.lock().unwrap_or_else(|e| e.into_inner());
+    // 8-byte aligned, so the host collective can view them as any element type.
+    let mut input = vec![0u64; send_bytes.div_ceil(8)];
+    let mut output = vec![0u64; recv_bytes.div_ceil(8)];
+    // SAFETY: each vector holds at least the bytes viewed, any bit pattern is a valid u8,
+    // and these views are the only references to them until dropped.
+    let (inb, outb) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(input.as_mut_ptr().cast::<u8>(), send_bytes),
+            std::slice::from_raw_parts_mut(output.as_mut_ptr().cast::<u8>(), recv_bytes),
+        )
+    };
+    let copied_in = match send {
+        Some(send) => lock().download(inb, send),
+        None => Ok(()),
+    };
+    if copied_in.is_err() {
+        inb.fill(0);
+    }
+    host(inb, outb)?;
+    copied_in.map_err(|e| e.to_string())?;
+    if let Some(recv) = recv {
+        lock().upload(recv, outb).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 impl Drop for PeerCollectives {
@@ -481,48 +512,46 @@ fn run_job(
         }
     }
     let records = Record::parse_all(&(comm.exchange)(&mine.to_bytes())?, n)?;
-    let (send_elems, recv_elems) = spec.kind.lengths(count, spec.nranks);
     if let Some(why) = unusable(&records) {
-        let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
-        p.jobs.through_host += 1;
-        if p.jobs.through_host == 1 {
-            // Once per communicator: the user asked for the peer path and does not get it.
-            tracing::warn!(
-                "OXCCL_CUDA_IPC=1: {why}; this {} and others like it go through host memory",
-                spec.kind.name()
-            );
-        } else {
-            tracing::debug!("{why}: this {} goes through host memory", spec.kind.name());
-        }
-        let size = spec.t.size;
-        return p.through_host(
-            uses_send.then_some(send),
-            send_elems as usize * size,
-            uses_recv.then_some(recv),
-            recv_elems as usize * size,
-            &mut comm.host,
-        );
+        return host_job(spec, send, recv, count, comm, &why);
     }
-    let result = (|| -> Result<()> {
+    // Open the peers' buffers (cached), and until every rank has once opened every other's,
+    // agree that all could before anyone launches: GPUs without peer access to each other
+    // fail here, and the job then goes through host memory on every rank instead.
+    let resolved = {
         let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut sends, mut recvs) = (vec![0u64; n], vec![0u64; n]);
-        for (j, r) in records.iter().enumerate() {
-            let (s, d) = spec.kind.uses(j as u32);
-            if s {
-                sends[j] = p.maps.resolve(&r.send)?;
+        p.maps.begin_job();
+        let r = resolve_all(&mut p.maps, spec.kind, &records);
+        (r, p.proven)
+    };
+    let (addrs, proven) = resolved;
+    if !proven {
+        let ok = (comm.exchange)(&[u8::from(addrs.is_ok())])?;
+        if let Some(bad) = ok.iter().position(|&b| b != 1) {
+            if let Err(e) = &addrs {
+                tracing::warn!(error = %e, "opening the peers' GPU buffers");
             }
-            if d {
-                recvs[j] = p.maps.resolve(&r.recv)?;
-            }
+            let why = format!("rank {bad} could not open its peers' GPU buffers");
+            return host_job(spec, send, recv, count, comm, &why);
         }
+        spec.exec.lock().unwrap_or_else(|e| e.into_inner()).proven = true;
+    }
+    let result = addrs.and_then(|(sends, recvs)| {
+        let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
         let plan = plan(spec.kind, spec.rank, count, spec.t.size, &sends, &recvs);
         let divide = (spec.average && spec.kind.reduces()).then_some(spec.nranks);
         p.jobs.through_peers += 1;
         p.run_share(spec.op, spec.t, &plan, divide)
-    })();
+    });
     // Always exchanged again, even after a failure here: a peer may be writing into this
     // rank's output or reading its input until every rank got this far.
     let done = (comm.exchange)(&[u8::from(result.is_ok())]);
+    // No kernel of this rank uses the opened buffers any more: old ones may be closed.
+    spec.exec
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .maps
+        .evict_beyond(MAX_OPENED);
     result.map_err(|e| e.to_string())?;
     if let Some(bad) = done?.iter().position(|&b| b != 1) {
         return Err(format!(
@@ -531,6 +560,68 @@ fn run_job(
         ));
     }
     Ok(())
+}
+
+/// Peers' allocations a rank keeps open between jobs; the least recently used beyond this
+/// are closed (a program that frees and allocates buffers every step would otherwise pile
+/// up mappings, keeping the peers' freed memory alive).
+const MAX_OPENED: usize = 256;
+
+/// Every rank's buffers of a `kind` job in this process: (sends, receives), zero where the
+/// rank has none.
+fn resolve_all(
+    maps: &mut Mappings,
+    kind: PeerKind,
+    records: &[Record],
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    let n = records.len();
+    let (mut sends, mut recvs) = (vec![0u64; n], vec![0u64; n]);
+    for (j, r) in records.iter().enumerate() {
+        let (s, d) = kind.uses(j as u32);
+        if s {
+            sends[j] = maps.resolve(&r.send)?;
+        }
+        if d {
+            recvs[j] = maps.resolve(&r.recv)?;
+        }
+    }
+    Ok((sends, recvs))
+}
+
+/// The job through host memory (every rank takes it alike), counted, and said once.
+fn host_job(
+    spec: &PeerOp,
+    send: u64,
+    recv: u64,
+    count: u64,
+    comm: &mut PeerComm,
+    why: &str,
+) -> std::result::Result<(), String> {
+    let first = {
+        let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
+        p.jobs.through_host += 1;
+        p.jobs.through_host == 1
+    };
+    if first {
+        // Once per communicator: the user asked for the peer path and does not get it.
+        tracing::warn!(
+            "OXCCL_CUDA_IPC=1: {why}; this {} and others like it go through host memory",
+            spec.kind.name()
+        );
+    } else {
+        tracing::debug!("{why}: this {} goes through host memory", spec.kind.name());
+    }
+    let (uses_send, uses_recv) = spec.kind.uses(spec.rank);
+    let (send_elems, recv_elems) = spec.kind.lengths(count, spec.nranks);
+    let size = spec.t.size;
+    through_host(
+        &spec.exec,
+        uses_send.then_some(send),
+        send_elems as usize * size,
+        uses_recv.then_some(recv),
+        recv_elems as usize * size,
+        &mut comm.host,
+    )
 }
 
 impl OrderedQueue {

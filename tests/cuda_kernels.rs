@@ -9,6 +9,14 @@ use oxccl_transports::cuda::host::HostKernels;
 use oxccl_transports::cuda::kernels::TYPES;
 use oxccl_transports::cuda::peer::{plan, PeerKind};
 
+/// The kernels' operators (`avg` is a sum, then a divide) and oxccl's.
+const OPS: [(&str, ReduceOp); 4] = [
+    ("sum", ReduceOp::Sum),
+    ("prod", ReduceOp::Prod),
+    ("max", ReduceOp::Max),
+    ("min", ReduceOp::Min),
+];
+
 /// Deterministic bytes: integers that overflow when combined, floats with NaNs, infinities,
 /// signed zeros and values that round differently in 16 bits.
 fn input(dtype: DataType, n: usize, seed: u64) -> Vec<u8> {
@@ -115,12 +123,6 @@ impl Buf {
 #[test]
 fn kernels_compute_what_the_cpu_reductions_compute() {
     let host = HostKernels::build().expect("a C++ compiler (c++) for the host build");
-    let ops = [
-        ("sum", ReduceOp::Sum),
-        ("prod", ReduceOp::Prod),
-        ("max", ReduceOp::Max),
-        ("min", ReduceOp::Min),
-    ];
     let mut checked = 0;
     for (k, dtype) in DataType::ALL.into_iter().enumerate() {
         let t = &TYPES[k];
@@ -131,7 +133,7 @@ fn kernels_compute_what_the_cpu_reductions_compute() {
         let a = input(dtype, n, 1 + k as u64);
         let b = input(dtype, n, 101 + k as u64);
         for offset in [0, dtype.size()] {
-            for (name, op) in ops {
+            for (name, op) in OPS {
                 let mut want = vec![0u8; a.len()];
                 reduce::reduce_to(dtype, op, &mut want, &a, &b);
                 let (ba, bb) = (Buf::new(&a, offset), Buf::new(&b, offset));
@@ -164,12 +166,6 @@ fn kernels_compute_what_the_cpu_reductions_compute() {
 #[test]
 fn the_peer_all_reduce_kernel_reduces_every_rank_share_into_every_output() {
     let host = HostKernels::build().expect("a C++ compiler (c++) for the host build");
-    let ops = [
-        ("sum", ReduceOp::Sum),
-        ("prod", ReduceOp::Prod),
-        ("max", ReduceOp::Max),
-        ("min", ReduceOp::Min),
-    ];
     let n = 1031;
     let nranks = 3;
     let mut checked = 0;
@@ -178,7 +174,7 @@ fn the_peer_all_reduce_kernel_reduces_every_rank_share_into_every_output() {
         let inputs: Vec<Vec<u8>> = (0..nranks)
             .map(|r| input(dtype, n, 7 + 31 * k as u64 + r as u64))
             .collect();
-        for (name, op) in ops {
+        for (name, op) in OPS {
             let mut want = inputs[0].clone();
             for input in &inputs[1..] {
                 let acc = want.clone();
@@ -354,12 +350,7 @@ fn fp8_kernels_agree_with_the_cpu_on_every_pair_of_codes() {
     let b: Vec<u8> = (0..65536u32).map(|i| (i >> 8) as u8).collect();
     for dtype in [DataType::Float8E4M3, DataType::Float8E5M2] {
         let t = &TYPES[DataType::ALL.iter().position(|d| *d == dtype).unwrap()];
-        for (name, op) in [
-            ("sum", ReduceOp::Sum),
-            ("prod", ReduceOp::Prod),
-            ("max", ReduceOp::Max),
-            ("min", ReduceOp::Min),
-        ] {
+        for (name, op) in OPS {
             let mut want = vec![0u8; a.len()];
             reduce::reduce_to(dtype, op, &mut want, &a, &b);
             let mut got = vec![0u8; a.len()];

@@ -308,10 +308,9 @@ unsafe fn add_typed<'a, T: Element>(g: &mut Group<'a>, op: &OpArgs, bufs: Bufs) 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn op(kind: Kind, send: usize, recv: usize, count: usize, root: u32) -> OpArgs {
+impl OpArgs {
+    /// A float32 sum on host buffers (stream 0), for tests.
+    pub(crate) fn example(kind: Kind, send: usize, recv: usize, count: usize, root: u32) -> Self {
         OpArgs {
             kind,
             send,
@@ -323,6 +322,15 @@ mod tests {
             stream: 0,
             on_device: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(kind: Kind, send: usize, recv: usize, count: usize, root: u32) -> OpArgs {
+        OpArgs::example(kind, send, recv, count, root)
     }
 
     #[test]

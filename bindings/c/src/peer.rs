@@ -228,22 +228,15 @@ fn setup(ctx: RawContext, nranks: usize) -> oxccl_transports::Result<Arc<Mutex<P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxccl::{DataType, ReduceOp};
+    use oxccl::ReduceOp;
 
     /// The shape alone (what every rank shares) decides; host memory makes a rank answer
     /// rather than leave the job.
     #[test]
     fn only_collectives_with_builtin_reductions_are_peer_ops() {
         let op = |kind, red, count| OpArgs {
-            kind,
-            send: 0x1000,
-            recv: 0x2000,
-            count,
-            dtype: DataType::Float32,
             op: red,
-            root: 0,
-            stream: 0x77,
-            on_device: true,
+            ..OpArgs::example(kind, 0x1000, 0x2000, count, 0)
         };
         let sum = RedOp::Builtin(ReduceOp::Sum);
         let (kind, ..) = peer_shape(&op(Kind::AllReduce, sum, 10)).unwrap();

@@ -278,19 +278,12 @@ pub(crate) fn enqueue_staged(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxccl::DataType;
 
     fn op(kind: Kind, send: usize, recv: usize, count: usize, root: u32) -> OpArgs {
         OpArgs {
-            kind,
-            send,
-            recv,
-            count,
-            dtype: DataType::Float32,
-            op: RedOp::Builtin(oxccl::ReduceOp::Sum),
-            root,
             stream: 0x77,
             on_device: true,
+            ..OpArgs::example(kind, send, recv, count, root)
         }
     }
 

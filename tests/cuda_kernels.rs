@@ -5,9 +5,9 @@
 #![cfg(feature = "cuda")]
 
 use oxccl::{reduce, DataType, ReduceOp};
-use oxccl_transports::cuda::host::HostKernels;
+use oxccl_transports::cuda::host::{HostKernels, RankBuffers};
 use oxccl_transports::cuda::kernels::TYPES;
-use oxccl_transports::cuda::peer::{plan, PeerKind};
+use oxccl_transports::cuda::peer::PeerKind;
 
 /// The kernels' operators (`avg` is a sum, then a divide) and oxccl's.
 const OPS: [(&str, ReduceOp); 4] = [
@@ -225,7 +225,7 @@ struct RankBufs {
     bufs: Vec<Buf>,
 }
 
-/// Every peer collective as its ranks run it: each rank's [`plan`] on host copies of
+/// Every peer collective as its ranks run it: each rank's `peer::plan` on host copies of
 /// 3 ranks' buffers (out of place, and in place with NCCL's layouts), run through the host
 /// build of `oxccl_peer_*`, compared with the collective computed from the inputs with the
 /// CPU reductions. What a rank does not use (a non-root reduce output) must stay as it was.
@@ -289,29 +289,19 @@ fn every_peer_collective_computes_its_result_from_the_plans() {
                             RankBufs { bufs }
                         })
                         .collect();
-                    let block = |r: usize| (r * count * size) as u64;
-                    let addrs: Vec<(u64, u64)> = ranks
+                    let mut views: Vec<RankBuffers<'_>> = ranks
                         .iter_mut()
-                        .enumerate()
-                        .map(|(r, rb)| {
-                            let base = rb.bufs[0].bytes_mut().as_mut_ptr() as u64;
-                            match (in_place, kind) {
-                                (false, _) => (base, rb.bufs[1].bytes_mut().as_mut_ptr() as u64),
-                                (true, PeerKind::AllGather) => (base + block(r), base),
-                                (true, PeerKind::ReduceScatter) => (base, base + block(r)),
-                                (true, _) => (base, base),
-                            }
+                        .map(|rb| match rb.bufs.as_mut_slice() {
+                            [one] => RankBuffers::InPlace(one.bytes_mut()),
+                            [send, recv] => RankBuffers::Split {
+                                send: send.bytes(),
+                                recv: recv.bytes_mut(),
+                            },
+                            _ => unreachable!("one or two buffers per rank"),
                         })
                         .collect();
-                    let sends: Vec<u64> = addrs.iter().map(|a| a.0).collect();
-                    let recvs: Vec<u64> = addrs.iter().map(|a| a.1).collect();
-                    for r in 0..n {
-                        let p = plan(kind, r, count as u64, size, &sends, &recvs);
-                        // SAFETY: the addresses are of `ranks`' buffers, which hold every
-                        // element the plans name (`lengths`) and are not otherwise borrowed
-                        // until the loop ends.
-                        unsafe { host.run_plan(name, t, &p) }.unwrap();
-                    }
+                    host.peer_job(name, t, kind, count, &mut views).unwrap();
+                    drop(views);
                     for (r, rb) in ranks.iter().enumerate() {
                         let got = match (in_place, kind) {
                             (false, _) => rb.bufs[1].bytes().to_vec(),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::kernels::{self, KernelType};
-use super::peer::Plan;
+use super::peer::{plan, PeerKind};
 use crate::{Error, Result};
 
 /// Definitions the CUDA source expects from the compiler, for a host build.
@@ -26,6 +26,20 @@ static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcp
 type ReduceFn = unsafe extern "C" fn(*mut u8, *const u8, *const u8, u64);
 type DivideFn = unsafe extern "C" fn(*mut u8, u64, u32);
 type PeerFn = unsafe extern "C" fn(*const u64, u32, u32, u64, u64);
+
+/// One rank's buffers in a [`HostKernels::peer_job`].
+#[derive(Debug)]
+pub enum RankBuffers<'a> {
+    /// Separate input and output.
+    Split {
+        /// The input.
+        send: &'a [u8],
+        /// The output.
+        recv: &'a mut [u8],
+    },
+    /// One buffer, input and output as NCCL's in-place layouts place them.
+    InPlace(&'a mut [u8]),
+}
 
 /// The kernels built as a shared library for this CPU.
 pub struct HostKernels {
@@ -158,29 +172,67 @@ impl HostKernels {
         Ok(())
     }
 
-    /// Runs one rank's share of a peer collective, `plan` holding host addresses (what
-    /// `peer::plan` gives for buffers in this process's memory).
-    ///
-    /// # Safety
-    /// Every address in `plan` must be valid for elements `0..plan.first + plan.count` of
-    /// `t`, the inputs for reads and the outputs for writes, with no other reference to the
-    /// outputs alive during the call.
-    pub unsafe fn run_plan(&self, op: &str, t: &KernelType, plan: &Plan) -> Result<()> {
-        if plan.inputs.is_empty() {
-            return Err(Error::Config("a peer plan without inputs".into()));
+    /// Runs a whole peer job of `kind` on host memory: every rank's launch as
+    /// [`peer::plan`](super::peer::plan) gives it, on `ranks`' buffers (NCCL's in-place
+    /// layouts for [`RankBuffers::InPlace`]: the all-gather's input and the reduce-scatter's
+    /// output are the rank's block of the one buffer). `count` is NCCL's count.
+    pub fn peer_job(
+        &self,
+        op: &str,
+        t: &KernelType,
+        kind: PeerKind,
+        count: usize,
+        ranks: &mut [RankBuffers<'_>],
+    ) -> Result<()> {
+        let n = ranks.len() as u32;
+        let (send_len, recv_len) = kind.lengths(count as u64, n);
+        let (send_bytes, recv_bytes) = (send_len as usize * t.size, recv_len as usize * t.size);
+        let mut sends = Vec::with_capacity(ranks.len());
+        let mut recvs = Vec::with_capacity(ranks.len());
+        for (r, bufs) in ranks.iter_mut().enumerate() {
+            let block = (r * count * t.size) as u64;
+            let (send, recv, fits) = match bufs {
+                RankBuffers::Split { send, recv } => (
+                    send.as_ptr() as u64,
+                    recv.as_mut_ptr() as u64,
+                    send.len() >= send_bytes && recv.len() >= recv_bytes,
+                ),
+                RankBuffers::InPlace(buf) => {
+                    let base = buf.as_mut_ptr() as u64;
+                    let (s, d) = match kind {
+                        PeerKind::AllGather => (base + block, base),
+                        PeerKind::ReduceScatter => (base, base + block),
+                        _ => (base, base),
+                    };
+                    let whole = send_bytes.max(recv_bytes);
+                    (s, d, buf.len() >= whole)
+                }
+            };
+            if !fits {
+                return Err(Error::Config(format!(
+                    "rank {r}'s buffers are too small for a {} of {count}",
+                    kind.name()
+                )));
+            }
+            sends.push(send);
+            recvs.push(recv);
         }
-        let ptrs: Vec<u64> = plan.inputs.iter().chain(&plan.outputs).copied().collect();
-        // SAFETY: `oxccl_peer_*` has this signature (kernels.rs); the addresses as the
-        // caller's contract says.
-        unsafe {
-            let f = self.symbol::<PeerFn>(&kernels::peer_kernel_name(op, t))?;
-            f(
-                ptrs.as_ptr(),
-                plan.inputs.len() as u32,
-                plan.outputs.len() as u32,
-                plan.first,
-                plan.count,
-            );
+        for r in 0..n {
+            let p = plan(kind, r, count as u64, t.size, &sends, &recvs);
+            let ptrs: Vec<u64> = p.inputs.iter().chain(&p.outputs).copied().collect();
+            // SAFETY: `oxccl_peer_*` has this signature (kernels.rs); the plan's addresses are
+            // in `ranks`' buffers, which hold every element it names (checked above against
+            // `lengths`) and are borrowed mutably by this call, so nothing else uses them.
+            unsafe {
+                let f = self.symbol::<PeerFn>(&kernels::peer_kernel_name(op, t))?;
+                f(
+                    ptrs.as_ptr(),
+                    p.inputs.len() as u32,
+                    p.outputs.len() as u32,
+                    p.first,
+                    p.count,
+                );
+            }
         }
         Ok(())
     }

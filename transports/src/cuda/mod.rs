@@ -17,7 +17,7 @@
 //!   pinned staging memory: collectives on GPU buffers in the NCCL C ABI and the Rust API;
 //! - `memory.rs`: GPU memory for `ncclMemAlloc` (`cuMemAlloc`, shareable through CUDA IPC);
 //! - `ipc.rs`: GPU buffers shared between the processes of one node (CUDA IPC records);
-//! - `peer.rs`: all-reduce, reduce, broadcast, all-gather and reduce-scatter of ranks on one
+//! - `peer/`: all-reduce, reduce, broadcast, all-gather and reduce-scatter of ranks on one
 //!   node through each other's GPU memory, one pass of the `oxccl_peer_*` kernels, ordered
 //!   on the same queue.
 

@@ -238,7 +238,7 @@ fn parse(out: &str) -> Table {
 
 fn elt_size(dtype: &str) -> u64 {
     match dtype {
-        "int8" | "uint8" => 1,
+        "int8" | "uint8" | "f8e4m3" | "f8e5m2" => 1,
         "half" | "bfloat16" => 2,
         "int32" | "uint32" | "float" => 4,
         _ => 8,
@@ -334,10 +334,10 @@ fn every_type_operator_and_root_in_threads() {
     let t = parse(&r.stdout);
     check_table(&t, "all_reduce", 3);
     assert_eq!(t.param("nThread"), "3");
-    assert_eq!(t.rows.len(), 10 * 5 * 4);
+    assert_eq!(t.rows.len(), 12 * 5 * 4);
     for dtype in [
         "int8", "uint8", "int32", "uint32", "int64", "uint64", "half", "float", "double",
-        "bfloat16",
+        "bfloat16", "f8e4m3", "f8e5m2",
     ] {
         for op in ["sum", "prod", "max", "min", "avg"] {
             let n = t
@@ -359,7 +359,7 @@ fn every_type_operator_and_root_in_threads() {
         let t = parse(&r.stdout);
         check_table(&t, coll, 3);
         let combos = if extra == "-o" { 5 } else { 3 };
-        assert_eq!(t.rows.len(), 10 * combos * 3, "{coll}");
+        assert_eq!(t.rows.len(), 12 * combos * 3, "{coll}");
     }
 }
 

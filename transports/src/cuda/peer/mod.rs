@@ -1,6 +1,6 @@
 //! Collectives of ranks on one node through each other's GPU memory.
 //!
-//! The ranks swap [`Record`]s of their buffers ([`super::ipc`]), open each other's, and each
+//! The ranks swap [`Record`](super::ipc::Record)s of their buffers ([`super::ipc`]), open each other's, and each
 //! runs one `oxccl_peer_*` kernel on the addresses [`plan`] gives it:
 //! - all-reduce: its share of the elements of every rank's input, reduced and written into
 //!   every rank's output, so each byte is read once and written once;
@@ -16,7 +16,7 @@
 //! rank sees it in the records, and the job goes through host memory and the host
 //! communicator instead.
 //!
-//! The job runs on an [`OrderedQueue`] (the stream waits for it like for a staged one), so
+//! The job runs on an [`OrderedQueue`](super::ordered::OrderedQueue) (the stream waits for it like for a staged one), so
 //! the call does not block and the stream's order holds.
 
 use std::sync::{Arc, Mutex};

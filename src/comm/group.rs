@@ -57,7 +57,15 @@ impl<'a> Group<'a> {
             self_sends,
             self_recvs,
         } = self;
-        comm.check_usable()?;
+        comm.check_usable().map_err(|e| match (e, ops.first()) {
+            // A peer found dead before this group started: name the op it was to run.
+            (Error::PeerDied { rank, dead, .. }, Some((spec, _))) => Error::PeerDied {
+                rank,
+                dead,
+                op: format!("{} (not started)", spec.collective.name()),
+            },
+            (e, _) => e,
+        })?;
         if self_sends.len() != self_recvs.len() {
             return Err(Error::invalid(
                 "group",

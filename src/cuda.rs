@@ -100,6 +100,17 @@ pub fn peer_kernels(
     Some((&TYPES[index], name, average))
 }
 
+/// Keeps `e` as the stream's first failure (unless one is kept already) and returns its
+/// message, for the queue's report.
+fn keep_first(failure: &Mutex<Option<Error>>, e: Error) -> String {
+    let message = e.to_string();
+    failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert(e);
+    message
+}
+
 fn cuda_error(e: oxccl_transports::Error) -> Error {
     match e {
         oxccl_transports::Error::Config(m) => Error::Cuda(m),
@@ -188,14 +199,7 @@ impl StreamCommunicator {
         // Keeps a host communicator failure as itself (a dead peer, say), not as a string.
         let keep = {
             let failure = failure.clone();
-            move |e: Error| {
-                let message = e.to_string();
-                failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert(e);
-                message
-            }
+            move |e: Error| keep_first(&failure, e)
         };
         let (comm2, keep2) = (comm.clone(), keep.clone());
         let exchange = Box::new(move |mine: &[u8]| {
@@ -325,14 +329,7 @@ impl StreamCommunicator {
         let (comm, failure) = (self.comm.clone(), self.failure.clone());
         let work = move |parts: Vec<&mut [u8]>| {
             let mut c = comm.lock().unwrap_or_else(PoisonError::into_inner);
-            run(&mut c, parts).map_err(|e| {
-                let message = e.to_string();
-                failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert(e);
-                message
-            })
+            run(&mut c, parts).map_err(|e| keep_first(&failure, e))
         };
         let queue = self.queue.as_mut().expect("present until into_inner");
         match queue

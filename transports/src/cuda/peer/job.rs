@@ -22,7 +22,7 @@ fn run_job(
     let n = spec.nranks as usize;
     let (uses_send, uses_recv) = spec.kind.uses(spec.rank);
     let mut mine = {
-        let p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
+        let p = spec.lock();
         let mut r = Record::new(p.device);
         r.kernels = p.kernels.is_ok();
         r
@@ -52,7 +52,7 @@ fn run_job(
     // agree that all could before anyone launches: GPUs without peer access to each other
     // fail here, and the job then goes through host memory on every rank instead.
     let resolved = {
-        let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = spec.lock();
         p.maps.begin_job();
         let r = resolve_all(&mut p.maps, spec.kind, &records);
         (r, p.proven)
@@ -67,10 +67,10 @@ fn run_job(
             let why = format!("rank {bad} could not open its peers' GPU buffers");
             return host_job(spec, send, recv, count, comm, &why);
         }
-        spec.exec.lock().unwrap_or_else(|e| e.into_inner()).proven = true;
+        spec.lock().proven = true;
     }
     let result = addrs.and_then(|(sends, recvs)| {
-        let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = spec.lock();
         let plan = plan(spec.kind, spec.rank, count, spec.t.size, &sends, &recvs);
         let divide = (spec.average && spec.kind.reduces()).then_some(spec.nranks);
         p.jobs.through_peers += 1;
@@ -80,11 +80,7 @@ fn run_job(
     // rank's output or reading its input until every rank got this far.
     let done = (comm.exchange)(&[u8::from(result.is_ok())]);
     // No kernel of this rank uses the opened buffers any more: old ones may be closed.
-    spec.exec
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .maps
-        .evict_beyond(MAX_OPENED);
+    spec.lock().maps.evict_beyond(MAX_OPENED);
     result.map_err(|e| e.to_string())?;
     if let Some(bad) = done?.iter().position(|&b| b != 1) {
         return Err(format!(
@@ -131,7 +127,7 @@ fn host_job(
     why: &str,
 ) -> std::result::Result<(), String> {
     let first = {
-        let mut p = spec.exec.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = spec.lock();
         p.jobs.through_host += 1;
         p.jobs.through_host == 1
     };

@@ -210,6 +210,16 @@ pub struct PeerOp {
     pub nranks: u32,
 }
 
+impl PeerOp {
+    /// The rank's peer state, locked (a panic elsewhere leaves it usable: every change to
+    /// it is a plain update).
+    fn lock(&self) -> std::sync::MutexGuard<'_, PeerCollectives> {
+        self.exec
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// How a peer collective talks to the other ranks, and where its failure goes.
 pub struct PeerComm {
     /// Swaps records with every rank (an all-gather).
